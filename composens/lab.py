@@ -67,7 +67,7 @@ class Lab:
     def __init__(self, compose: Compose, paths: Paths | None = None) -> None:
         self.compose = compose
         self.paths = paths or Paths()
-        self.directory = NetnsDirectory(self.paths.netns_dir, self.paths.state_dir)
+        self.directory = NetnsDirectory(self.paths.netns_dir)
         self.store = StateStore(self.paths.state_dir)
 
     def load(self) -> Topology:

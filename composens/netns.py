@@ -124,9 +124,8 @@ def classify(
 
 
 class NetnsDirectory:
-    def __init__(self, root: Path = NETNS_DIR, scratch: Path | None = None) -> None:
+    def __init__(self, root: Path = NETNS_DIR) -> None:
         self.root = root
-        self.scratch = scratch or root
 
     def path(self, name: str) -> Path:
         return self.root / name
@@ -155,7 +154,8 @@ class NetnsDirectory:
 
     def replace(self, name: str, target: str) -> None:
         """Point an entry composens owns at a new target in one step."""
-        tmp = self.scratch / f".{name}.{os.getpid()}.tmp"
+        # Beside the entry: `ip netns add` makes the directory a mount point of its own.
+        tmp = self.root / f".{name}.{os.getpid()}.tmp"
         tmp.unlink(missing_ok=True)
         os.symlink(target, tmp)
         os.replace(tmp, self.path(name))

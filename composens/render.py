@@ -30,7 +30,9 @@ class Output:
     def console(self) -> Console:
         from rich.console import Console
 
-        return Console(file=self.out, width=self.width, highlight=False, soft_wrap=False)
+        # Piped output is for reading or grepping: never cut the table down to 80 columns.
+        width = self.width or (None if self.out.isatty() else 250)
+        return Console(file=self.out, width=width, highlight=False, soft_wrap=False)
 
     def line(self, text: str) -> None:
         print(text, file=self.out, flush=True)

@@ -25,6 +25,7 @@ NETNS_NAME_MAX = 64
 IFNAMSIZ = 16  # the kernel's limit includes the trailing NUL: 15 visible characters
 _NETNS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _NETNS_PREFIX = re.compile(r"[A-Za-z0-9_.-]*")
+_PLAIN_KEY = re.compile(r"[\w.:@+-]+")
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
@@ -123,7 +124,11 @@ class _Where:
         self.path = path
 
     def at(self, key: str | int) -> _Where:
-        step = f"[{key}]" if isinstance(key, int) else f".{key}"
+        if isinstance(key, int):
+            step = f"[{key}]"
+        else:
+            # A key with odd characters (a newline, say) is quoted so the message stays one line.
+            step = f".{key}" if _PLAIN_KEY.fullmatch(key) else f"[{key!r}]"
         return _Where(self.source, f"{self.path}{step}" if self.path else str(key))
 
     def error(self, message: str) -> ConfigError:
@@ -246,7 +251,8 @@ def _parse_addresses(value: Any, where: _Where) -> dict[str, tuple[str, ...]]:
 def _parse_interface_address(value: Any, where: _Where) -> IPInterface:
     text = str(value)
     if "/" not in text:
-        raise where.error(f"{text!r} needs a prefix length, e.g. {text}/24 or {text}/64")
+        example = f"{text}/64" if ":" in text else f"{text}/24"
+        raise where.error(f"{text!r} needs a prefix length, e.g. {example}")
     try:
         return ipaddress.ip_interface(text)
     except ValueError as e:
@@ -456,7 +462,7 @@ def ip_command(step: Step, topology: Topology) -> str:
         case EnableIPv6(node, ifname):
             netns = topology.node(node).netns
             prefix = f"ip netns exec {netns} " if netns else ""
-            return f"{prefix}sysctl -qw net.ipv6.conf.{ifname}.disable_ipv6=0"
+            return f"{prefix}sysctl -qw net.ipv6.conf.{ifname}.disable_ipv6=0 net.ipv6.conf.{ifname}.accept_dad=0"
         case AddAddress(node, ifname, address):
             nodad = " nodad" if ipaddress.ip_interface(address).version == 6 else ""
             return f"ip {netns_opt(node)}addr add {address} dev {ifname}{nodad}"

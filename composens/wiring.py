@@ -202,15 +202,18 @@ class _Applier:
             self.ns.ipr(ep.node).link("del", index=index.index)
 
     def _enable_ipv6(self, node: str, ifname: str) -> bool:
-        path = f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"
-        changed: list[bool] = []
+        # accept_dad=0 too: the link-local address would otherwise stay tentative for a second or
+        # two, and neighbour discovery drops the lab's first packets meanwhile.
+        wanted = {"disable_ipv6": "0", "accept_dad": "0"}
+        changed: list[str] = []
 
         def write() -> None:
-            with open(path, "r+") as f:
-                if f.read().strip() != "0":
-                    f.seek(0)
-                    f.write("0")
-                    changed.append(True)
+            for key, value in wanted.items():
+                with open(f"/proc/sys/net/ipv6/conf/{ifname}/{key}", "r+") as f:
+                    if f.read().strip() != value:
+                        f.seek(0)
+                        f.write(value)
+                        changed.append(key)
 
         run_in_netns(self.ns.fd(node), write)
         return bool(changed)

@@ -53,7 +53,9 @@ def _fail_in_ci_without_engine(request: pytest.FixtureRequest) -> None:
 def run(*args: str, check: bool = True, timeout: float = 120, **kw: object) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, check=False, **kw)  # type: ignore[call-overload]
     if check and done.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} exited {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}")
+        raise AssertionError(
+            f"{' '.join(args)} exited {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+        )
     return done  # type: ignore[no-any-return]
 
 
@@ -73,8 +75,9 @@ class Project:
         (self.folder / "docker-compose.yml").write_text(text.replace("IMAGE", IMAGE))
 
     def cli(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return run(sys.executable, "-m", "composens", "-p", self.name, *args, check=check, timeout=timeout,
-                   cwd=self.folder)
+        return run(
+            sys.executable, "-m", "composens", "-p", self.name, *args, check=check, timeout=timeout, cwd=self.folder
+        )
 
     def ps(self) -> list[dict[str, object]]:
         rows: list[dict[str, object]] = json.loads(self.cli("ps", "--netns", "--format", "json").stdout)

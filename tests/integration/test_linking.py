@@ -47,9 +47,11 @@ def test_up_twice_changes_nothing_and_down_removes_everything(project: Project) 
     project.cli("up", "-d")
     before = {p.name: os.readlink(p) for p in NETNS_DIR.iterdir() if p.name.startswith(project.name)}
     again = project.cli("up", "-d")
-    assert "link create" not in again.stdout and "link replace" not in again.stdout
+    assert "link create" not in again.stdout
+    assert "link replace" not in again.stdout
     after = {p.name: os.readlink(p) for p in NETNS_DIR.iterdir() if p.name.startswith(project.name)}
-    assert before == after and len(after) == 4
+    assert before == after
+    assert len(after) == 4
     project.cli("down", "-t", "0")
     assert not [p for p in NETNS_DIR.iterdir() if p.name.startswith(project.name)]
     assert run("docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project.name}").stdout == ""
@@ -141,7 +143,9 @@ def test_scaled_service_gets_numbered_entries(project: Project) -> None:
     assert entry_ns(f"{project.name}-node") == project.container_ns("node", 1)
 
 
-def test_two_projects_side_by_side_and_a_name_collision(project: Project, tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_two_projects_side_by_side_and_a_name_collision(
+    project: Project, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     project.write(prefixed(project, FOUR))
     project.cli("up", "-d")
     other = Project(project.name + "b", tmp_path_factory.mktemp("other"))
@@ -162,12 +166,17 @@ def test_two_projects_side_by_side_and_a_name_collision(project: Project, tmp_pa
 
 
 def test_host_network_and_shared_namespace(project: Project) -> None:
-    project.write(prefixed(project, """
+    project.write(
+        prefixed(
+            project,
+            """
 services:
   owner: {image: IMAGE, network_mode: none}
   sidecar: {image: IMAGE, network_mode: "service:owner"}
   hostnet: {image: IMAGE, network_mode: host}
-"""))
+""",
+        )
+    )
     project.cli("up", "-d")
     status = project.status()
     assert status[f"{project.name}-hostnet"] == "none"
@@ -189,24 +198,43 @@ def test_errors_are_one_line_with_documented_codes(project: Project) -> None:
     project.write("services:\n  a: {image: IMAGE, network_mode: none, x-composens: {netns: 'bad/name'}}\n")
     bad = project.cli("up", "-d", check=False)
     assert bad.returncode == 3
-    assert bad.stderr.strip().count("\n") == 0 and "not a valid netns name" in bad.stderr
+    assert bad.stderr.strip().count("\n") == 0
+    assert "not a valid netns name" in bad.stderr
     project.write("services: [\n")
     broken = project.cli("up", "-d", check=False)
-    assert broken.returncode == 3 and "Traceback" not in broken.stderr
+    assert broken.returncode == 3
+    assert "Traceback" not in broken.stderr
     project.write(FOUR)
     unknown = project.cli("up", "-d", "nosuch", check=False)
-    assert unknown.returncode == 3 and "no such service: nosuch" in unknown.stderr
-    nobody = run(sys.executable, "-m", "composens", "--project-directory", str(project.folder), "-p", project.name,
-                 "ps", "--netns", check=False, env={**os.environ, "DOCKER_HOST": "unix:///nonexistent.sock"})
-    assert nobody.returncode == 5 and "daemon is not reachable" in nobody.stderr
+    assert unknown.returncode == 3
+    assert "no such service: nosuch" in unknown.stderr
+    nobody = run(
+        sys.executable,
+        "-m",
+        "composens",
+        "--project-directory",
+        str(project.folder),
+        "-p",
+        project.name,
+        "ps",
+        "--netns",
+        check=False,
+        env={**os.environ, "DOCKER_HOST": "unix:///nonexistent.sock"},
+    )
+    assert nobody.returncode == 5
+    assert "daemon is not reachable" in nobody.stderr
 
 
 def test_attached_up_links_while_running_and_unlinks_on_stop(project: Project) -> None:
     project.write(prefixed(project, "services:\n  node1: {image: IMAGE, network_mode: none}\n"))
     name = f"{project.name}-node1"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "composens", "-p", project.name, "up"], cwd=project.folder,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        [sys.executable, "-m", "composens", "-p", project.name, "up"],
+        cwd=project.folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 60

@@ -1,0 +1,245 @@
+"""The CLI with a fake compose adapter, and exact rendering."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from composens import cli, render
+from composens.compose import ComposeOptions, Container
+from composens.errors import ConfigError, EngineError
+from composens.lab import InterfaceRow, NetnsRow
+from composens.netns import Action, EntryChange, Status
+from composens.topology import parse
+
+SEED = Path(__file__).resolve().parents[1] / "topology" / "seed" / "docker-compose.yml"
+
+
+class FakeCompose:
+    """Stands in for the docker CLI: a fixed config, no containers, a recorded command line."""
+
+    def __init__(self, config: dict[str, Any] | Exception, code: int = 0) -> None:
+        self._config = config
+        self.code = code
+        self.ran: list[list[str]] = []
+        self.options = ComposeOptions(files=("docker-compose.yml",))
+
+    def config(self) -> dict[str, Any]:
+        if isinstance(self._config, Exception):
+            raise self._config
+        return self._config
+
+    def containers(self, project: str) -> list[Container]:
+        return []
+
+    def inspect(self, ids: Sequence[str]) -> list[Container]:
+        return []
+
+    def run(self, args: Sequence[str]) -> int:
+        self.ran.append(list(args))
+        return self.code
+
+
+def invoke(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], fake: FakeCompose, *args: str
+) -> tuple[int, str, str]:
+    monkeypatch.setattr(cli.App, "compose", lambda self: fake)
+    with pytest.raises(SystemExit) as ended:
+        cli.main(list(args))
+    out, err = capsys.readouterr()
+    return int(ended.value.code or 0), out, err
+
+
+@pytest.fixture
+def seed() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(SEED.read_text())
+    data["name"] = "unitseed"
+    return data
+
+
+def test_plan_prints_the_ip_commands(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], seed: dict[str, Any]
+) -> None:
+    code, out, err = invoke(monkeypatch, capsys, FakeCompose(seed), "plan", "node1")
+    assert code == 0
+    assert err == ""
+    lines = out.splitlines()
+    assert lines[0] == "ip link add node1_router1 netns node1 type veth peer name router1_node1 netns router1"
+    assert "ip -n node1 route add 20.0.0.0/24 via 10.0.0.10" in lines
+    assert not any("node2_router1 netns node2" in line for line in lines)
+
+
+def test_config_error_is_one_line_with_exit_code_3(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakeCompose(ConfigError("docker-compose.yml: services must be a mapping"))
+    code, out, err = invoke(monkeypatch, capsys, fake, "up", "-d")
+    assert (code, out) == (3, "")
+    assert err == "composens: error: docker-compose.yml: services must be a mapping\n"
+    assert fake.ran == []
+
+
+def test_engine_error_exit_code_5_and_debug_shows_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakeCompose(EngineError("the docker daemon is not reachable"))
+    code, _, err = invoke(monkeypatch, capsys, fake, "ps", "--netns")
+    assert code == 5
+    assert "Traceback" not in err
+    code, _, err = invoke(monkeypatch, capsys, fake, "--debug", "ps", "--netns")
+    assert code == 5
+    assert "Traceback" in err
+
+
+def test_unknown_service_is_refused_before_compose_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], seed: dict[str, Any]
+) -> None:
+    fake = FakeCompose(seed)
+    code, _, err = invoke(monkeypatch, capsys, fake, "up", "-d", "node9")
+    assert code == 3
+    assert err == "composens: error: docker-compose.yml: no such service: node9\n"
+    assert fake.ran == []
+
+
+def test_unknown_commands_pass_through_with_their_exit_code(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakeCompose({}, code=7)
+    code, _, _ = invoke(monkeypatch, capsys, fake, "logs", "-f", "--tail", "5", "node1")
+    assert code == 7
+    assert fake.ran == [["logs", "-f", "--tail", "5", "node1"]]
+    code, _, _ = invoke(monkeypatch, capsys, fake, "ps", "--format", "json")
+    assert fake.ran[-1] == ["ps", "--format", "json"]
+
+
+def test_graph_mermaid_and_dot(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], seed: dict[str, Any]
+) -> None:
+    code, out, _ = invoke(monkeypatch, capsys, FakeCompose(seed), "graph")
+    assert code == 0
+    assert out.splitlines()[0] == "graph LR"
+    assert '  n_node1 ---|"node1_router1 10.0.0.1/24 — router1_node1 10.0.0.10/24"| n_router1' in out
+    code, out, _ = invoke(monkeypatch, capsys, FakeCompose(seed), "graph", "--format", "dot")
+    assert (
+        '"node1" -- "router1" [taillabel="node1_router1 10.0.0.1/24", headlabel="router1_node1 10.0.0.10/24"];' in out
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "services"),
+    [
+        ("up", ["-d", "--scale", "node=3", "-t", "5", "node", "router"], ["node", "router"]),
+        ("up", ["--exit-code-from", "node1", "router1"], ["router1"]),
+        ("stop", ["-t", "0", "a"], ["a"]),
+        ("kill", ["-s", "SIGHUP", "a", "b"], ["a", "b"]),
+        ("rm", ["-f", "-s"], []),
+    ],
+)
+def test_service_args(command: str, args: list[str], services: list[str]) -> None:
+    assert cli.service_args(command, args) == services
+
+
+@pytest.mark.parametrize(
+    ("args", "detached"),
+    [(["-d"], True), (["--detach"], True), (["-dV"], True), (["--wait"], True), (["--build"], False), ([], False)],
+)
+def test_is_detached(args: list[str], detached: bool) -> None:
+    assert cli.is_detached(args) is detached
+
+
+ROWS = [
+    NetnsRow(
+        "node1",
+        "lab-node1-1",
+        4242,
+        "node1",
+        "/var/run/netns/node1",
+        "/var/run/docker/netns/abc",
+        Status.LINKED,
+        (InterfaceRow("node1_router1", True, True), InterfaceRow("node1_router2", True, False)),
+    ),
+    NetnsRow("router1", "lab-router1-1", None, "router1", "/var/run/netns/router1", None, Status.NONE),
+]
+
+
+def test_table_renders_exactly() -> None:
+    buffer = io.StringIO()
+    from rich.console import Console
+
+    Console(file=buffer, width=120, color_system=None).print(render.netns_table(ROWS))
+    assert [line.rstrip() for line in buffer.getvalue().splitlines()] == [
+        "SERVICE  CONTAINER      PID   NETNS    TARGET                     STATUS  INTERFACES",
+        "node1    lab-node1-1    4242  node1    /var/run/docker/netns/abc  linked  node1_router1 up, node1_router2 down",
+        "router1  lab-router1-1  -     router1  -                          none    -",
+    ]
+
+
+def test_json_has_the_documented_keys() -> None:
+    rows = json.loads(render.netns_json(ROWS))
+    assert [list(r) for r in rows] == [list(render.JSON_KEYS)] * 2
+    assert rows[0]["interfaces"] == [
+        {"ifname": "node1_router1", "present": True, "up": True},
+        {"ifname": "node1_router2", "present": True, "up": False},
+    ]
+    assert rows[1]["pid"] is None
+    assert rows[1]["target"] is None
+    assert rows[1]["status"] == "none"
+
+
+def test_entry_change_lines_follow_the_seed() -> None:
+    assert render.entry_change_line(EntryChange("node1", "node1", Action.CREATE, "/var/run/docker/netns/abc")) == (
+        "node1: /var/run/netns/node1 -> /var/run/docker/netns/abc link create"
+    )
+    assert render.entry_change_line(EntryChange("n", "n", Action.CONFLICT, None, "exists")) == "n: conflict: exists"
+
+
+def test_parse_fuzz_never_escapes_config_error() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    scalar = st.one_of(st.none(), st.integers(-5, 70000), st.text(max_size=20), st.booleans())
+    value = st.recursive(
+        scalar,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=12), inner, max_size=3),
+        max_leaves=10,
+    )
+    names = st.sampled_from(["a", "b", "host", "r1", "x/y", "", "a-2"])
+    endpoint = st.one_of(st.builds(lambda n, i: f"{n}:{i}", names, st.text(max_size=17)), value)
+    link = st.fixed_dictionaries({"endpoints": st.lists(endpoint, max_size=3)}, optional={"mtu": value})
+    ext = st.fixed_dictionaries(
+        {}, optional={"links": st.lists(link, max_size=3) | value, "netns_prefix": value, "host": value}
+    )
+    service_ext = st.fixed_dictionaries(
+        {},
+        optional={
+            "addresses": st.dictionaries(st.text(max_size=16), st.lists(st.text(max_size=20) | value, max_size=2)),
+            "routes": st.lists(st.text(max_size=40), max_size=2) | value,
+            "netns": value,
+        },
+    )
+    services = st.dictionaries(
+        names,
+        st.fixed_dictionaries(
+            {"network_mode": st.sampled_from(["none", "host", "service:a", "bridge"])},
+            optional={"x-composens": service_ext},
+        ),
+        max_size=3,
+    )
+
+    @settings(max_examples=500, deadline=None)
+    @given(ext, services)
+    def check(top: Any, svcs: Any) -> None:
+        message = ""
+        try:
+            parse({"name": "p", "x-composens": top, "services": svcs}, source="f")
+        except ConfigError as e:  # the only exception parse may raise: anything else fails the test
+            message = e.message
+        assert "\n" not in message
+
+    check()

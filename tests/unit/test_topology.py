@@ -1,0 +1,99 @@
+"""Parsing, validation and planning: golden plans and a suite of invalid files."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from composens import topology
+from composens.errors import ConfigError
+
+CASES = Path(__file__).resolve().parents[1] / "topology"
+GOLDEN = sorted(p.parent for p in CASES.glob("*/expected.txt"))
+INVALID = sorted((CASES / "invalid").glob("*.yml"))
+
+
+def load(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(path.read_text())
+    return data
+
+
+@pytest.mark.parametrize("case", GOLDEN, ids=lambda p: p.name)
+def test_plan_matches_golden(case: Path) -> None:
+    topo = topology.parse(load(case / "docker-compose.yml"), source="docker-compose.yml")
+    got = [topology.ip_command(step, topo) for step in topology.plan(topo)]
+    expected = (case / "expected.txt").read_text().splitlines()
+    diff = "\n".join(difflib.unified_diff(expected, got, "expected", "planned", lineterm=""))
+    assert got == expected, diff
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
+def test_invalid_file_gives_its_exact_error(path: Path) -> None:
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# error: ")
+    with pytest.raises(ConfigError) as caught:
+        topology.parse(load(path), source="docker-compose.yml")
+    assert caught.value.message == first.removeprefix("# error: ")
+
+
+def test_golden_and_invalid_suites_are_not_empty() -> None:
+    assert len(GOLDEN) >= 3
+    assert len(INVALID) >= 15
+
+
+def test_plan_only_wires_links_whose_ends_are_available() -> None:
+    topo = topology.parse(load(CASES / "seed" / "docker-compose.yml"), source="f")
+    steps = topology.plan(topo, available=frozenset({"node1", "router1"}))
+    veths = [s for s in steps if isinstance(s, topology.CreateVeth)]
+    assert [(v.a.ifname, v.b.ifname) for v in veths] == [("node1_router1", "router1_node1")]
+    routes = [s for s in steps if isinstance(s, topology.AddRoute)]
+    assert {r.node for r in routes} == {"node1"}
+
+
+def test_netns_names_prefix_override_and_scale() -> None:
+    topo = topology.parse(
+        {
+            "name": "p",
+            "x-composens": {"netns_prefix": "lab-"},
+            "services": {"web": {"x-composens": {"netns": "w"}}, "db": {}},
+        },
+        source="f",
+    )
+    assert topo.services["web"].netns == "lab-w"
+    assert topo.netns_name("web", 2, scaled=True) == "lab-w-2"
+    assert topo.netns_name("db", 1, scaled=False) == "lab-db"
+
+
+@pytest.mark.parametrize(
+    ("text", "route"),
+    [
+        ("default via 10.0.0.1", topology.Route("default", "10.0.0.1")),
+        ("10.1.0.0/16 via 10.0.0.1 dev eth1 metric 5", topology.Route("10.1.0.0/16", "10.0.0.1", "eth1", 5)),
+        ("2001:db8::/32 via fe80::1 dev eth0", topology.Route("2001:db8::/32", "fe80::1", "eth0")),
+    ],
+)
+def test_parse_route(text: str, route: topology.Route) -> None:
+    assert topology.parse_route(text) == route
+    assert str(topology.parse_route(text)) == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "10.0.0.0/24",
+        "10.0.0.0/24 via",
+        "10.0.0.0/24 via 2001:db8::1",
+        "default via x",
+        "a via 10.0.0.1",
+        "10.0.0.0/8 via 10.0.0.1 metric",
+        "10.0.0.0/8 via 10.0.0.1 table 5",
+        "10.0.0.0/8 via 10.0.0.1 metric x",
+    ],
+)
+def test_parse_route_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match=r"."):
+        topology.parse_route(text)

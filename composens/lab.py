@@ -12,11 +12,11 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 
-from composens import netns, topology
+from composens import netns, topology, wiring
 from composens.compose import Compose, Container
 from composens.errors import ComposeFailed, ConfigError, ConflictError
 from composens.netns import Action, EntryChange, NetnsDirectory, Status, Wanted
@@ -137,6 +137,7 @@ class Lab:
         names = self._names(topo, containers)
         state = self.store.read()
         rows = []
+        linked: dict[str, str] = {}  # container name -> the namespace path its interfaces are read from
         for c in sorted(containers, key=lambda c: (c.service, c.number)):
             if c.id not in names or c.service not in services:
                 continue
@@ -146,10 +147,8 @@ class Lab:
                 current = netns.namespace_inode(f"/proc/{c.pid}/ns/net")
             entry = self.directory.probe(name)
             status = netns.classify(topo.project, entry, state.entries.get(name), c, current)
-            interfaces: tuple[InterfaceRow, ...] = ()
-            declared = topo.interfaces_of(c.service)
-            if declared:
-                interfaces = self._interfaces(target if status is Status.LINKED else None, declared)
+            if status is Status.LINKED and target and topo.interfaces_of(c.service):
+                linked[c.name] = target
             rows.append(
                 NetnsRow(
                     c.service,
@@ -159,9 +158,10 @@ class Lab:
                     str(self.directory.path(name)),
                     entry.symlink_target,
                     status,
-                    interfaces,
                 )
             )
+        if topo.links:
+            rows = self._with_interfaces(topo, rows, linked)
         known = set(names.values())
         for name, record in sorted(state.entries.items()):
             if record.project == topo.project and record.service in services and name not in known:
@@ -175,12 +175,21 @@ class Lab:
         return rows
 
     @staticmethod
-    def _interfaces(path: str | None, declared: tuple[str, ...]) -> tuple[InterfaceRow, ...]:
-        if path is None:
-            return tuple(InterfaceRow(name, False, False) for name in declared)
-        from composens import wiring
-
-        return tuple(InterfaceRow(s.ifname, s.present, s.up) for s in wiring.interface_states(path, declared))
+    def _with_interfaces(topo: Topology, rows: list[NetnsRow], linked: dict[str, str]) -> list[NetnsRow]:
+        """Add each row's declared interfaces, read from every linked namespace in one go."""
+        states = {}
+        if linked:
+            declared = {r.container: topo.interfaces_of(r.service) for r in rows if r.container in linked}
+            states = wiring.interface_states(linked, declared)
+        return [
+            replace(
+                r,
+                interfaces=tuple(InterfaceRow(i.ifname, i.present, i.up) for i in states[r.container])
+                if r.container in states
+                else tuple(InterfaceRow(name, False, False) for name in topo.interfaces_of(r.service)),
+            )
+            for r in rows
+        ]
 
     # ------------------------------------------------------------------ changing
 
@@ -204,12 +213,17 @@ class Lab:
     def _wire(
         self, topo: Topology, state: State, containers: list[Container], by_id: dict[str, Container], report: LinkReport
     ) -> None:
-        from composens import wiring
-
+        # Only services whose entry is ours and reaches their namespace now: the batch lines name entries.
         paths: dict[str, str] = {}
+        names = self._names(topo, containers)
         for c in containers:
-            target, _, _ = netns.resolve_target(c, by_id)
-            if target and c.service in topo.wired_services:
+            if c.service not in topo.wired_services or c.id not in names:
+                continue
+            target, inode, _ = netns.resolve_target(c, by_id)
+            record = state.entries.get(names[c.id])
+            entry = self.directory.probe(names[c.id])
+            owned = record is not None and record.project == topo.project and record.target == target
+            if target and owned and entry.symlink_target == target and entry.reaches == inode:
                 paths[c.service] = target
         available = frozenset(paths)
         for link in topo.links:
@@ -233,8 +247,6 @@ class Lab:
             host_ends = {ep.split(":", 1)[1] for ep in ours if ep.startswith(f"{HOST}:")}
             if not host_ends:
                 return []
-            from composens import wiring
-
             return wiring.remove_host_interfaces(host_ends)
 
     def run_attached(

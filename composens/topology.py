@@ -125,11 +125,10 @@ class _Where:
 
     def at(self, key: str | int) -> _Where:
         if isinstance(key, int):
-            step = f"[{key}]"
-        else:
-            # A key with odd characters (a newline, say) is quoted so the message stays one line.
-            step = f".{key}" if _PLAIN_KEY.fullmatch(key) else f"[{key!r}]"
-        return _Where(self.source, f"{self.path}{step}" if self.path else str(key))
+            return _Where(self.source, f"{self.path}[{key}]")
+        # A key with odd characters (a newline, say) is quoted so the message stays one line.
+        name = key if _PLAIN_KEY.fullmatch(key) else repr(key)
+        return _Where(self.source, f"{self.path}.{name}" if self.path else name)
 
     def error(self, message: str) -> ConfigError:
         return ConfigError(f"{self.source}: {self.path}: {message}")
@@ -443,13 +442,8 @@ def plan(
     return tuple(steps)
 
 
-def ip_command(step: Step, topology: Topology) -> str:
-    """Write a step as the `ip` command that does the same."""
-
-    def netns_opt(node: str) -> str:
-        netns = topology.node(node).netns
-        return f"-n {netns} " if netns else ""
-
+def batch_line(step: AddAddress | SetUp | AddRoute | CreateVeth, topology: Topology) -> tuple[str | None, str]:
+    """Say in which netns (None: the host's) a step runs and its `ip -batch` line there."""
     match step:
         case CreateVeth(a, b, mtu):
             mtu_opt = f" mtu {mtu}" if mtu else ""
@@ -458,17 +452,23 @@ def ip_command(step: Step, topology: Topology) -> str:
                 netns = topology.node(ep.node).netns
                 return f"{ep.ifname}{mtu_opt}" + (f" netns {netns}" if netns else "")
 
-            return f"ip link add {end(a)} type veth peer name {end(b)}"
-        case EnableIPv6(node, ifname):
-            netns = topology.node(node).netns
-            prefix = f"ip netns exec {netns} " if netns else ""
-            return f"{prefix}sysctl -qw net.ipv6.conf.{ifname}.disable_ipv6=0 net.ipv6.conf.{ifname}.accept_dad=0"
+            return None, f"link add {end(a)} type veth peer name {end(b)}"
         case AddAddress(node, ifname, address):
             nodad = " nodad" if ipaddress.ip_interface(address).version == 6 else ""
-            return f"ip {netns_opt(node)}addr add {address} dev {ifname}{nodad}"
+            return topology.node(node).netns, f"addr add {address} dev {ifname}{nodad}"
         case SetUp(node, ifname):
-            return f"ip {netns_opt(node)}link set {ifname} up"
+            return topology.node(node).netns, f"link set {ifname} up"
         case AddRoute(node, route):
-            family = "-6 " if route.version == 6 else ""
-            return f"ip {family}{netns_opt(node)}route add {route}"
+            return topology.node(node).netns, f"route add {route}"
     raise AssertionError(step)
+
+
+def ip_command(step: Step, topology: Topology) -> str:
+    """Write a step as the command that does the same: what `composens plan` prints and wiring runs."""
+    if isinstance(step, EnableIPv6):
+        netns = topology.node(step.node).netns
+        prefix = f"ip netns exec {netns} " if netns else ""
+        conf = f"net.ipv6.conf.{step.ifname}"
+        return f"{prefix}sysctl -qw {conf}.accept_dad=0 {conf}.disable_ipv6=0"
+    netns, line = batch_line(step, topology)
+    return f"ip -n {netns} {line}" if netns else f"ip {line}"

@@ -148,3 +148,44 @@ services:
         "valid interface name (1 to 15 characters, no '/', ':' or spaces)"
     )
     assert run("docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project.name}").stdout == ""
+
+
+def test_kernel_refusal_midway_undoes_this_runs_links(project: Project) -> None:
+    # b keeps docker's default network, so the gateway check is the kernel's, not the planner's:
+    # pairs and addresses go in, then the route fails and everything this run made must go.
+    project.write(f"""
+x-composens:
+  netns_prefix: {project.name}-
+  links:
+    - endpoints: ["a:a_b", "b:b_a"]
+    - endpoints: ["a:a_c", "c:c_a"]
+services:
+  a:
+    image: IMAGE
+    network_mode: none
+    x-composens:
+      addresses: {{a_b: [192.0.2.1/30], a_c: [192.0.2.5/30]}}
+  b:
+    image: IMAGE
+    x-composens:
+      addresses: {{b_a: [192.0.2.2/30]}}
+      routes: [198.18.7.0/24 via 192.0.2.200]
+  c: {{image: IMAGE, network_mode: none}}
+""")
+    failed = project.cli("up", "-d", check=False)
+    assert failed.returncode == 7, failed.stderr
+    assert failed.stderr.splitlines()[-1].startswith(
+        f"composens: error: `ip -n {project.name}-b route add 198.18.7.0/24 via 192.0.2.200` failed:"
+    )
+    assert failed.stderr.rstrip().endswith("undid what this run had created")
+    for service in ("a", "b", "c"):
+        names = run("ip", "-n", f"{project.name}-{service}", "-o", "link", "show").stdout
+        assert "a_b" not in names
+        assert "a_c" not in names
+        assert "c_a" not in names
+    # entries stay: they were right; a corrected file then wires cleanly
+    assert project.status()[f"{project.name}-a"] == "linked"
+    text = (project.folder / "docker-compose.yml").read_text().replace("192.0.2.200", "192.0.2.1")
+    (project.folder / "docker-compose.yml").write_text(text)
+    project.cli("up", "-d")
+    assert run("ip", "-n", f"{project.name}-b", "route", "get", "198.18.7.1").stdout.split()[2] == "192.0.2.1"

@@ -1,0 +1,220 @@
+"""Benchmark composens against the bare tools it wraps, in the same run. Needs root and the engine.
+
+    sudo .venv/bin/python bench/run.py --services 50 --links 100 --rounds 3
+
+Each figure is the median of --rounds runs; each ratio is composens over its baseline measured
+in the same invocation, so the machine's speed cancels out. Labs are made under a unique project
+name and removed at the end, also after a failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+IMAGE = os.environ.get("COMPOSENS_DEMO_IMAGE", "busybox:1.36")
+COMPOSENS = [sys.executable, "-m", "composens"]
+
+
+def sh(*args: str, cwd: Path | None = None) -> str:
+    done = subprocess.run(list(args), capture_output=True, text=True, cwd=cwd, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout
+
+
+def timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def median_of(rounds: int, action: Callable[[], object], before: Callable[[], object] | None = None) -> float:
+    times = []
+    for _ in range(rounds):
+        if before:
+            before()
+        times.append(timed(action))
+    return statistics.median(times)
+
+
+class Lab:
+    def __init__(self, folder: Path, services: int, links: int) -> None:
+        self.name = f"cnbench{uuid.uuid4().hex[:6]}"
+        self.folder = folder
+        lines = [f"name: {self.name}", "x-composens:", f"  netns_prefix: {self.name}-"]
+        if links:
+            lines.append("  links:")
+            lines += [f'    - endpoints: ["s1:a{i}", "s2:b{i}"]' for i in range(links)]
+        lines.append("services:")
+        for n in range(1, services + 1):
+            lines += [f"  s{n}:", f"    image: {IMAGE}", "    network_mode: none"]
+            if links and n in (1, 2):
+                side = "a" if n == 1 else "b"
+                lines.append("    x-composens:")
+                lines.append("      addresses:")
+                lines += [f"        {side}{i}: [10.{i // 256}.{i % 256}.{n}/24]" for i in range(links)]
+        (folder / "docker-compose.yml").write_text("\n".join(lines) + "\n")
+
+    def compose(self, *args: str) -> str:
+        return sh("docker", "compose", *args, cwd=self.folder)
+
+    def composens(self, *args: str) -> str:
+        return sh(*COMPOSENS, *args, cwd=self.folder)
+
+    def ids(self) -> list[str]:
+        return self.compose("ps", "-q").split()
+
+    def sandboxes(self) -> dict[str, str]:
+        out = sh(
+            "docker",
+            "inspect",
+            "-f",
+            '{{index .Config.Labels "com.docker.compose.service"}} {{.NetworkSettings.SandboxKey}}',
+            *self.ids(),
+        )
+        return dict(line.split() for line in out.splitlines())
+
+    def destroy(self) -> None:
+        subprocess.run([*COMPOSENS, "down", "-t", "0"], cwd=self.folder, capture_output=True, check=False)
+        subprocess.run(["docker", "compose", "down", "-t", "0"], cwd=self.folder, capture_output=True, check=False)
+
+
+def ip_batch_wiring(lab: Lab, links: int) -> tuple[Callable[[], object], Callable[[], object], Callable[[], object]]:
+    """The same work as composens' wiring, as `ip -batch`: pairs into two namespaces, addresses, up.
+
+    ip takes no per-line namespace in a batch, so it is one batch per namespace: three processes.
+    """
+    boxes = lab.sandboxes()
+    names = {s: f"{lab.name}b{s}" for s in ("s1", "s2")}
+    for service, name in names.items():
+        os.symlink(boxes[service], f"/var/run/netns/{name}")
+    batches: dict[str | None, list[str]] = {None: [], names["s1"]: [], names["s2"]: []}
+    for i in range(links):
+        batches[None].append(f"link add c{i} netns {names['s1']} type veth peer name d{i} netns {names['s2']}")
+        for service, end, host in (("s1", "c", 101), ("s2", "d", 102)):
+            batches[names[service]] += [
+                f"addr add 10.{i // 256}.{i % 256}.{host}/24 dev {end}{i}",
+                f"link set {end}{i} up",
+            ]
+    files = {}
+    for ns, lines in batches.items():
+        files[ns] = lab.folder / f"{ns or 'host'}.batch"
+        files[ns].write_text("\n".join(lines) + "\n")
+
+    def wire() -> None:
+        for ns, path in files.items():
+            sh("ip", *(["-n", ns] if ns else []), "-batch", str(path))
+
+    def unwire() -> None:
+        delete_pairs(names["s1"], "c", links)
+
+    def cleanup() -> None:
+        for name in names.values():
+            os.unlink(f"/var/run/netns/{name}")
+
+    return wire, unwire, cleanup
+
+
+def delete_pairs(netns: str, prefix: str, links: int) -> None:
+    lines = "\n".join(f"link del {prefix}{i}" for i in range(links))
+    subprocess.run(
+        ["ip", "-n", netns, "-force", "-batch", "-"], input=lines, text=True, capture_output=True, check=False
+    )
+
+
+def bench_wiring(folder: Path, links: int, rounds: int) -> list[tuple[str, float, float]]:
+    from composens import topology, wiring
+    from composens.compose import Compose, ComposeOptions
+    from composens.lab import Lab as CoreLab
+
+    lab = Lab(folder, 2, links)
+    try:
+        lab.compose("up", "-d")
+        wire, unwire, cleanup = ip_batch_wiring(lab, links)
+        try:
+            baseline = median_of(rounds, wire, before=unwire)
+            unwire()
+        finally:
+            cleanup()
+        core = CoreLab(Compose(ComposeOptions(files=(str(folder / "docker-compose.yml"),))))
+        topo = core.load()
+        core.link(topo, set(topo.services), wire=False)
+        boxes = lab.sandboxes()
+        steps = topology.plan(topo)
+
+        def unwire_ours() -> None:
+            delete_pairs(f"{lab.name}-s1", "a", links)
+
+        library = median_of(rounds, lambda: wiring.apply(steps, topo, boxes, set()), before=unwire_ours)
+        command = median_of(rounds, lambda: lab.composens("netns", "link"), before=unwire_ours)
+    finally:
+        lab.destroy()
+    return [
+        (f"wiring {links} links (in process) / ip -batch", library, baseline),
+        (f"composens netns link with {links} links (whole command) / ip -batch", command, baseline),
+    ]
+
+
+def bench_lifecycle(folder: Path, services: int, rounds: int) -> list[tuple[str, float, float]]:
+    lab = Lab(folder, services, 0)
+    results = []
+    try:
+        compose_up = median_of(rounds, lambda: lab.compose("up", "-d"), before=lambda: lab.compose("down", "-t", "0"))
+        composens_up = median_of(
+            rounds, lambda: lab.composens("up", "-d"), before=lambda: lab.composens("down", "-t", "0")
+        )
+        results.append((f"up -d, {services} services: composens / docker compose", composens_up, compose_up))
+        ids = lab.ids()
+        inspect = median_of(rounds, lambda: sh("docker", "inspect", *ids))
+        link = median_of(
+            rounds, lambda: lab.composens("netns", "link"), before=lambda: lab.composens("netns", "unlink")
+        )
+        results.append((f"link {services} containers: composens netns link / one docker inspect", link, inspect))
+        compose_ps = median_of(rounds, lambda: lab.compose("ps"))
+        netns_ps = median_of(rounds, lambda: lab.composens("ps", "--netns"))
+        results.append((f"ps, {services} services: composens ps --netns / docker compose ps", netns_ps, compose_ps))
+        version = median_of(rounds, lambda: sh("docker", "compose", "version"))
+        helped = median_of(rounds, lambda: sh(*COMPOSENS, "--help"))
+        plain_ps = median_of(rounds, lambda: lab.composens("ps"))
+        results.append(("start-up: composens --help / docker compose version", helped, version))
+        results.append(("start-up: composens ps / docker compose version", plain_ps, version))
+    finally:
+        lab.destroy()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--services", type=int, default=50, help="services in the lifecycle lab (default 50)")
+    parser.add_argument("--links", type=int, default=100, help="links in the wiring lab (default 100)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per figure; the median is shown (default 3)")
+    parser.add_argument("--only", choices=["wiring", "lifecycle"], help="run one part")
+    args = parser.parse_args()
+    if os.geteuid() != 0 or shutil.which("docker") is None:
+        raise SystemExit("bench/run.py needs root and a running docker engine (scripts/bootstrap.sh)")
+    results: list[tuple[str, float, float]] = []
+    with tempfile.TemporaryDirectory(prefix="composens-bench-") as tmp:
+        if args.only in (None, "wiring"):
+            (Path(tmp) / "w").mkdir()
+            results += bench_wiring(Path(tmp) / "w", args.links, args.rounds)
+        if args.only in (None, "lifecycle"):
+            (Path(tmp) / "l").mkdir()
+            results += bench_lifecycle(Path(tmp) / "l", args.services, args.rounds)
+    width = max(len(name) for name, _, _ in results)
+    print(f"{'measure':<{width}}  {'composens':>10}  {'baseline':>10}  {'ratio':>6}")
+    for name, ours, base in results:
+        print(f"{name:<{width}}  {ours:>9.3f}s  {base:>9.3f}s  {ours / base:>6.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -15,10 +15,10 @@ from typer.core import TyperGroup
 from composens import __version__
 from composens.compose import Compose, ComposeOptions
 from composens.errors import ComposeFailed, ComposensError, ConflictError, ExitCode
+from composens.faults import crash_point
 
 if TYPE_CHECKING:
-    # typer carries its own copy of click; these names are only for the type checker.
-    from typer._click import Command, Context
+    from click import Command, Context
 
 # Options of compose commands that take a value, so their values are not taken for service names.
 VALUE_OPTIONS = {
@@ -203,10 +203,11 @@ def up(
     lab.directory.ensure_root()
     lab.precheck(topo, services)
     if not is_detached(args):
-        raise typer.Exit(lab.run_attached(topo, args, services, out.link_report))
+        raise typer.Exit(lab.run_attached(topo, args, services, out.link_report, out.warning))
     code = state.compose().run(["up", *args])
     if code != 0:
         raise ComposeFailed(f"docker compose up exited with {code}; nothing was linked", exit_code=code)
+    crash_point("after-compose-up")
     _report_link(out, lab.link(topo, services))
 
 
@@ -291,6 +292,33 @@ def netns_unlink(ctx: typer.Context, services: ServicesArg = None) -> None:
     lab = state.lab()
     topo = lab.load()
     state.output().entry_changes(lab.unlink(topo, lab.select(topo, services or [])))
+
+
+@netns_app.command("prune")
+def netns_prune(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would go; remove nothing.")] = False,
+) -> None:
+    """Remove entries and host-side links composens made that no running container owns, in every project."""
+    state = _app(ctx)
+    out = state.output()
+    verb = "would remove" if dry_run else "removed"
+    for item in state.lab().prune(dry_run=dry_run):
+        out.line(f"{verb} {item.kind} {item.name} (project {item.project}): {item.reason}")
+
+
+@app.command()
+def watch(ctx: typer.Context, services: ServicesArg = None) -> None:
+    """Keep entries and wiring true: repair on every container start, restart or death until Ctrl-C."""
+    state = _app(ctx)
+    lab = state.lab()
+    topo = lab.load()
+    chosen = lab.select(topo, services or [])
+    lab.directory.ensure_root()
+    out = state.output()
+    out.message(f"composens: watching project {topo.project}; Ctrl-C to stop")
+    lab.watch(topo, chosen, lambda report: out.link_report(report, changes_only=True), out.warning)
+    out.message("composens: stopped watching")
 
 
 @app.command()

@@ -174,11 +174,19 @@ class Compose:
         found = self.inspect(out.split())
         return [c for c in found if c.labels.get(ONEOFF_LABEL, "False") != "True"]
 
-    def inspect(self, ids: Iterable[str]) -> list[Container]:
+    def inspect(self, ids: Iterable[str], *, missing_ok: bool = False) -> list[Container]:
+        """Inspect containers in one call; with missing_ok, ids of removed containers are left out."""
         ids = list(ids)
         if not ids:
             return []
-        out = self._capture([*self.docker, "inspect", "--type", "container", *ids], EngineError)
+        cmd = [*self.docker, "inspect", "--type", "container", *ids]
+        if not missing_ok:
+            out = self._capture(cmd, EngineError)
+        else:
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if done.returncode != 0 and "No such" not in done.stderr:
+                raise _translate(done.stderr, EngineError)
+            out = done.stdout or "[]"
         return [Container.from_inspect(item) for item in json.loads(out)]
 
     def events(self, project: str, since: str) -> subprocess.Popen[str]:

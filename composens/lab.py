@@ -6,6 +6,7 @@ Lab joins the adapters (compose, netns, wiring, state) and returns data for rend
 from __future__ import annotations
 
 import json
+import queue
 import signal
 import subprocess
 import threading
@@ -14,11 +15,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import FrameType
 
 from composens import netns, topology, wiring
 from composens.compose import Compose, Container
-from composens.errors import ComposeFailed, ConfigError, ConflictError
+from composens.errors import ComposensError, ConfigError, ConflictError
 from composens.netns import Action, EntryChange, NetnsDirectory, Status, Wanted
 from composens.state import State, StateStore
 from composens.topology import HOST, Topology
@@ -49,6 +49,14 @@ class NetnsRow:
     target: str | None
     status: Status
     interfaces: tuple[InterfaceRow, ...] = ()
+
+
+@dataclass(frozen=True)
+class Pruned:
+    kind: str  # "entry" or "host interface"
+    name: str
+    project: str
+    reason: str
 
 
 @dataclass
@@ -93,7 +101,7 @@ class Lab:
             assert node.netns is not None
             entry = self.directory.probe(node.netns)
             record = state.entries.get(node.netns)
-            ours = record is not None and entry.symlink_target == record.target
+            ours = record is not None and record.made(entry.symlink_target)
             if entry.exists and not ours:
                 raise ConflictError(
                     f"{self.directory.path(node.netns)} exists and was not made by composens; remove it "
@@ -232,8 +240,12 @@ class Lab:
                 report.unwired.append(f"{link.a} <-> {link.b}: {', '.join(missing)} not running")
         steps = topology.plan(topo, available=available)
         ours = state.wired.setdefault(topo.project, set())
-        result = wiring.apply(steps, topo, paths, ours)
-        ours |= result.created_endpoints
+
+        def claim(endpoints: set[str]) -> None:  # written before the pairs exist: see State.save
+            ours.update(endpoints)
+            state.save()
+
+        result = wiring.apply(steps, topo, paths, ours, claim)
         report.wired, report.kept = result.done, result.kept
 
     def unlink(self, topo: Topology, services: set[str] | None = None) -> list[EntryChange]:
@@ -249,48 +261,128 @@ class Lab:
                 return []
             return wiring.remove_host_interfaces(host_ends)
 
+    def prune(self, *, dry_run: bool) -> list[Pruned]:
+        """Remove, across all projects, what composens made that no running container owns any more."""
+        self.directory.ensure_root()
+        with self.store.locked() as state:
+            ids = sorted({rec.container for rec in state.entries.values()})
+            by_id = {c.id: c for c in self.compose.inspect(ids, missing_ok=True)}
+            owners = {c.netns_owner for c in by_id.values() if c.netns_owner and c.netns_owner not in by_id}
+            by_id.update({c.id: c for c in self.compose.inspect(sorted(o for o in owners if o), missing_ok=True)})
+            pruned = []
+            for name, record in sorted(state.entries.items()):
+                container = by_id.get(record.container)
+                target, inode, why = netns.resolve_target(container, by_id) if container else (None, None, "gone")
+                entry = self.directory.probe(name)
+                if not record.made(entry.symlink_target):
+                    pruned.append(Pruned("entry", name, record.project, "no longer composens' (record dropped)"))
+                elif target != record.target or entry.reaches != inode:
+                    pruned.append(Pruned("entry", name, record.project, why or "container restarted"))
+                else:
+                    continue
+                if not dry_run:
+                    if record.made(entry.symlink_target):
+                        self.directory.remove(name)
+                    del state.entries[name]
+            running = {c.project for c in by_id.values() if c.running}
+            for project, endpoints in sorted(state.wired.items()):
+                if project in running:
+                    continue
+                hosts = {ep.split(":", 1)[1] for ep in endpoints if ep.startswith(f"{HOST}:")}
+                present = wiring.remove_host_interfaces(hosts, dry_run=dry_run) if hosts else []
+                pruned += [Pruned("host interface", name, project, "project not running") for name in present]
+                if not dry_run:
+                    del state.wired[project]
+            return pruned
+
     def run_attached(
-        self, topo: Topology, args: list[str], services: set[str], report: Callable[[LinkReport], None]
+        self,
+        topo: Topology,
+        args: list[str],
+        services: set[str],
+        on_report: Callable[[LinkReport], None],
+        on_error: Callable[[str], None],
     ) -> int:
         """Run attached `compose up`, relinking as containers start and stop, and unlink at the end."""
-        since = f"{time.time():.3f}"
-        events = self.compose.events(topo.project, since)
-        interrupted = threading.Event()
-
-        def on_interrupt(signum: int, frame: FrameType | None) -> None:
-            interrupted.set()  # compose, in our process group, stops the containers itself
-
-        previous = signal.signal(signal.SIGINT, on_interrupt)
-        follower = threading.Thread(target=self._follow, args=(events, topo, services, report), daemon=True)
+        events = self.compose.events(topo.project, f"{time.time():.3f}")
+        stop = threading.Event()
+        follower = threading.Thread(
+            target=self.follow, args=(events, topo, services, on_report, on_error, stop), daemon=True
+        )
         follower.start()
+        # Ctrl-C reaches compose too (same process group); it stops the containers and ends `up`.
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
         try:
-            up = self.compose.start(["up", *args])
-            while True:
-                try:
-                    code = up.wait()
-                    break
-                except InterruptedError:
-                    continue
+            code = self.compose.start(["up", *args]).wait()
         finally:
+            stop.set()
             events.terminate()
-            follower.join(timeout=5)
+            follower.join(timeout=10)
             signal.signal(signal.SIGINT, previous)
-        report(LinkReport(entries=self.unlink(topo, services)))
+        on_report(LinkReport(entries=self.unlink(topo, services)))
         return code
 
-    def _follow(
-        self, events: subprocess.Popen[str], topo: Topology, services: set[str], report: Callable[[LinkReport], None]
+    def watch(
+        self,
+        topo: Topology,
+        services: set[str],
+        on_report: Callable[[LinkReport], None],
+        on_error: Callable[[str], None],
     ) -> None:
-        stream = getattr(events, "stdout", None)
-        if stream is None:
-            return
-        for line in stream:
+        """Converge now, then relink and rewire whenever a container starts or dies, until SIGINT or SIGTERM."""
+        events = self.compose.events(topo.project, f"{time.time():.3f}")
+        stop = threading.Event()
+        handlers = {
+            sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            on_report(self.link(topo, services))
+            self.follow(events, topo, services, on_report, on_error, stop)
+        finally:
+            events.terminate()
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+
+    def follow(
+        self,
+        events: subprocess.Popen[str],
+        topo: Topology,
+        services: set[str],
+        on_report: Callable[[LinkReport], None],
+        on_error: Callable[[str], None],
+        stop: threading.Event,
+    ) -> None:
+        """Relink after every burst of container starts and deaths until `stop` is set or events end."""
+        lines: queue.Queue[str | None] = queue.Queue()
+
+        def read() -> None:
+            for line in events.stdout or ():
+                lines.put(line)
+            lines.put(None)
+
+        threading.Thread(target=read, daemon=True).start()
+        while not stop.is_set():
             try:
-                action = json.loads(line).get("Action", "")
-            except ValueError:
+                line = lines.get(timeout=0.2)
+            except queue.Empty:
                 continue
-            if action in ("start", "die", "destroy"):
+            burst = [line]
+            while True:  # a restart or an `up` sends several events at once: repair once for all
                 try:
-                    report(self.link(topo, services))
-                except (ComposeFailed, ConflictError, OSError):
-                    continue
+                    burst.append(lines.get(timeout=0.05))
+                except queue.Empty:
+                    break
+            if any(_is_lifecycle(item) for item in burst if item is not None):
+                try:
+                    on_report(self.link(topo, services))
+                except ComposensError as e:
+                    on_error(e.message)
+            if None in burst:
+                return
+
+
+def _is_lifecycle(line: str) -> bool:
+    try:
+        return json.loads(line).get("Action") in ("start", "die", "destroy")
+    except ValueError:
+        return False

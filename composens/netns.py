@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
 from composens.compose import Container
 from composens.errors import PermissionProblem
+from composens.faults import crash_point
 from composens.state import EntryRecord, State
 
 NETNS_DIR = Path("/var/run/netns")
@@ -112,7 +113,7 @@ def classify(
     current: int | None,
 ) -> Status:
     """Say how an entry name stands for a container (None: the container is gone)."""
-    ours = record is not None and entry.exists and entry.symlink_target == record.target
+    ours = record is not None and entry.exists and record.made(entry.symlink_target)
     if entry.exists and (not ours or (record is not None and record.project != project)):
         return Status.CONFLICT
     if ours:
@@ -136,9 +137,6 @@ class NetnsDirectory:
             return EntryOnDisk(exists=False)
         target = os.readlink(path) if path.is_symlink() else None
         return EntryOnDisk(True, target, namespace_inode(path))
-
-    def is_ours(self, name: str, record: EntryRecord | None) -> bool:
-        return record is not None and self.probe(name).symlink_target == record.target
 
     def ensure_root(self) -> None:
         try:
@@ -188,7 +186,7 @@ def _link_one(directory: NetnsDirectory, state: State, project: str, w: Wanted) 
     service = w.container.service
     entry = directory.probe(w.name)
     record = state.entries.get(w.name)
-    ours = record is not None and entry.exists and entry.symlink_target == record.target
+    ours = record is not None and entry.exists and record.made(entry.symlink_target)
     if entry.exists and not ours:
         return EntryChange(w.name, service, Action.CONFLICT, entry.symlink_target, _conflict_detail(directory, w.name))
     if record is not None and record.project != project and ours:
@@ -208,14 +206,20 @@ def _link_one(directory: NetnsDirectory, state: State, project: str, w: Wanted) 
     if ours and record == new_record and entry.reaches == w.inode:
         return EntryChange(w.name, service, Action.KEEP, w.target)
     if ours:
+        # Write ahead: the record owns both targets while the entry moves from one to the other.
+        state.entries[w.name] = replace(new_record, previous=entry.symlink_target)
+        state.save()
         directory.replace(w.name, w.target)
         action = Action.REPLACE
     else:
-        state.entries.pop(w.name, None)  # a record whose entry someone else removed
+        state.entries[w.name] = new_record
+        state.save()
         try:
             directory.create(w.name, w.target)
         except FileExistsError:
+            del state.entries[w.name]
             return EntryChange(w.name, service, Action.CONFLICT, None, _conflict_detail(directory, w.name))
+        crash_point("after-first-entry")
         action = Action.CREATE
     state.entries[w.name] = new_record
     return EntryChange(w.name, service, action, w.target)
@@ -229,9 +233,10 @@ def _conflict_detail(directory: NetnsDirectory, name: str) -> str:
 
 
 def _remove_ours(directory: NetnsDirectory, state: State, name: str, why: str) -> EntryChange:
-    record = state.entries.pop(name)
+    record = state.entries[name]
     entry = directory.probe(name)
-    if entry.exists and entry.symlink_target == record.target:
+    del state.entries[name]
+    if entry.exists and record.made(entry.symlink_target):
         directory.remove(name)
         return EntryChange(name, record.service, Action.REMOVE, record.target, why)
     return EntryChange(name, record.service, Action.SKIP, None, "entry already gone or no longer composens'")

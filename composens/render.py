@@ -43,13 +43,17 @@ class Output:
     def error(self, text: str) -> None:
         self.message(f"composens: error: {text}")
 
+    def warning(self, text: str) -> None:
+        self.message(f"composens: warning: {text}")
+
     def entry_changes(self, changes: Sequence[EntryChange]) -> None:
         """One line per entry, in the seed's spirit: `node1: /var/run/netns/node1 -> TARGET link create`."""
         for change in changes:
             self.line(entry_change_line(change))
 
-    def link_report(self, report: LinkReport) -> None:
-        self.entry_changes(report.entries)
+    def link_report(self, report: LinkReport, *, changes_only: bool = False) -> None:
+        entries = [c for c in report.entries if c.action is not Action.KEEP] if changes_only else report.entries
+        self.entry_changes(entries)
         for command in report.wired:
             self.line(f"wired: {command}")
         for reason in report.unwired:

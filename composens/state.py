@@ -10,7 +10,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +28,11 @@ class EntryRecord:
     service: str
     container: str
     target: str
+    previous: str | None = None  # the target being replaced, until the new one is in place
+
+    def made(self, symlink_target: str | None) -> bool:
+        """Tell whether an entry pointing at `symlink_target` is the one this record describes."""
+        return symlink_target is not None and symlink_target in (self.target, self.previous)
 
 
 @dataclass
@@ -35,6 +40,9 @@ class State:
     entries: dict[str, EntryRecord] = field(default_factory=dict)
     # project -> endpoints composens created, as "node:ifname" ("host:ifname" for host-side ends)
     wired: dict[str, set[str]] = field(default_factory=dict)
+    # Writes the record now; set by StateStore.locked(). Called before each change on disk, so a
+    # crash leaves no entry or interface that the record does not claim.
+    save: Callable[[], None] = field(default=lambda: None, repr=False, compare=False)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -83,6 +91,7 @@ class StateStore:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX)
             state = self.read()
+            state.save = lambda: self._save(state)
             try:
                 yield state
             finally:

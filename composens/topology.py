@@ -450,14 +450,15 @@ def batch_line(step: AddAddress | SetUp | AddRoute | CreateVeth, topology: Topol
 
             def end(ep: Endpoint) -> str:
                 netns = topology.node(ep.node).netns
-                return f"{ep.ifname}{mtu_opt}" + (f" netns {netns}" if netns else "")
+                return f"name {ep.ifname}{mtu_opt}" + (f" netns {netns}" if netns else "")
 
-            return None, f"link add {end(a)} type veth peer name {end(b)}"
+            # `name` and `dev` everywhere: an interface may be called `up` or `mtu`.
+            return None, f"link add {end(a)} type veth peer {end(b)}"
         case AddAddress(node, ifname, address):
             nodad = " nodad" if ipaddress.ip_interface(address).version == 6 else ""
             return topology.node(node).netns, f"addr add {address} dev {ifname}{nodad}"
         case SetUp(node, ifname):
-            return topology.node(node).netns, f"link set {ifname} up"
+            return topology.node(node).netns, f"link set dev {ifname} up"
         case AddRoute(node, route):
             return topology.node(node).netns, f"route add {route}"
     raise AssertionError(step)
@@ -468,7 +469,9 @@ def ip_command(step: Step, topology: Topology) -> str:
     if isinstance(step, EnableIPv6):
         netns = topology.node(step.node).netns
         prefix = f"ip netns exec {netns} " if netns else ""
-        conf = f"net.ipv6.conf.{step.ifname}"
-        return f"{prefix}sysctl -qw {conf}.accept_dad=0 {conf}.disable_ipv6=0"
+        # The slash form where the name has a dot, which the dotted form would split.
+        sep = "/" if "." in step.ifname else "."
+        conf = sep.join(("net", "ipv6", "conf", step.ifname))
+        return f"{prefix}sysctl -qw {conf}{sep}accept_dad=0 {conf}{sep}disable_ipv6=0"
     netns, line = batch_line(step, topology)
     return f"ip -n {netns} {line}" if netns else f"ip {line}"

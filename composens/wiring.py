@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from composens.errors import ConflictError, EngineError, WiringError
+from composens.faults import crash_point
 from composens.topology import (
     HOST,
     AddAddress,
@@ -178,10 +179,11 @@ def _already_there(step: Step, message: str) -> bool:
 
 
 class _Applier:
-    def __init__(self, topology: Topology, ns: Namespaces, ours: set[str]) -> None:
+    def __init__(self, topology: Topology, ns: Namespaces, ours: set[str], claim: Callable[[set[str]], None]) -> None:
         self.topology = topology
         self.ns = ns
         self.ours = ours
+        self.claim = claim
         self.report = WiringReport()
         self.undo: list[tuple[str | None, str]] = []  # (netns, ip -batch line), in the order done
 
@@ -254,13 +256,17 @@ class _Applier:
                         "by composens; remove or rename it"
                     )
                 # Our own end whose peer died with a restarted namespace: recreate the pair.
-                stale.setdefault(self.netns(ep.node), []).append(f"link del {ep.ifname}")
+                stale.setdefault(self.netns(ep.node), []).append(f"link del dev {ep.ifname}")
             _, text = batch_line(step, self.topology)
             # Deleting one end of a pair deletes both.
-            wanted.append(_Line(step, text, f"link del {step.a.ifname}", self.netns(step.a.node)))
+            wanted.append(_Line(step, text, f"link del dev {step.a.ifname}", self.netns(step.a.node)))
         for netns, lines in stale.items():
             run_batch(netns, lines)
+        self.claim(
+            {str(ep) for line in wanted if isinstance(line.step, CreateVeth) for ep in (line.step.a, line.step.b)}
+        )
         self._execute(None, wanted)
+        crash_point("after-veths")
         return {ep for line in wanted if isinstance(line.step, CreateVeth) for ep in (line.step.a, line.step.b)}
 
     def _sysctls(self, steps: list[EnableIPv6]) -> None:
@@ -301,14 +307,21 @@ class _Applier:
             run_batch(netns, [line])
 
 
-def apply(steps: tuple[Step, ...], topology: Topology, paths: Mapping[str, str], ours: set[str]) -> WiringReport:
+def apply(
+    steps: tuple[Step, ...],
+    topology: Topology,
+    paths: Mapping[str, str],
+    ours: set[str],
+    claim: Callable[[set[str]], None] = lambda endpoints: None,
+) -> WiringReport:
     """Bring the namespaces to the planned wiring; on failure undo this run's changes and raise.
 
     `paths` maps each wired service to docker's mount of its namespace. The netns entries of
-    those services must already be linked and verified: the batch lines name them.
+    those services must already be linked and verified: the batch lines name them. `claim` is
+    told which ends this run is about to create, before it creates them.
     """
     ns = Namespaces(topology, paths)
-    applier = _Applier(topology, ns, ours)
+    applier = _Applier(topology, ns, ours, claim)
     try:
         applier.run(steps)
     except (ConflictError, WiringError) as e:
@@ -365,9 +378,10 @@ def interface_states(
     return found
 
 
-def remove_host_interfaces(ifnames: set[str]) -> list[str]:
-    """Delete host-side ends composens created; return the names it removed."""
+def remove_host_interfaces(ifnames: set[str], *, dry_run: bool = False) -> list[str]:
+    """Delete host-side ends composens created; return the names it removed (or would)."""
     links = read_links(None)
     gone = sorted(name for name in ifnames if links.get(name, _DOWN).kind == "veth")
-    run_batch(None, [f"link del {name}" for name in gone])
+    if not dry_run:
+        run_batch(None, [f"link del dev {name}" for name in gone])
     return gone

@@ -70,7 +70,7 @@ def test_re_up_changes_nothing_and_restart_is_repaired(project: Project) -> None
     rows = {r["netns"]: r for r in project.ps()}
     assert {"ifname": "node1_router1", "present": True, "up": True} not in rows[f"{project.name}-node1"]["interfaces"]
     repaired = project.cli("up", "-d")
-    assert "ip link add node1_router1" in repaired.stdout
+    assert "ip link add name node1_router1" in repaired.stdout
     assert "node1_router2" not in repaired.stdout  # only what was missing is recreated
     assert ping(project, "node1", "20.0.0.2").returncode == 0
     assert ping(project, "node1", "2001:2222:2222::2").returncode == 0
@@ -127,7 +127,7 @@ services:
             assert len(links.splitlines()) == 1, links  # only lo: the first two pairs were undone
         assert run("ip", "link", "show", foreign, check=False).returncode == 0  # the foreign one survives
         plan = project.cli("plan").stdout
-        assert f"ip link add c_host netns {project.name}-c type veth peer name {foreign}" in plan
+        assert f"ip link add name c_host netns {project.name}-c type veth peer name {foreign}" in plan
     finally:
         run("ip", "link", "del", foreign, check=False)
 

@@ -70,7 +70,7 @@ def test_plan_prints_the_ip_commands(
     assert code == 0
     assert err == ""
     lines = out.splitlines()
-    assert lines[0] == "ip link add node1_router1 netns node1 type veth peer name router1_node1 netns router1"
+    assert lines[0] == "ip link add name node1_router1 netns node1 type veth peer name router1_node1 netns router1"
     assert "ip -n node1 route add 20.0.0.0/24 via 10.0.0.10" in lines
     assert not any("node2_router1 netns node2" in line for line in lines)
 

@@ -1,0 +1,227 @@
+"""Labs that survive restarts, crashes and misuse (issue: watch, prune, locking, fault and soak tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from composens.faults import POINTS
+from tests.integration.conftest import NETNS_DIR, Project, run
+from tests.integration.test_wiring import ping, seed_lab
+
+pytestmark = pytest.mark.integration
+
+STATE = Path("/run/composens/state.json")
+
+
+def wait_until(condition: object, timeout: float = 30, step: float = 0.1) -> float:
+    """Poll `condition` until it holds; return how long that took. Fails the test at the timeout."""
+    start = time.monotonic()
+    while True:
+        if condition():  # type: ignore[operator]
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(step)
+
+
+def lab_healthy(project: Project) -> bool:
+    rows = project.ps()
+    linked = all(r["status"] == "linked" for r in rows) and len(rows) == 4
+    interfaces = all(i["present"] and i["up"] for r in rows for i in r["interfaces"])  # type: ignore[union-attr]
+    return linked and interfaces
+
+
+def leftovers(project: Project, host_prefix: str | None = None) -> list[str]:
+    found = (
+        [f"entry {p.name}" for p in NETNS_DIR.iterdir() if p.name.startswith(project.name)]
+        if NETNS_DIR.exists()
+        else []
+    )
+    ids = run("docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project.name}").stdout.split()
+    found += [f"container {i}" for i in ids]
+    if host_prefix:
+        links = run("ip", "-o", "link", "show").stdout
+        found += [f"host interface {line.split(':')[1].strip()}" for line in links.splitlines() if host_prefix in line]
+    state = json.loads(STATE.read_text()) if STATE.exists() else {}
+    found += [f"record {n}" for n, r in state.get("entries", {}).items() if r["project"] == project.name]
+    found += [f"wired record {p}" for p in state.get("wired", {}) if p == project.name]
+    mounts = Path("/proc/mounts").read_text()
+    found += [f"mount {line.split()[1]}" for line in mounts.splitlines() if f"/netns/{project.name}" in line]
+    return found
+
+
+def start_watch(project: Project) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "composens", "-p", project.name, "watch"],
+        cwd=project.folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    return proc
+
+
+def stop(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_watch_survives_a_restart_storm(project: Project) -> None:
+    project.write(seed_lab(project))
+    project.cli("up", "-d")
+    watch = start_watch(project)
+    try:
+        wait_until(lambda: lab_healthy(project))
+        run("docker", "restart", "-t", "0", project.container("router1"))
+        repair = wait_until(lambda: ping(project, "node1", "20.0.0.2").returncode == 0, timeout=10)
+        print(f"repair after docker restart of router1: {repair:.2f} s until node1 reached node2")
+        services = ("node1", "node2", "router1", "router2")
+        restarts = 1
+        for _ in range(3):
+            for service in services:
+                run("docker", "restart", "-t", "0", project.container(service))
+                restarts += 1
+        for _ in range(2):
+            threads = [
+                threading.Thread(target=run, args=("docker", "restart", "-t", "0", project.container(s)))
+                for s in services
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            restarts += len(services)
+        wait_until(lambda: lab_healthy(project), timeout=60)
+        assert ping(project, "node1", "20.0.0.2").returncode == 0
+        assert ping(project, "node1", "2001:2222:2222::2").returncode == 0
+        print(f"restarts survived: {restarts}")
+    finally:
+        out, err = stop(watch)
+    assert watch.returncode == 0, err
+    assert "stopped watching" in err
+    assert "link replace" in out
+
+
+def test_watch_removes_a_dead_containers_entry_at_once(project: Project) -> None:
+    project.write(seed_lab(project))
+    project.cli("up", "-d")
+    watch = start_watch(project)
+    try:
+        wait_until(lambda: lab_healthy(project))
+        run("docker", "kill", project.container("node2"))
+        wait_until(lambda: not (NETNS_DIR / f"{project.name}-node2").exists(), timeout=10)
+        run("docker", "start", project.container("node2"))
+        wait_until(lambda: ping(project, "node1", "2001:2222:2222::2").returncode == 0, timeout=10)
+    finally:
+        stop(watch)
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_kill_9_during_up_converges(project: Project, point: str) -> None:
+    project.write(seed_lab(project))
+    crashed = run(
+        sys.executable,
+        "-m",
+        "composens",
+        "-p",
+        project.name,
+        "up",
+        "-d",
+        check=False,
+        cwd=project.folder,
+        env={**os.environ, "COMPOSENS_TEST_CRASH_AT": point},
+    )
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    project.cli("up", "-d")
+    assert ping(project, "node1", "20.0.0.2").returncode == 0
+    assert ping(project, "node1", "2001:2222:2222::2").returncode == 0
+    project.cli("down", "-t", "0")
+    assert leftovers(project) == []
+
+
+def test_prune_removes_only_what_no_running_container_owns(project: Project) -> None:
+    project.write(seed_lab(project))
+    project.cli("up", "-d")
+    foreign = f"{project.name}-foreign"
+    project.made_entries.append(foreign)
+    run("ip", "netns", "add", foreign)
+    run("docker", "rm", "-f", project.container("node2"))
+    dry = project.cli("netns", "prune", "--dry-run")
+    assert f"would remove entry {project.name}-node2 (project {project.name})" in dry.stdout
+    assert (NETNS_DIR / f"{project.name}-node2").is_symlink()
+    pruned = project.cli("netns", "prune")
+    assert f"removed entry {project.name}-node2 (project {project.name})" in pruned.stdout
+    assert not (NETNS_DIR / f"{project.name}-node2").exists()
+    assert (NETNS_DIR / f"{project.name}-node1").is_symlink()
+    assert (NETNS_DIR / foreign).exists()
+    assert project.cli("netns", "prune").stdout == ""
+
+
+def test_two_projects_up_and_down_in_parallel(project: Project, tmp_path_factory: pytest.TempPathFactory) -> None:
+    other = Project(project.name + "p", tmp_path_factory.mktemp("parallel"))
+    projects = (project, other)
+    for p in projects:
+        p.write(seed_lab(p))
+    cycles = int(os.environ.get("COMPOSENS_PARALLEL_CYCLES", "10"))
+    try:
+        for _ in range(cycles):
+            for action in (("up", "-d"), ("down", "-t", "0")):
+                results: list[subprocess.CompletedProcess[str]] = []
+
+                def act(p: Project, action: tuple[str, ...] = action, results: list[object] = results) -> None:
+                    results.append(p.cli(*action, check=False))
+
+                threads = [threading.Thread(target=act, args=(p,)) for p in projects]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
+                if action[0] == "up":
+                    for p in projects:
+                        assert ping(p, "node1", "20.0.0.2").returncode == 0
+            assert leftovers(project) == []
+            assert leftovers(other) == []
+    finally:
+        other.cli("down", "-t", "0", check=False)
+    print(f"parallel up/down cycles of two projects: {cycles}")
+
+
+def test_soak_up_down_cycles_leave_nothing(project: Project) -> None:
+    services = 20
+    host_if = f"{project.name[3:9]}h"
+    lines = ["x-composens:", f"  netns_prefix: {project.name}-", "  links:"]
+    lines += [f'    - endpoints: ["s{n}:to{n + 1}", "s{n + 1}:to{n}"]' for n in range(1, services)]
+    lines += [f'    - endpoints: ["s1:up", "host:{host_if}"]', "services:"]
+    for n in range(1, services + 1):
+        lines += [f"  s{n}:", "    image: IMAGE", "    network_mode: none"]
+    project.write("\n".join(lines) + "\n")
+    cycles = int(os.environ.get("COMPOSENS_SOAK_CYCLES", "30"))
+    times = []
+    for _ in range(cycles):
+        start = time.monotonic()
+        project.cli("up", "-d")
+        assert len([p for p in NETNS_DIR.iterdir() if p.name.startswith(project.name)]) == services
+        project.cli("down", "-t", "0")
+        times.append(time.monotonic() - start)
+        assert leftovers(project, host_if) == []
+    first, last = sorted(times[:5])[2], sorted(times[-5:])[2]
+    print(
+        f"soak: {cycles} cycles of {services} services and {services} links; "
+        f"median cycle first five {first:.2f} s, last five {last:.2f} s"
+    )

@@ -317,7 +317,7 @@ def watch(ctx: typer.Context, services: ServicesArg = None) -> None:
     lab.directory.ensure_root()
     out = state.output()
     out.message(f"composens: watching project {topo.project}; Ctrl-C to stop")
-    lab.watch(topo, chosen, lambda report: out.link_report(report, changes_only=True), out.warning)
+    lab.watch(topo, chosen, out.repair, out.warning)
     out.message("composens: stopped watching")
 
 

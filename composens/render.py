@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
@@ -51,13 +52,18 @@ class Output:
         for change in changes:
             self.line(entry_change_line(change))
 
-    def link_report(self, report: LinkReport, *, changes_only: bool = False) -> None:
-        entries = [c for c in report.entries if c.action is not Action.KEEP] if changes_only else report.entries
-        self.entry_changes(entries)
+    def link_report(self, report: LinkReport) -> None:
+        self.entry_changes(report.entries)
         for command in report.wired:
             self.line(f"wired: {command}")
         for reason in report.unwired:
             self.message(f"composens: not wired: {reason}")
+
+    def repair(self, report: LinkReport) -> None:
+        """One line per repair `watch` makes; nothing when nothing changed."""
+        line = repair_line(report)
+        if line:
+            self.line(line)
 
     def netns_table(self, rows: Sequence[NetnsRow]) -> None:
         self.console().print(netns_table(rows))
@@ -70,6 +76,18 @@ class Output:
         for row in rows:
             target = row.target or "-"
             self.line(f"{row.netns}: {row.path} -> {target} ({row.status})")
+
+
+def repair_line(report: LinkReport) -> str | None:
+    entries = [f"{c.name} {c.action}" for c in report.entries if c.action is not Action.KEEP]
+    words = []
+    if entries:
+        words.append(", ".join(entries))
+    if report.wired:
+        words.append(f"{len(report.wired)} wiring change{'s' if len(report.wired) != 1 else ''}")
+    if not words:
+        return None
+    return f"{time.strftime('%H:%M:%S')} repaired: " + "; ".join(words)
 
 
 def entry_change_line(change: EntryChange) -> str:

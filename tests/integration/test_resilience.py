@@ -114,7 +114,8 @@ def test_watch_survives_a_restart_storm(project: Project) -> None:
         out, err = stop(watch)
     assert watch.returncode == 0, err
     assert "stopped watching" in err
-    assert "link replace" in out
+    assert "repaired: " in out
+    assert all(line.split(" ", 2)[1] == "repaired:" for line in out.splitlines()), out
 
 
 def test_watch_removes_a_dead_containers_entry_at_once(project: Project) -> None:

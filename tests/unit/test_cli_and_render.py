@@ -243,3 +243,14 @@ def test_parse_fuzz_never_escapes_config_error() -> None:
         assert "\n" not in message
 
     check()
+
+
+def test_repair_line_is_one_line_or_nothing() -> None:
+    from composens.lab import LinkReport
+
+    assert render.repair_line(LinkReport(entries=[EntryChange("n", "n", Action.KEEP, "/t")])) is None
+    line = render.repair_line(
+        LinkReport(entries=[EntryChange("r1", "r1", Action.REPLACE, "/t")], wired=["ip link add ...", "ip addr ..."])
+    )
+    assert line is not None
+    assert line.split(" ", 1)[1] == "repaired: r1 link replace; 2 wiring changes"

@@ -106,7 +106,7 @@ class Container:
         )
 
 
-def _first_line(text: str) -> str:
+def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "no message"
 
@@ -214,10 +214,10 @@ def _translate(stderr: str, failure: type[ComposensError]) -> ComposensError:
     text = stderr.strip()
     if "is not a docker command" in text or ("unknown command" in text and "compose" in text):
         return EngineError(f"docker compose v2 is missing: {INSTALL_COMPOSE_HINT}")
+    if "permission denied" in text and "docker" in text:
+        return EngineError("no permission to talk to the docker daemon: run composens as root")
     if "Cannot connect to the Docker daemon" in text or ("docker daemon" in text.lower() and "connect" in text):
         return EngineError(
             "the docker daemon is not reachable: start it (systemctl start docker, or dockerd &) and retry"
         )
-    if "permission denied" in text and "docker.sock" in text:
-        return EngineError("no permission to talk to the docker daemon: run composens as root")
-    return failure(_first_line(text))
+    return failure(_last_line(text))

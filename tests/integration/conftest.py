@@ -79,6 +79,17 @@ class Project:
             sys.executable, "-m", "composens", "-p", self.name, *args, check=check, timeout=timeout, cwd=self.folder
         )
 
+    def spawn(self, *args: str, merge_stderr: bool = False) -> subprocess.Popen[str]:
+        """Start composens in the background, in a session of its own so a test can signal its group."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "composens", "-p", self.name, *args],
+            cwd=self.folder,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+
     def ps(self) -> list[dict[str, object]]:
         rows: list[dict[str, object]] = json.loads(self.cli("ps", "--netns", "--format", "json").stdout)
         return rows

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 
@@ -228,14 +227,7 @@ def test_errors_are_one_line_with_documented_codes(project: Project) -> None:
 def test_attached_up_links_while_running_and_unlinks_on_stop(project: Project) -> None:
     project.write(prefixed(project, "services:\n  node1: {image: IMAGE, network_mode: none}\n"))
     name = f"{project.name}-node1"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "composens", "-p", project.name, "up"],
-        cwd=project.folder,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = project.spawn("up", merge_stderr=True)
     try:
         deadline = time.monotonic() + 60
         while not (NETNS_DIR / name).is_symlink() and time.monotonic() < deadline:

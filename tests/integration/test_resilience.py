@@ -59,18 +59,6 @@ def leftovers(project: Project, host_prefix: str | None = None) -> list[str]:
     return found
 
 
-def start_watch(project: Project) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "composens", "-p", project.name, "watch"],
-        cwd=project.folder,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    return proc
-
-
 def stop(proc: subprocess.Popen[str]) -> tuple[str, str]:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -84,7 +72,7 @@ def stop(proc: subprocess.Popen[str]) -> tuple[str, str]:
 def test_watch_survives_a_restart_storm(project: Project) -> None:
     project.write(seed_lab(project))
     project.cli("up", "-d")
-    watch = start_watch(project)
+    watch = project.spawn("watch")
     try:
         wait_until(lambda: lab_healthy(project))
         run("docker", "restart", "-t", "0", project.container("router1"))
@@ -121,7 +109,7 @@ def test_watch_survives_a_restart_storm(project: Project) -> None:
 def test_watch_removes_a_dead_containers_entry_at_once(project: Project) -> None:
     project.write(seed_lab(project))
     project.cli("up", "-d")
-    watch = start_watch(project)
+    watch = project.spawn("watch")
     try:
         wait_until(lambda: lab_healthy(project))
         run("docker", "kill", project.container("node2"))

@@ -254,3 +254,47 @@ def test_repair_line_is_one_line_or_nothing() -> None:
     )
     assert line is not None
     assert line.split(" ", 1)[1] == "repaired: r1 link replace; 2 wiring changes"
+
+
+def test_up_dry_run_prints_the_plan_and_runs_compose_dry(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], seed: dict[str, Any]
+) -> None:
+    fake = FakeCompose(seed)
+    code, out, _ = invoke(monkeypatch, capsys, fake, "up", "--dry-run", "-d")
+    assert code == 0
+    assert fake.ran == [["up", "--dry-run", "-d"]]
+    assert out.splitlines()[-1] == "ip -n node2 route add 2001:1111:1111::/64 via 2001:2222:2222::10"
+
+
+@pytest.mark.parametrize(
+    ("stderr", "expected"),
+    [
+        ("docker: 'compose' is not a docker command.\nSee 'docker --help'", "docker compose v2 is missing"),
+        (
+            "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?",
+            "the docker daemon is not reachable",
+        ),
+        (
+            "permission denied while trying to connect to the Docker daemon socket at unix:///var/run/docker.sock",
+            "no permission to talk to the docker daemon",
+        ),
+    ],
+)
+def test_engine_failures_become_one_clear_line(stderr: str, expected: str) -> None:
+    from composens.compose import _translate
+
+    error = _translate(stderr, ConfigError)
+    assert isinstance(error, EngineError)
+    assert error.message.startswith(expected)
+    assert "\n" not in error.message
+
+
+def test_not_root_is_exit_4_before_compose_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], seed: dict[str, Any]
+) -> None:
+    monkeypatch.setattr("composens.netns.os.access", lambda path, mode: False)
+    fake = FakeCompose(seed)
+    code, _, err = invoke(monkeypatch, capsys, fake, "up", "-d")
+    assert code == 4
+    assert err == "composens: error: cannot write /var/run/netns: composens needs root (run it with sudo)\n"
+    assert fake.ran == []

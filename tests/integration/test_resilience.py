@@ -214,3 +214,33 @@ def test_soak_up_down_cycles_leave_nothing(project: Project) -> None:
         f"soak: {cycles} cycles of {services} services and {services} links; "
         f"median cycle first five {first:.2f} s, last five {last:.2f} s"
     )
+
+
+def restart_engine() -> None:
+    """Stop dockerd and start it again the way this machine runs it."""
+    if (
+        subprocess.run(["systemctl", "is-active", "--quiet", "docker"], capture_output=True, check=False).returncode
+        == 0
+    ):
+        run("systemctl", "restart", "docker", timeout=120)
+        return
+    run("pkill", "-TERM", "-x", "dockerd")
+    wait_until(
+        lambda: subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True, check=False).returncode != 0, timeout=60
+    )
+    run("bash", str(Path(__file__).resolve().parents[2] / "scripts" / "bootstrap.sh"), timeout=120)
+
+
+def test_engine_restart_under_a_running_lab(project: Project) -> None:
+    project.write(seed_lab(project))
+    project.cli("up", "-d")
+    restart_engine()
+    # The engine stopped the containers: ps tells the truth, and no entry enters anything.
+    rows = project.ps()
+    assert {r["status"] for r in rows} <= {"stale", "none"}
+    for row in rows:
+        assert run("ip", "netns", "exec", str(row["netns"]), "true", check=False).returncode != 0
+    project.cli("up", "-d")
+    assert lab_healthy(project)
+    assert ping(project, "node1", "20.0.0.2").returncode == 0
+    assert ping(project, "node1", "2001:2222:2222::2").returncode == 0

@@ -193,12 +193,69 @@ def bench_lifecycle(folder: Path, services: int, rounds: int) -> list[tuple[str,
     return results
 
 
+def ring_lab(folder: Path, services: int) -> list[tuple[str, str]]:
+    """Write a ring of services, each link a /30 of 198.18.0.0/15; return (netns, peer address) to ping."""
+    name = f"cnscale{uuid.uuid4().hex[:6]}"
+    lines = [f"name: {name}", "x-composens:", f"  netns_prefix: {name}-", "  links:"]
+    addresses: dict[int, list[str]] = {n: [] for n in range(1, services + 1)}
+    pings = []
+    for i in range(services):
+        a, b = i + 1, (i + 1) % services + 1
+        lines.append(f'    - endpoints: ["s{a}:r{i}a", "s{b}:r{i}b"]')
+        prefix, net = f"198.{18 + i // 16384}.{i // 64 % 256}", (i % 64) * 4
+        addresses[a].append(f"        r{i}a: [{prefix}.{net + 1}/30]")
+        addresses[b].append(f"        r{i}b: [{prefix}.{net + 2}/30]")
+        pings.append((f"{name}-s{a}", f"{prefix}.{net + 2}"))
+    lines.append("services:")
+    for n in range(1, services + 1):
+        lines += [f"  s{n}:", f"    image: {IMAGE}", "    network_mode: none", "    x-composens:", "      addresses:"]
+        lines += addresses[n]
+    (folder / "docker-compose.yml").write_text("\n".join(lines) + "\n")
+    return pings
+
+
+def scale_round(lab_dir: Path, size: int) -> dict[str, float]:
+    """Bring a ring of `size` services up, ping across every link, bring it down; time each phase."""
+    lab_dir.mkdir()
+    pings = ring_lab(lab_dir, size)
+    failed: list[str] = []
+
+    def ping_all() -> None:
+        for netns, address in pings:
+            command = ["ip", "netns", "exec", netns, "busybox", "ping", "-c", "1", "-W", "2", address]
+            if subprocess.run(command, capture_output=True, check=False).returncode != 0:
+                failed.append(f"{netns} -> {address}")
+
+    try:
+        up = timed(lambda: sh(*COMPOSENS, "up", "-d", cwd=lab_dir))
+        ping = timed(ping_all)
+        down = timed(lambda: sh(*COMPOSENS, "down", "-t", "0", cwd=lab_dir))
+    finally:
+        subprocess.run([*COMPOSENS, "down", "-t", "0"], cwd=lab_dir, capture_output=True, check=False)
+    if failed:
+        raise SystemExit(f"scale {size}: {len(failed)} of {len(pings)} pings failed, e.g. {failed[0]}")
+    print(f"scale {size}: {size} services, {size} links: all {len(pings)} pings answered", flush=True)
+    return {"up -d (with wiring)": up, "ping across every link": ping, "down": down}
+
+
+def bench_scale(folder: Path, sizes: list[int]) -> None:
+    """Print how each phase grows from the smallest ring to the largest (1.00x: linear)."""
+    phases = {size: scale_round(folder / str(size), size) for size in sizes}
+    small, large = min(sizes), max(sizes)
+    print(f"{'phase':<24} " + " ".join(f"{'N=' + str(n):>9}" for n in sizes) + f"  {'per-N growth':>12}")
+    for phase in phases[small]:
+        row = " ".join(f"{phases[n][phase]:>8.2f}s" for n in sizes)
+        growth = (phases[large][phase] / large) / (phases[small][phase] / small)
+        print(f"{phase:<24} {row}  {growth:>11.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--services", type=int, default=50, help="services in the lifecycle lab (default 50)")
     parser.add_argument("--links", type=int, default=100, help="links in the wiring lab (default 100)")
     parser.add_argument("--rounds", type=int, default=3, help="runs per figure; the median is shown (default 3)")
-    parser.add_argument("--only", choices=["wiring", "lifecycle"], help="run one part")
+    parser.add_argument("--only", choices=["wiring", "lifecycle", "scale"], help="run one part")
+    parser.add_argument("--scale", default="50,200", help="ring sizes for the scale part (default 50,200)")
     args = parser.parse_args()
     if os.geteuid() != 0 or shutil.which("docker") is None:
         raise SystemExit("bench/run.py needs root and a running docker engine (scripts/bootstrap.sh)")
@@ -210,6 +267,10 @@ def main() -> None:
         if args.only in (None, "lifecycle"):
             (Path(tmp) / "l").mkdir()
             results += bench_lifecycle(Path(tmp) / "l", args.services, args.rounds)
+        if args.only == "scale":
+            (Path(tmp) / "s").mkdir()
+            bench_scale(Path(tmp) / "s", [int(n) for n in args.scale.split(",")])
+            return
     width = max(len(name) for name, _, _ in results)
     print(f"{'measure':<{width}}  {'composens':>10}  {'baseline':>10}  {'ratio':>6}")
     for name, ours, base in results:

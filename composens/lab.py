@@ -96,7 +96,7 @@ class Lab:
         state = self.store.read()
         for name in sorted(services):
             node = topo.services[name]
-            if node.replicas > 1 or (not node.has_own_netns and node.network_mode == "host"):
+            if node.replicas > 1 or node.network_mode == "host":
                 continue
             assert node.netns is not None
             entry = self.directory.probe(node.netns)
@@ -151,8 +151,6 @@ class Lab:
                 continue
             name = names[c.id]
             target, current, _ = netns.resolve_target(c, by_id)
-            if current is None and c.running and c.network_mode != "host":
-                current = netns.namespace_inode(f"/proc/{c.pid}/ns/net")
             entry = self.directory.probe(name)
             status = netns.classify(topo.project, entry, state.entries.get(name), c, current)
             if status is Status.LINKED and target and topo.interfaces_of(c.service):
@@ -205,34 +203,31 @@ class Lab:
         """Link every running container of `services` and wire the declared links that can be."""
         containers, by_id = self._containers(topo)
         names = self._names(topo, containers)
-        wanted = []
-        for c in containers:
-            if c.id in names and c.service in services and c.running and c.network_mode != "host":
-                target, inode, why = netns.resolve_target(c, by_id)
-                wanted.append(Wanted(names[c.id], c, target, inode, why))
+        running = [
+            Wanted(names[c.id], c, *netns.resolve_target(c, by_id))
+            for c in containers
+            if c.id in names and c.running and c.network_mode != "host"
+        ]
         report = LinkReport()
         self.directory.ensure_root()
         with self.store.locked() as state:
+            wanted = [w for w in running if w.container.service in services]
             report.entries = netns.link(self.directory, state, topo.project, wanted, services)
             if wire and topo.links:
-                self._wire(topo, state, containers, by_id, report)
+                self._wire(topo, state, running, report)
         return report
 
-    def _wire(
-        self, topo: Topology, state: State, containers: list[Container], by_id: dict[str, Container], report: LinkReport
-    ) -> None:
+    def _wire(self, topo: Topology, state: State, running: list[Wanted], report: LinkReport) -> None:
         # Only services whose entry is ours and reaches their namespace now: the batch lines name entries.
         paths: dict[str, str] = {}
-        names = self._names(topo, containers)
-        for c in containers:
-            if c.service not in topo.wired_services or c.id not in names:
+        for w in running:
+            if w.target is None or w.container.service not in topo.wired_services:
                 continue
-            target, inode, _ = netns.resolve_target(c, by_id)
-            record = state.entries.get(names[c.id])
-            entry = self.directory.probe(names[c.id])
-            owned = record is not None and record.project == topo.project and record.target == target
-            if target and owned and entry.symlink_target == target and entry.reaches == inode:
-                paths[c.service] = target
+            record = state.entries.get(w.name)
+            entry = self.directory.probe(w.name)
+            owned = record is not None and record.project == topo.project and record.target == w.target
+            if owned and entry.symlink_target == w.target and entry.reaches == w.inode:
+                paths[w.container.service] = w.target
         available = frozenset(paths)
         for link in topo.links:
             missing = [ep.node for ep in (link.a, link.b) if ep.node != HOST and ep.node not in available]

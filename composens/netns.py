@@ -169,7 +169,11 @@ def link(
     wanted: Iterable[Wanted],
     services: set[str],
 ) -> list[EntryChange]:
-    """Make the project's entries for `services` exactly `wanted`; touch nothing composens did not make."""
+    """Make the project's entries for `services` exactly `wanted`; touch nothing composens did not make.
+
+    Every entry about to be made or moved is recorded, and the record saved, before the first one
+    is touched: one write ahead for the whole run, so a crash leaves no entry the record misses.
+    """
     wanted = list(wanted)
     names = {w.name for w in wanted}
     changes = [
@@ -177,12 +181,23 @@ def link(
         for name, rec in sorted(state.entries.items())
         if rec.project == project and rec.service in services and name not in names
     ]
-    for w in wanted:
-        changes.append(_link_one(directory, state, project, w))
+    decided = [(w, _decide(directory, state, project, w)) for w in wanted]
+    moves = [(w, change) for w, change in decided if change.action in (Action.CREATE, Action.REPLACE)]
+    for w, change in moves:
+        assert w.target is not None
+        record = EntryRecord(project, w.container.service, w.container.id, w.target)
+        # While an entry moves, its record owns both the old target and the new one.
+        state.entries[w.name] = replace(record, previous=change.detail or None)
+    if moves:
+        state.save()
+    moving = {w.name for w, _ in moves}
+    for w, change in decided:
+        changes.append(_carry_out(directory, state, w, change) if w.name in moving else change)
     return changes
 
 
-def _link_one(directory: NetnsDirectory, state: State, project: str, w: Wanted) -> EntryChange:
+def _decide(directory: NetnsDirectory, state: State, project: str, w: Wanted) -> EntryChange:
+    """Say what to do for one wanted entry; only removals happen here, the rest waits for the record."""
     service = w.container.service
     entry = directory.probe(w.name)
     record = state.entries.get(w.name)
@@ -202,27 +217,27 @@ def _link_one(directory: NetnsDirectory, state: State, project: str, w: Wanted) 
         if ours:
             return _remove_ours(directory, state, w.name, w.why_not)
         return EntryChange(w.name, service, Action.SKIP, None, w.why_not)
-    new_record = EntryRecord(project, service, w.container.id, w.target)
-    if ours and record == new_record and entry.reaches == w.inode:
+    if ours and record == EntryRecord(project, service, w.container.id, w.target) and entry.reaches == w.inode:
         return EntryChange(w.name, service, Action.KEEP, w.target)
     if ours:
-        # Write ahead: the record owns both targets while the entry moves from one to the other.
-        state.entries[w.name] = replace(new_record, previous=entry.symlink_target)
-        state.save()
+        return EntryChange(w.name, service, Action.REPLACE, w.target, entry.symlink_target or "")
+    state.entries.pop(w.name, None)  # a record whose entry someone else removed
+    return EntryChange(w.name, service, Action.CREATE, w.target)
+
+
+def _carry_out(directory: NetnsDirectory, state: State, w: Wanted, change: EntryChange) -> EntryChange:
+    assert w.target is not None
+    if change.action is Action.REPLACE:
         directory.replace(w.name, w.target)
-        action = Action.REPLACE
     else:
-        state.entries[w.name] = new_record
-        state.save()
         try:
             directory.create(w.name, w.target)
         except FileExistsError:
             del state.entries[w.name]
-            return EntryChange(w.name, service, Action.CONFLICT, None, _conflict_detail(directory, w.name))
+            return EntryChange(w.name, change.service, Action.CONFLICT, None, _conflict_detail(directory, w.name))
         crash_point("after-first-entry")
-        action = Action.CREATE
-    state.entries[w.name] = new_record
-    return EntryChange(w.name, service, action, w.target)
+    state.entries[w.name] = replace(state.entries[w.name], previous=None)
+    return EntryChange(w.name, change.service, change.action, w.target)
 
 
 def _conflict_detail(directory: NetnsDirectory, name: str) -> str:

@@ -51,7 +51,7 @@ class State:
                 "entries": {name: asdict(rec) for name, rec in sorted(self.entries.items())},
                 "wired": {project: sorted(eps) for project, eps in sorted(self.wired.items()) if eps},
             },
-            indent=1,
+            separators=(",", ":"),
         )
 
     @classmethod

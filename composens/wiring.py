@@ -21,7 +21,9 @@ import struct
 import subprocess
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from composens.errors import ConflictError, EngineError, WiringError
 from composens.faults import crash_point
@@ -114,8 +116,9 @@ class Namespaces:
         return self._fds[node]
 
     def load(self, nodes: Iterable[str]) -> None:
-        for node in dict.fromkeys(nodes):
-            self._links[node] = read_links(self.topology.node(node).netns)
+        nodes = list(dict.fromkeys(nodes))
+        netns = [self.topology.node(node).netns for node in nodes]
+        self._links.update(zip(nodes, in_parallel(read_links, netns), strict=True))
 
     def links(self, node: str) -> dict[str, _Iface]:
         return self._links[node]
@@ -153,6 +156,18 @@ class _Line:
     text: str  # the `ip -batch` line
     undo: str | None = None  # the line that takes it back
     undo_netns: str | None = None  # where the undo runs, when not where the line ran
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def in_parallel(work: Callable[[T], R], items: list[T]) -> list[R]:
+    """Run `work` on each item in a few threads (each mostly waits for an ip process); keep the order."""
+    if len(items) < 2:
+        return [work(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(8, len(items))) as pool:
+        return list(pool.map(work, items))
 
 
 def run_batch(netns: str | None, lines: list[str]) -> dict[int, str]:
@@ -203,8 +218,20 @@ class _Applier:
                     self.report.kept += 1
                 else:
                     batches.setdefault(step.node, []).append(line)
-        for node, lines in batches.items():
-            self._execute(self.netns(node), lines)
+        # Namespaces are independent: their batches run side by side, their results are read in order.
+        targets = [self.netns(node) for node in batches]
+        outcomes = in_parallel(
+            lambda job: run_batch(job[0], [line.text for line in job[1]]),
+            list(zip(targets, batches.values(), strict=True)),
+        )
+        failure = None
+        for netns, lines, failures in zip(targets, batches.values(), outcomes, strict=True):
+            try:
+                self._record(netns, lines, failures)
+            except WiringError as e:
+                failure = failure or e
+        if failure:
+            raise failure
 
     def _line(self, step: AddAddress | SetUp | AddRoute, fresh: set[Endpoint]) -> _Line | None:
         """The batch line for a step, or None when it is known to be in place."""
@@ -220,8 +247,10 @@ class _Applier:
         raise AssertionError(step)
 
     def _execute(self, netns: str | None, lines: list[_Line]) -> None:
-        """Run one namespace's lines; an address or route that exists already counts as kept."""
-        failures = run_batch(netns, [line.text for line in lines])
+        self._record(netns, lines, run_batch(netns, [line.text for line in lines]))
+
+    def _record(self, netns: str | None, lines: list[_Line], failures: dict[int, str]) -> None:
+        """Note what a batch did and how to undo it; an address or route already there counts as kept."""
         first_failure = None
         for i, line in enumerate(lines):
             if i in failures:

@@ -208,7 +208,12 @@ def up(
     if code != 0:
         raise ComposeFailed(f"docker compose up exited with {code}; nothing was linked", exit_code=code)
     crash_point("after-compose-up")
-    _report_link(out, lab.link(topo, services))
+    try:
+        _report_link(out, lab.link(topo, services))
+    except KeyboardInterrupt:
+        made = sorted(name for name, rec in lab.store.read().entries.items() if rec.project == topo.project)
+        out.message(f"composens: compose up had finished; netns entries recorded so far: {', '.join(made) or 'none'}")
+        raise
 
 
 @app.command(context_settings=EXTRA_ARGS)
@@ -370,7 +375,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
         print(f"composens: error: {e.message}", file=sys.stderr)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        print("composens: interrupted; run `composens up -d` or `composens down` to converge", file=sys.stderr)
+        print(
+            "composens: interrupted; `composens up -d` finishes the lab, `composens down` removes it", file=sys.stderr
+        )
         sys.exit(ExitCode.INTERRUPTED)
     except Exception as e:
         if debug:

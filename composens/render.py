@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from composens.lab import LinkReport, NetnsRow
 from composens.netns import Action, EntryChange
-from composens.topology import HOST, Topology
+from composens.topology import Endpoint, Topology
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -147,21 +147,17 @@ def netns_json(rows: Sequence[NetnsRow]) -> str:
 
 def mermaid(topo: Topology) -> str:
     lines = ["graph LR"]
-    nodes = dict.fromkeys(ep.node for link in topo.links for ep in (link.a, link.b))
-    for name in [*topo.services, *nodes]:
-        if name in nodes or name in topo.services:
-            label = "host" if name == HOST else name
-            lines.append(f'  {_node_id(name)}["{label}"]')
+    for name in _graph_nodes(topo):
+        lines.append(f'  {_node_id(name)}["{name}"]')
     for link in topo.links:
         label = f"{_end_label(topo, link.a)} — {_end_label(topo, link.b)}"
         lines.append(f'  {_node_id(link.a.node)} ---|"{label}"| {_node_id(link.b.node)}')
-    return "\n".join(dict.fromkeys(lines))
+    return "\n".join(lines)
 
 
 def dot(topo: Topology) -> str:
     lines = ["graph composens {", "  node [shape=box];"]
-    nodes = dict.fromkeys([*topo.services, *(ep.node for link in topo.links for ep in (link.a, link.b))])
-    lines += [f'  "{name}";' for name in nodes]
+    lines += [f'  "{name}";' for name in _graph_nodes(topo)]
     for link in topo.links:
         lines.append(
             f'  "{link.a.node}" -- "{link.b.node}" '
@@ -171,12 +167,14 @@ def dot(topo: Topology) -> str:
     return "\n".join(lines)
 
 
+def _graph_nodes(topo: Topology) -> list[str]:
+    """Every service, then the host if a link reaches it."""
+    return list(dict.fromkeys([*topo.services, *(ep.node for link in topo.links for ep in (link.a, link.b))]))
+
+
 def _node_id(name: str) -> str:
     return "n_" + "".join(c if c.isalnum() else "_" for c in name)
 
 
-def _end_label(topo: Topology, ep: object) -> str:
-    node = getattr(ep, "node", "")
-    ifname = getattr(ep, "ifname", "")
-    addresses = topo.node(node).addresses.get(ifname, ())
-    return " ".join([ifname, *addresses])
+def _end_label(topo: Topology, ep: Endpoint) -> str:
+    return " ".join([ep.ifname, *topo.node(ep.node).addresses.get(ep.ifname, ())])

@@ -205,7 +205,7 @@ class Lab:
         names = self._names(topo, containers)
         running = [
             Wanted(names[c.id], c, *netns.resolve_target(c, by_id))
-            for c in containers
+            for c in sorted(containers, key=lambda c: (c.service, c.number))
             if c.id in names and c.running and c.network_mode != "host"
         ]
         report = LinkReport()

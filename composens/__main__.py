@@ -1,4 +1,4 @@
-from composens.cli import main
+from composens.launcher import main
 
 if __name__ == "__main__":
     main()

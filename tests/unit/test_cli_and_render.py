@@ -298,3 +298,24 @@ def test_not_root_is_exit_4_before_compose_runs(
     assert code == 4
     assert err == "composens: error: cannot write /var/run/netns: composens needs root (run it with sudo)\n"
     assert fake.ran == []
+
+
+@pytest.mark.parametrize(
+    ("args", "command"),
+    [
+        (["logs", "-f"], "logs"),
+        (["-f", "a.yml", "-p", "lab", "exec", "node1", "sh"], "exec"),
+        (["--file=a.yml", "--compatibility", "config"], "config"),
+        (["ps", "--format", "json"], "ps"),
+        (["ps", "--netns"], None),
+        (["up", "-d"], None),
+        (["-p", "lab", "netns", "show"], None),
+        (["--debug", "logs"], None),
+        (["--help"], None),
+        ([], None),
+    ],
+)
+def test_passthrough_command_skips_typer_only_for_compose_commands(args: list[str], command: str | None) -> None:
+    from composens.launcher import passthrough_command
+
+    assert passthrough_command(args) == command

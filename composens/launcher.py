@@ -1,0 +1,49 @@
+"""Start-up: hand compose's own commands straight to docker compose, before typer is even imported.
+
+A passthrough command (`logs -f`, `exec`, `config`, `ps` without --netns, ...) needs none of
+composens, so the process becomes `docker compose` with the same arguments: its exit code,
+terminal and signals are compose's own, and composens adds only Python's start-up.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+# Commands composens handles itself (or wraps); everything else is compose's.
+OWN_COMMANDS = {"up", "down", "netns", "watch", "plan", "graph", "start", "restart", "stop", "kill", "rm"}
+GLOBALS_WITH_VALUE = {
+    "-f", "--file", "-p", "--project-name", "--profile", "--env-file", "--project-directory",
+    "--ansi", "--progress", "--parallel",
+}  # fmt: skip
+GLOBAL_FLAGS = {"--compatibility"}
+
+
+def passthrough_command(args: list[str]) -> str | None:
+    """Return the compose command if `args` can go to docker compose untouched, else None."""
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in GLOBALS_WITH_VALUE:
+            i += 2
+        elif arg.split("=", 1)[0] in GLOBALS_WITH_VALUE or arg in GLOBAL_FLAGS:
+            i += 1
+        elif arg.startswith("-"):
+            return None  # --debug, --help, --version, or a typo: composens answers those
+        else:
+            command = arg
+            if command in OWN_COMMANDS or (command == "ps" and "--netns" in args[i + 1 :]):
+                return None
+            return command
+    return None
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    docker = shutil.which("docker")
+    if docker and passthrough_command(args):
+        os.execv(docker, [docker, "compose", *args])
+    from composens.cli import main as cli_main
+
+    cli_main(args)

@@ -356,10 +356,23 @@ class Lab:
             lines.put(None)
 
         threading.Thread(target=read, daemon=True).start()
+
+        def relink() -> None:
+            try:
+                on_report(self.link(topo, services))
+            except ComposensError as e:
+                on_error(e.message)
+
+        # The engine's view can lag its events (a container reported started before inspect shows
+        # its sandbox): one more pass a second after the last burst catches what the first missed.
+        settle_at: float | None = None
         while not stop.is_set():
             try:
                 line = lines.get(timeout=0.2)
             except queue.Empty:
+                if settle_at is not None and time.monotonic() >= settle_at:
+                    settle_at = None
+                    relink()
                 continue
             burst = [line]
             while True:  # a restart or an `up` sends several events at once: repair once for all
@@ -368,10 +381,8 @@ class Lab:
                 except queue.Empty:
                     break
             if any(_is_lifecycle(item) for item in burst if item is not None):
-                try:
-                    on_report(self.link(topo, services))
-                except ComposensError as e:
-                    on_error(e.message)
+                relink()
+                settle_at = time.monotonic() + 1.0
             if None in burst:
                 return
 

@@ -436,10 +436,20 @@ def plan(
             steps.append(EnableIPv6(ep.node, ep.ifname))
         steps.extend(AddAddress(ep.node, ep.ifname, a) for a in addresses)
         steps.append(SetUp(ep.node, ep.ifname))
-    wired_nodes = dict.fromkeys(ep.node for ep in ends)
-    for name in wired_nodes:
-        steps.extend(AddRoute(name, route) for route in topology.node(name).routes)
+    planned = set(ends)
+    for name in dict.fromkeys(ep.node for ep in ends):
+        node = topology.node(name)
+        unplanned = {ifname for ifname in topology.interfaces_of(name) if Endpoint(name, ifname) not in planned}
+        steps.extend(AddRoute(name, r) for r in node.routes if not _through(node, r, unplanned))
     return tuple(steps)
+
+
+def _through(node: Node, route: Route, ifnames: set[str]) -> bool:
+    """Tell whether a route leaves through one of `ifnames` (by its dev, or its gateway's subnet)."""
+    if route.dev is not None:
+        return route.dev in ifnames
+    gateway = ipaddress.ip_address(route.gateway)
+    return any(gateway in ipaddress.ip_interface(a).network for i in ifnames for a in node.addresses.get(i, ()))
 
 
 def batch_line(step: AddAddress | SetUp | AddRoute | CreateVeth, topology: Topology) -> tuple[str | None, str]:

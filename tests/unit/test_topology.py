@@ -97,3 +97,11 @@ def test_parse_route(text: str, route: topology.Route) -> None:
 def test_parse_route_rejects(text: str) -> None:
     with pytest.raises(ValueError, match=r"."):
         topology.parse_route(text)
+
+
+def test_routes_through_a_link_that_is_not_planned_wait_for_it() -> None:
+    # router1 is down: node1's IPv4 route goes through it and must wait; its IPv6 route through router2 must not.
+    topo = topology.parse(load(CASES / "seed" / "docker-compose.yml"), source="f")
+    steps = topology.plan(topo, available=frozenset({"node1", "node2", "router2"}))
+    routes = [str(s.route) for s in steps if isinstance(s, topology.AddRoute) and s.node == "node1"]
+    assert routes == ["2001:2222:2222::/64 via 2001:1111:1111::10"]

@@ -7,7 +7,7 @@ import sys
 import traceback
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from typer.core import TyperGroup
@@ -19,6 +19,10 @@ from composens.faults import crash_point
 
 if TYPE_CHECKING:
     from click import Command, Context
+
+    from composens.lab import Lab, LinkReport
+    from composens.render import Output
+    from composens.topology import Topology
 
 # Options of compose commands that take a value, so their values are not taken for service names.
 VALUE_OPTIONS = {
@@ -67,12 +71,12 @@ class App:
     def compose(self) -> Compose:
         return Compose(self.options)
 
-    def lab(self) -> Any:
+    def lab(self) -> Lab:
         from composens.lab import Lab
 
         return Lab(self.compose())
 
-    def output(self) -> Any:
+    def output(self) -> Output:
         from composens.render import Output
 
         return Output()
@@ -112,7 +116,7 @@ def _passthrough(app: App, command: str, args: list[str]) -> int:
     return code
 
 
-def _report_link(out: Any, report: Any) -> None:
+def _report_link(out: Output, report: LinkReport) -> None:
     out.link_report(report)
     if report.conflicts:
         raise ConflictError(report.conflicts[0].detail)
@@ -335,7 +339,7 @@ def plan(ctx: typer.Context, services: ServicesArg = None) -> None:
     _print_plan(state.output(), topo, lab.select(topo, services or []) if services else None)
 
 
-def _print_plan(out: Any, topo: Any, services: set[str] | None) -> None:
+def _print_plan(out: Output, topo: Topology, services: set[str] | None) -> None:
     from composens.topology import ip_command, plan
 
     touching = frozenset(services) if services is not None else None

@@ -51,6 +51,21 @@ class NetnsRow:
     interfaces: tuple[InterfaceRow, ...] = ()
 
 
+class StopFlag:
+    """Tells a follower to stop. Set from signal handlers, so it takes no lock: a second signal
+    arriving while a first handler held threading.Event's lock would deadlock (seen here: a watch
+    stopped by two quick SIGINTs hung for good)."""
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
 @dataclass(frozen=True)
 class Pruned:
     kind: str  # "entry" or "host interface"
@@ -300,7 +315,7 @@ class Lab:
     ) -> int:
         """Run attached `compose up`, relinking as containers start and stop, and unlink at the end."""
         events = self.compose.events(topo.project, f"{time.time():.3f}")
-        stop = threading.Event()
+        stop = StopFlag()
         follower = threading.Thread(
             target=self.follow, args=(events, topo, services, on_report, on_error, stop), daemon=True
         )
@@ -326,7 +341,7 @@ class Lab:
     ) -> None:
         """Converge now, then relink and rewire whenever a container starts or dies, until SIGINT or SIGTERM."""
         events = self.compose.events(topo.project, f"{time.time():.3f}")
-        stop = threading.Event()
+        stop = StopFlag()
         handlers = {
             sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
         }
@@ -345,7 +360,7 @@ class Lab:
         services: set[str],
         on_report: Callable[[LinkReport], None],
         on_error: Callable[[str], None],
-        stop: threading.Event,
+        stop: StopFlag,
     ) -> None:
         """Relink after every burst of container starts and deaths until `stop` is set or events end."""
         lines: queue.Queue[str | None] = queue.Queue()

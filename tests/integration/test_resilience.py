@@ -109,7 +109,7 @@ def test_watch_survives_a_restart_storm(project: Project) -> None:
     assert all(line.split(" ", 2)[1] == "repaired:" for line in out.splitlines()), out
 
 
-def test_watch_removes_a_dead_containers_entry_at_once(project: Project) -> None:
+def test_watch_removes_a_dead_containers_entry_at_once_and_stops_on_a_double_ctrl_c(project: Project) -> None:
     project.write(seed_lab(project))
     project.cli("up", "-d")
     watch = project.spawn("watch")
@@ -118,7 +118,13 @@ def test_watch_removes_a_dead_containers_entry_at_once(project: Project) -> None
         run("docker", "kill", project.container("node2"))
         wait_until(lambda: not (NETNS_DIR / f"{project.name}-node2").exists(), timeout=10)
         run("docker", "start", project.container("node2"))
-        wait_until(lambda: ping(project, "node1", "2001:2222:2222::2").returncode == 0, timeout=10)
+        wait_until(lambda: ping(project, "node1", "2001:2222:2222::2").returncode == 0, timeout=20)
+        # Two interrupts in a row, as an impatient Ctrl-C Ctrl-C sends: watch must still end cleanly.
+        watch.send_signal(signal.SIGINT)
+        watch.send_signal(signal.SIGINT)
+        _, err = watch.communicate(timeout=30)
+        assert watch.returncode == 0, err
+        assert "stopped watching" in err
     finally:
         stop(watch)
 

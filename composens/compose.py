@@ -106,6 +106,10 @@ class Container:
         )
 
 
+def _docker_missing(e: FileNotFoundError) -> EngineError:
+    return EngineError(f"{e.filename or 'docker'} not found: install docker (apt-get install docker.io)")
+
+
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "no message"
@@ -126,20 +130,20 @@ class Compose:
         try:
             return subprocess.call(self.command(*args))
         except FileNotFoundError as e:
-            raise EngineError(f"{self.docker[0]} not found: install docker (apt-get install docker.io)") from e
+            raise _docker_missing(e) from e
 
     def start(self, args: Sequence[str]) -> subprocess.Popen[bytes]:
         """Start a compose command on the user's terminal without waiting for it."""
         try:
             return subprocess.Popen(self.command(*args))
         except FileNotFoundError as e:
-            raise EngineError(f"{self.docker[0]} not found: install docker (apt-get install docker.io)") from e
+            raise _docker_missing(e) from e
 
     def _capture(self, cmd: list[str], failure: type[ComposensError] = ComposeFailed) -> str:
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         except FileNotFoundError as e:
-            raise EngineError(f"{cmd[0]} not found: install docker (apt-get install docker.io)") from e
+            raise _docker_missing(e) from e
         if done.returncode != 0:
             raise _translate(done.stderr, failure)
         return done.stdout

@@ -132,10 +132,13 @@ class Lab:
 
     def _containers(self, topo: Topology) -> tuple[list[Container], dict[str, Container]]:
         containers = self.compose.containers(topo.project)
-        by_id = {c.id: c for c in containers}
-        outside = {c.netns_owner for c in containers if c.netns_owner and c.netns_owner not in by_id}
-        by_id.update({c.id: c for c in self.compose.inspect(sorted(o for o in outside if o))})
-        return containers, by_id
+        return containers, self._with_owners({c.id: c for c in containers})
+
+    def _with_owners(self, by_id: dict[str, Container]) -> dict[str, Container]:
+        """Add the containers whose namespace these joined (network_mode container:<id>), in one inspect."""
+        owners = sorted({c.netns_owner for c in by_id.values() if c.netns_owner and c.netns_owner not in by_id})
+        by_id.update({c.id: c for c in self.compose.inspect(owners, missing_ok=True)})
+        return by_id
 
     @staticmethod
     def _names(topo: Topology, containers: list[Container]) -> dict[str, str]:
@@ -265,20 +268,15 @@ class Lab:
     def unwire(self, topo: Topology) -> list[str]:
         """Remove the host-side ends composens created for the project; they outlive its containers."""
         with self.store.locked() as state:
-            ours = state.wired.pop(topo.project, set())
-            host_ends = {ep.split(":", 1)[1] for ep in ours if ep.startswith(f"{HOST}:")}
-            if not host_ends:
-                return []
-            return wiring.remove_host_interfaces(host_ends)
+            host_ends = _host_ends(state.wired.pop(topo.project, set()))
+            return wiring.remove_host_interfaces(host_ends) if host_ends else []
 
     def prune(self, *, dry_run: bool) -> list[Pruned]:
         """Remove, across all projects, what composens made that no running container owns any more."""
         self.directory.ensure_root()
         with self.store.locked() as state:
             ids = sorted({rec.container for rec in state.entries.values()})
-            by_id = {c.id: c for c in self.compose.inspect(ids, missing_ok=True)}
-            owners = {c.netns_owner for c in by_id.values() if c.netns_owner and c.netns_owner not in by_id}
-            by_id.update({c.id: c for c in self.compose.inspect(sorted(o for o in owners if o), missing_ok=True)})
+            by_id = self._with_owners({c.id: c for c in self.compose.inspect(ids, missing_ok=True)})
             pruned = []
             for name, record in sorted(state.entries.items()):
                 container = by_id.get(record.container)
@@ -298,7 +296,7 @@ class Lab:
             for project, endpoints in sorted(state.wired.items()):
                 if project in running:
                     continue
-                hosts = {ep.split(":", 1)[1] for ep in endpoints if ep.startswith(f"{HOST}:")}
+                hosts = _host_ends(endpoints)
                 present = wiring.remove_host_interfaces(hosts, dry_run=dry_run) if hosts else []
                 pruned += [Pruned("host interface", name, project, "project not running") for name in present]
                 if not dry_run:
@@ -400,6 +398,11 @@ class Lab:
                 settle_at = time.monotonic() + 1.0
             if None in burst:
                 return
+
+
+def _host_ends(endpoints: set[str]) -> set[str]:
+    """Pick the host-side interface names out of recorded `node:ifname` endpoints."""
+    return {ep.split(":", 1)[1] for ep in endpoints if ep.startswith(f"{HOST}:")}
 
 
 def _is_lifecycle(line: str) -> bool:

@@ -33,7 +33,7 @@ class Output:
 
         # Piped output is for reading or grepping: never cut the table down to 80 columns.
         width = self.width or (None if self.out.isatty() else 250)
-        return Console(file=self.out, width=width, highlight=False, soft_wrap=False)
+        return Console(file=self.out, width=width, highlight=False, soft_wrap=False, markup=False, emoji=False)
 
     def line(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -108,6 +108,7 @@ def _interfaces_text(row: NetnsRow) -> str:
 
 def netns_table(rows: Sequence[NetnsRow]) -> Table:
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("SERVICE", "CONTAINER", "PID", "NETNS", "TARGET", "STATUS", "INTERFACES"):
@@ -120,7 +121,7 @@ def netns_table(rows: Sequence[NetnsRow]) -> Table:
             str(row.pid) if row.pid else "-",
             row.netns,
             row.target or "-",
-            f"[{styles[row.status]}]{row.status}[/]",
+            Text(row.status, style=styles[row.status]),
             _interfaces_text(row),
         )
     return table

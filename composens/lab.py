@@ -1,6 +1,7 @@
 """The core: bring a project's netns entries and wiring to what its compose file declares.
 
-Lab joins the adapters (compose, netns, wiring, state) and returns data for render.py.
+Lab joins the adapters (compose, netns, wiring, state) and returns data for render.py. wiring
+(ctypes, threads: 14 ms of start-up) is imported only where a lab has links to read or change.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from composens import netns, topology, wiring
+from composens import netns, topology
 from composens.compose import Compose, Container
 from composens.errors import ComposensError, ConfigError, ConflictError
 from composens.netns import Action, EntryChange, NetnsDirectory, Status, Wanted
@@ -95,7 +96,7 @@ class Lab:
 
     def load(self) -> Topology:
         """Read and validate the project's configuration."""
-        return topology.parse(self.compose.config(), source=self.compose.options.source_label())
+        return topology.parse(self.compose.essentials(), source=self.compose.options.source_label())
 
     @staticmethod
     def select(topo: Topology, services: Iterable[str]) -> set[str]:
@@ -204,6 +205,8 @@ class Lab:
         states = {}
         if linked:
             declared = {r.container: topo.interfaces_of(r.service) for r in rows if r.container in linked}
+            from composens import wiring
+
             states = wiring.interface_states(linked, declared)
         return [
             replace(
@@ -258,6 +261,8 @@ class Lab:
             ours.update(endpoints)
             state.save()
 
+        from composens import wiring
+
         result = wiring.apply(steps, topo, paths, ours, claim)
         report.wired, report.kept = result.done, result.kept
 
@@ -269,7 +274,11 @@ class Lab:
         """Remove the host-side ends composens created for the project; they outlive its containers."""
         with self.store.locked() as state:
             host_ends = _host_ends(state.wired.pop(topo.project, set()))
-            return wiring.remove_host_interfaces(host_ends) if host_ends else []
+            if not host_ends:
+                return []
+            from composens import wiring
+
+            return wiring.remove_host_interfaces(host_ends)
 
     def prune(self, *, dry_run: bool) -> list[Pruned]:
         """Remove, across all projects, what composens made that no running container owns any more."""
@@ -297,6 +306,8 @@ class Lab:
                 if project in running:
                     continue
                 hosts = _host_ends(endpoints)
+                from composens import wiring
+
                 present = wiring.remove_host_interfaces(hosts, dry_run=dry_run) if hosts else []
                 pruned += [Pruned("host interface", name, project, "project not running") for name in present]
                 if not dry_run:

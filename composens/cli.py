@@ -14,6 +14,7 @@ from typer.core import TyperGroup
 
 from composens import __version__
 from composens.compose import Compose, ComposeOptions
+from composens.configcache import ConfigCache
 from composens.errors import ComposeFailed, ComposensError, ConflictError, ExitCode
 from composens.faults import crash_point
 
@@ -69,7 +70,7 @@ class App:
     debug: bool
 
     def compose(self) -> Compose:
-        return Compose(self.options)
+        return Compose(self.options, cache=ConfigCache())
 
     def lab(self) -> Lab:
         from composens.lab import Lab

@@ -3,7 +3,8 @@
 composens drives the docker CLI directly, as python-on-whales does, rather than through
 python-on-whales: importing it costs 0.4 s (more than `docker compose version` takes), its
 `container.inspect` runs one process per container, and passthrough needs the child to own the
-terminal. One batched `docker inspect` serves every container of a project.
+terminal. Listing and inspecting containers asks the engine's API on its socket (engine.py), and
+falls back to one `docker ps` and one batched `docker inspect` where that socket is not the CLI's.
 """
 
 from __future__ import annotations
@@ -11,11 +12,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from composens import engine, topology
+from composens.configcache import ConfigCache, cache_key
+from composens.engine import EngineAPI, EngineUnavailable
 from composens.errors import ComposeFailed, ComposensError, ConfigError, EngineError
 
 COMPOSE_FILE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
@@ -118,9 +123,18 @@ def _last_line(text: str) -> str:
 class Compose:
     """Runs docker and docker compose for one project."""
 
-    def __init__(self, options: ComposeOptions, docker: Sequence[str] = ("docker",)) -> None:
+    def __init__(
+        self,
+        options: ComposeOptions,
+        docker: Sequence[str] = ("docker",),
+        *,
+        cache: ConfigCache | None = None,
+        use_api: bool = True,
+    ) -> None:
         self.options = options
         self.docker = list(docker)
+        self.cache = cache
+        self.use_api = use_api  # list and inspect over the engine's socket (engine.py) where it is the CLI's
 
     def command(self, *args: str) -> list[str]:
         return [*self.docker, "compose", *self.options.global_args(), *args]
@@ -160,29 +174,46 @@ class Compose:
             raise ConfigError(f"{self.options.source_label()}: docker compose config printed no project")
         return data
 
+    def essentials(self) -> dict[str, Any]:
+        """The part of the resolved config composens reads (topology.essentials); cached while its inputs stay."""
+        key = cache_key(self.options, Path.cwd(), os.environ) if self.cache else None
+        if self.cache and key:
+            cached = self.cache.get(key)
+            if cached is not None:
+                return cached
+        data = topology.essentials(self.config())
+        if self.cache and key and cache_key(self.options, Path.cwd(), os.environ) == key:  # unchanged meanwhile
+            self.cache.put(key, data)
+        return data
+
     def containers(self, project: str) -> list[Container]:
         """List the project's containers (one-off `run` containers excluded), running or not."""
-        out = self._capture(
-            [
-                *self.docker,
-                "ps",
-                "--all",
-                "--no-trunc",
-                "--format",
-                "{{.ID}}",
-                "--filter",
-                f"label={PROJECT_LABEL}={project}",
-            ],
-            EngineError,
-        )
-        found = self.inspect(out.split())
+        label = f"{PROJECT_LABEL}={project}"
+        try:
+            with self._engine() as api:
+                documents, _ = engine.inspect_many(api, api.container_ids(label))  # one removed in between is just gone
+            found = [Container.from_inspect(item) for item in documents]
+        except EngineUnavailable:
+            out = self._capture(
+                [*self.docker, "ps", "--all", "--no-trunc", "--format", "{{.ID}}", "--filter", f"label={label}"],
+                EngineError,
+            )
+            found = self.inspect(out.split())
         return [c for c in found if c.labels.get(ONEOFF_LABEL, "False") != "True"]
 
     def inspect(self, ids: Iterable[str], *, missing_ok: bool = False) -> list[Container]:
-        """Inspect containers in one call; with missing_ok, ids of removed containers are left out."""
+        """Inspect containers in one go; with missing_ok, ids of removed containers are left out."""
         ids = list(ids)
         if not ids:
             return []
+        try:
+            with self._engine() as api:
+                documents, missing = engine.inspect_many(api, ids)
+            if missing and not missing_ok:
+                raise EngineError(f"No such container: {missing[0]}")
+            return [Container.from_inspect(item) for item in documents]
+        except EngineUnavailable:
+            pass
         cmd = [*self.docker, "inspect", "--type", "container", *ids]
         if not missing_ok:
             out = self._capture(cmd, EngineError)
@@ -192,6 +223,17 @@ class Compose:
                 raise _translate(done.stderr, EngineError)
             out = done.stdout or "[]"
         return [Container.from_inspect(item) for item in json.loads(out)]
+
+    @contextmanager
+    def _engine(self) -> Iterator[EngineAPI]:
+        """The engine's API, when the CLI would reach the same engine through its default socket."""
+        if not self.use_api:
+            raise EngineUnavailable("asked to use the docker CLI")
+        api = engine.connect()
+        try:
+            yield api
+        finally:
+            api.close()
 
     def events(self, project: str, since: str) -> subprocess.Popen[str]:
         """Follow the engine's container events for the project, as JSON lines."""

@@ -162,6 +162,26 @@ def parse(config: Mapping[str, Any], *, source: str) -> Topology:
     return topology
 
 
+def essentials(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the part of a resolved config that parse reads, which is what the config cache keeps."""
+    services = config.get("services")
+    if not isinstance(services, dict):
+        return dict(config)  # parse will say what is wrong with it
+    kept: dict[str, Any] = {"name": config.get("name"), "services": {}}
+    if EXTENSION in config:
+        kept[EXTENSION] = config[EXTENSION]
+    for name, spec in services.items():
+        if not isinstance(spec, dict):
+            kept["services"][name] = spec
+            continue
+        part = {key: spec[key] for key in ("network_mode", "scale", EXTENSION) if key in spec}
+        deploy = spec.get("deploy")
+        if isinstance(deploy, dict) and "replicas" in deploy:
+            part["deploy"] = {"replicas": deploy["replicas"]}
+        kept["services"][name] = part
+    return kept
+
+
 def _section(value: Any, where: _Where, allowed: tuple[str, ...]) -> dict[str, Any]:
     if value is None:
         return {}

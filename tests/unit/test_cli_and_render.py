@@ -35,6 +35,9 @@ class FakeCompose:
             raise self._config
         return self._config
 
+    def essentials(self) -> dict[str, Any]:
+        return self.config()
+
     def containers(self, project: str) -> list[Container]:
         return []
 

@@ -105,3 +105,28 @@ def test_routes_through_a_link_that_is_not_planned_wait_for_it() -> None:
     steps = topology.plan(topo, available=frozenset({"node1", "node2", "router2"}))
     routes = [str(s.route) for s in steps if isinstance(s, topology.AddRoute) and s.node == "node1"]
     assert routes == ["2001:2222:2222::/64 via 2001:1111:1111::10"]
+
+
+@pytest.mark.parametrize(
+    "path", [case / "docker-compose.yml" for case in GOLDEN] + INVALID, ids=lambda p: p.parent.name + "/" + p.stem
+)
+def test_essentials_keep_everything_parse_reads(path: Path) -> None:
+    """The config cache keeps only topology.essentials: the plan, or the error, must come out the same."""
+    config = load(path)
+    outcomes = []
+    for data in (config, topology.essentials(config)):
+        try:
+            topo = topology.parse(data, source="docker-compose.yml")
+            outcomes.append([topology.ip_command(step, topo) for step in topology.plan(topo)] + [repr(topo)])
+        except ConfigError as e:
+            outcomes.append([e.message])
+    assert outcomes[0] == outcomes[1]
+
+
+def test_essentials_drop_what_parse_does_not_read() -> None:
+    config = load(CASES / "seed" / "docker-compose.yml")
+    config["services"]["node1"].update(environment={"SECRET": "x"}, deploy={"replicas": 1, "resources": {}})
+    kept = topology.essentials(config)
+    assert "environment" not in kept["services"]["node1"]
+    assert kept["services"]["node1"]["deploy"] == {"replicas": 1}
+    assert "image" not in kept["services"]["node1"]

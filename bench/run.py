@@ -47,6 +47,29 @@ def median_of(rounds: int, action: Callable[[], object], before: Callable[[], ob
     return statistics.median(times)
 
 
+def paired(
+    rounds: int,
+    ours: Callable[[], object],
+    baseline: Callable[[], object],
+    before: Callable[[], object] | None = None,
+    before_baseline: Callable[[], object] | None = None,
+) -> tuple[float, float]:
+    """Medians of composens and its baseline, run in turns so the machine's load falls on both alike.
+
+    `before` runs ahead of each timed run (ahead of the baseline's too, unless `before_baseline` is given).
+    """
+    times: tuple[list[float], list[float]] = ([], [])
+    setup = (before, before_baseline or before)
+    for round_ in range(rounds):
+        order = ((0, ours), (1, baseline)) if round_ % 2 else ((1, baseline), (0, ours))
+        for slot, action in order:
+            prepare = setup[slot]
+            if prepare:
+                prepare()
+            times[slot].append(timed(action))
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
 class Lab:
     def __init__(self, folder: Path, services: int, links: int) -> None:
         self.name = f"cnbench{uuid.uuid4().hex[:6]}"
@@ -169,24 +192,35 @@ def bench_lifecycle(folder: Path, services: int, rounds: int) -> list[tuple[str,
     lab = Lab(folder, services, 0)
     results = []
     try:
-        compose_up = median_of(rounds, lambda: lab.compose("up", "-d"), before=lambda: lab.compose("down", "-t", "0"))
-        composens_up = median_of(
-            rounds, lambda: lab.composens("up", "-d"), before=lambda: lab.composens("down", "-t", "0")
+        composens_up, compose_up = paired(
+            rounds,
+            lambda: lab.composens("up", "-d"),
+            lambda: lab.compose("up", "-d"),
+            before=lambda: lab.composens("down", "-t", "0"),
+            before_baseline=lambda: lab.compose("down", "-t", "0"),
         )
         results.append((f"up -d, {services} services: composens / docker compose", composens_up, compose_up))
+        lab.composens("up", "-d")
         ids = lab.ids()
-        inspect = median_of(rounds, lambda: sh("docker", "inspect", *ids))
-        link = median_of(
-            rounds, lambda: lab.composens("netns", "link"), before=lambda: lab.composens("netns", "unlink")
+        link, inspect = paired(
+            rounds,
+            lambda: lab.composens("netns", "link"),
+            lambda: sh("docker", "inspect", *ids),
+            before=lambda: lab.composens("netns", "unlink"),
+            before_baseline=lambda: None,
         )
         results.append((f"link {services} containers: composens netns link / one docker inspect", link, inspect))
-        compose_ps = median_of(rounds, lambda: lab.compose("ps"))
-        netns_ps = median_of(rounds, lambda: lab.composens("ps", "--netns"))
+        netns_ps, compose_ps = paired(rounds, lambda: lab.composens("ps", "--netns"), lambda: lab.compose("ps"))
         results.append((f"ps, {services} services: composens ps --netns / docker compose ps", netns_ps, compose_ps))
-        version = median_of(rounds, lambda: sh("docker", "compose", "version"))
-        helped = median_of(rounds, lambda: sh(*COMPOSENS, "--help"))
-        plain_ps = median_of(rounds, lambda: lab.composens("ps"))
+        netns_json, _ = paired(
+            rounds, lambda: lab.composens("ps", "--netns", "--format", "json"), lambda: lab.compose("ps")
+        )
+        results.append(
+            (f"ps, {services} services: composens ps --netns --format json / docker compose ps", netns_json, compose_ps)
+        )
+        helped, version = paired(rounds, lambda: sh(*COMPOSENS, "--help"), lambda: sh("docker", "compose", "version"))
         results.append(("start-up: composens --help / docker compose version", helped, version))
+        plain_ps, version = paired(rounds, lambda: lab.composens("ps"), lambda: sh("docker", "compose", "version"))
         results.append(("start-up: composens ps / docker compose version", plain_ps, version))
     finally:
         lab.destroy()
@@ -251,7 +285,9 @@ def bench_scale(folder: Path, sizes: list[int]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--services", type=int, default=50, help="services in the lifecycle lab (default 50)")
+    parser.add_argument(
+        "--services", default="50", help="services in the lifecycle lab; a comma list runs each size (default 50)"
+    )
     parser.add_argument("--links", type=int, default=100, help="links in the wiring lab (default 100)")
     parser.add_argument("--rounds", type=int, default=3, help="runs per figure; the median is shown (default 3)")
     parser.add_argument("--only", choices=["wiring", "lifecycle", "scale"], help="run one part")
@@ -259,14 +295,19 @@ def main() -> None:
     args = parser.parse_args()
     if os.geteuid() != 0 or shutil.which("docker") is None:
         raise SystemExit("bench/run.py needs root and a running docker engine (scripts/bootstrap.sh)")
+    # An editable install leaves no bytecode; write it as `pip install` would, so start-up is what users get.
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(Path(__file__).resolve().parents[1] / "composens")], check=True
+    )
     results: list[tuple[str, float, float]] = []
     with tempfile.TemporaryDirectory(prefix="composens-bench-") as tmp:
         if args.only in (None, "wiring"):
             (Path(tmp) / "w").mkdir()
             results += bench_wiring(Path(tmp) / "w", args.links, args.rounds)
         if args.only in (None, "lifecycle"):
-            (Path(tmp) / "l").mkdir()
-            results += bench_lifecycle(Path(tmp) / "l", args.services, args.rounds)
+            for size in (int(n) for n in args.services.split(",")):
+                (Path(tmp) / f"l{size}").mkdir()
+                results += bench_lifecycle(Path(tmp) / f"l{size}", size, args.rounds)
         if args.only == "scale":
             (Path(tmp) / "s").mkdir()
             bench_scale(Path(tmp) / "s", [int(n) for n in args.scale.split(",")])

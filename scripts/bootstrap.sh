@@ -73,3 +73,5 @@ if [ ! -x "$here/.venv/bin/composens" ]; then
   "$here/.venv/bin/pip" install --quiet --upgrade pip
   "$here/.venv/bin/pip" install --quiet -e "$here[test]"
 fi
+# An editable install writes no bytecode; write it as `pip install` would, so start-up is what users get.
+"$here/.venv/bin/python" -m compileall -q "$here/composens" >/dev/null

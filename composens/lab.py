@@ -25,6 +25,8 @@ from composens.state import State, StateStore
 from composens.topology import HOST, Topology
 
 STATE_DIR = Path("/run/composens")
+SETTLE_DELAY = 1.0  # s after a burst of events: one more pass
+MAX_RETRY_DELAY = 16.0  # s between passes while they keep failing
 
 
 @dataclass(frozen=True)
@@ -381,22 +383,29 @@ class Lab:
 
         threading.Thread(target=read, daemon=True).start()
 
-        def relink() -> None:
+        def relink() -> bool:
             try:
                 on_report(self.link(topo, services))
             except ComposensError as e:
                 on_error(e.message)
+                return False
+            return True
 
         # The engine's view can lag its events (a container reported started before inspect shows
-        # its sandbox): one more pass a second after the last burst catches what the first missed.
+        # its sandbox, or still running while it dies): one more pass a second after the last burst
+        # catches what the first missed, and a pass that failed is tried again, less and less often.
         settle_at: float | None = None
+        retry = SETTLE_DELAY
         while not stop.is_set():
+            wait = 0.2 if settle_at is None else min(0.2, max(0.01, settle_at - time.monotonic()))
             try:
-                line = lines.get(timeout=0.2)
+                line = lines.get(timeout=wait)
             except queue.Empty:
                 if settle_at is not None and time.monotonic() >= settle_at:
                     settle_at = None
-                    relink()
+                    if not relink():
+                        retry = min(retry * 2, MAX_RETRY_DELAY)
+                        settle_at = time.monotonic() + retry
                 continue
             burst = [line]
             while True:  # a restart or an `up` sends several events at once: repair once for all
@@ -406,7 +415,8 @@ class Lab:
                     break
             if any(_is_lifecycle(item) for item in burst if item is not None):
                 relink()
-                settle_at = time.monotonic() + 1.0
+                retry = SETTLE_DELAY
+                settle_at = time.monotonic() + SETTLE_DELAY
             if None in burst:
                 return
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -169,3 +172,44 @@ def test_state_store_round_trip_and_atomic_save(tmp_path: Path) -> None:
     assert not (tmp_path / "state" / "state.tmp").exists()
     (tmp_path / "state" / "state.json").write_text("{not json")
     assert store.read() == State()  # an unreadable record claims nothing
+
+
+def test_watch_tries_a_failed_pass_again_until_one_succeeds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The follower's timing logic, with link() standing in: after an event, failed passes are retried."""
+    import threading
+    from types import SimpleNamespace
+
+    from composens import lab as lab_module
+    from composens.compose import Compose, ComposeOptions
+    from composens.errors import WiringError
+    from composens.topology import parse
+
+    monkeypatch.setattr(lab_module, "SETTLE_DELAY", 0.05)
+    monkeypatch.setattr(lab_module, "MAX_RETRY_DELAY", 0.2)
+    core = lab_module.Lab(Compose(ComposeOptions()), lab_module.Paths(tmp_path / "netns", tmp_path / "state"))
+    topo = parse({"name": "p", "services": {"a": {}}}, source="f")
+    attempts: list[float] = []
+    stop = lab_module.StopFlag()
+    release = threading.Event()
+
+    def link(topo: object, services: object) -> lab_module.LinkReport:
+        attempts.append(time.monotonic())
+        if len(attempts) < 4:
+            raise WiringError(f"attempt {len(attempts)} failed")
+        return lab_module.LinkReport()
+
+    def engine_events() -> Iterator[str]:
+        yield '{"Action": "start"}\n'
+        release.wait(10)  # the stream stays open, as docker events does, until the watch stops
+
+    def reported(report: lab_module.LinkReport) -> None:
+        stop.set()
+        release.set()
+
+    errors: list[str] = []
+    monkeypatch.setattr(core, "link", link)
+    core.follow(SimpleNamespace(stdout=engine_events()), topo, {"a"}, reported, errors.append, stop)  # type: ignore[arg-type]
+    assert errors == ["attempt 1 failed", "attempt 2 failed", "attempt 3 failed"]
+    assert len(attempts) == 4
+    gaps = [later - earlier for earlier, later in pairwise(attempts)]
+    assert gaps[1] > gaps[0] * 1.5, gaps  # retries back off

@@ -14,7 +14,6 @@ from typer.core import TyperGroup
 
 from composens import __version__
 from composens.compose import Compose, ComposeOptions
-from composens.configcache import ConfigCache
 from composens.errors import ComposeFailed, ComposensError, ConflictError, ExitCode
 from composens.faults import crash_point
 
@@ -70,6 +69,8 @@ class App:
     debug: bool
 
     def compose(self) -> Compose:
+        from composens.configcache import ConfigCache
+
         return Compose(self.options, cache=ConfigCache())
 
     def lab(self) -> Lab:

@@ -16,12 +16,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from composens import engine, topology
-from composens.configcache import ConfigCache, cache_key
-from composens.engine import EngineAPI, EngineUnavailable
-from composens.errors import ComposeFailed, ComposensError, ConfigError, EngineError
+from composens.errors import ComposeFailed, ComposensError, ConfigError, EngineError, EngineUnavailable
+
+if TYPE_CHECKING:
+    from composens.configcache import ConfigCache
+    from composens.engine import EngineAPI
 
 COMPOSE_FILE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
 PROJECT_LABEL = "com.docker.compose.project"
@@ -176,22 +177,34 @@ class Compose:
 
     def essentials(self) -> dict[str, Any]:
         """The part of the resolved config composens reads (topology.essentials); cached while its inputs stay."""
-        key = cache_key(self.options, Path.cwd(), os.environ) if self.cache else None
-        if self.cache and key:
-            cached = self.cache.get(key)
-            if cached is not None:
-                return cached
+        key = self._cache_key()
+        cached = self.cache.get(key) if self.cache and key else None
+        if cached is not None:
+            return cached
+        from composens import topology
+
         data = topology.essentials(self.config())
-        if self.cache and key and cache_key(self.options, Path.cwd(), os.environ) == key:  # unchanged meanwhile
+        if self.cache and key and self._cache_key() == key:  # nothing changed while compose read the files
             self.cache.put(key, data)
         return data
+
+    def _cache_key(self) -> bytes | None:
+        if self.cache is None:
+            return None
+        from composens.configcache import cache_key
+
+        try:
+            cwd = Path.cwd()
+        except OSError:
+            return None  # the working folder is gone: compose will say so
+        return cache_key(self.options, cwd, os.environ)
 
     def containers(self, project: str) -> list[Container]:
         """List the project's containers (one-off `run` containers excluded), running or not."""
         label = f"{PROJECT_LABEL}={project}"
         try:
             with self._engine() as api:
-                documents, _ = engine.inspect_many(api, api.container_ids(label))  # one removed in between is just gone
+                documents, _ = api.inspect_many(api.container_ids(label))  # one removed in between is just gone
             found = [Container.from_inspect(item) for item in documents]
         except EngineUnavailable:
             out = self._capture(
@@ -208,7 +221,7 @@ class Compose:
             return []
         try:
             with self._engine() as api:
-                documents, missing = engine.inspect_many(api, ids)
+                documents, missing = api.inspect_many(ids)
             if missing and not missing_ok:
                 raise EngineError(f"No such container: {missing[0]}")
             return [Container.from_inspect(item) for item in documents]
@@ -229,6 +242,8 @@ class Compose:
         """The engine's API, when the CLI would reach the same engine through its default socket."""
         if not self.use_api:
             raise EngineUnavailable("asked to use the docker CLI")
+        from composens import engine
+
         api = engine.connect()
         try:
             yield api

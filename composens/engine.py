@@ -22,13 +22,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
+from composens.errors import EngineUnavailable
+
 DEFAULT_SOCKET = "/var/run/docker.sock"
 PARALLEL_INSPECTS = 4  # connections: on two cores, 4 answered 50 inspects in 17 ms against 28 ms on one
 IDS_PER_CONNECTION = 8
-
-
-class EngineUnavailable(Exception):
-    """The API cannot answer here; ask the docker CLI instead."""
 
 
 def socket_path(environ: Mapping[str, str], home: Path | None = None) -> str | None:
@@ -105,6 +103,38 @@ class EngineAPI:
                 found.append(document)
         return found, missing
 
+    def inspect_many(self, ids: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
+        """Inspect `ids` over several connections at once (the engine answers them in parallel), in order."""
+        shares = min(PARALLEL_INSPECTS, len(ids) // IDS_PER_CONNECTION) or 1
+        if shares == 1:
+            return self.inspect(ids)
+        apis = [self] + [EngineAPI(self.path, self.timeout) for _ in range(shares - 1)]
+        answers: list[tuple[list[dict[str, Any]], list[str]] | BaseException] = [([], [])] * shares
+
+        def ask(share: int) -> None:
+            try:
+                answers[share] = apis[share].inspect(ids[share::shares])
+            except BaseException as e:  # handed back to the calling thread
+                answers[share] = e
+
+        threads = [threading.Thread(target=ask, args=(share,)) for share in range(1, shares)]
+        for thread in threads:
+            thread.start()
+        ask(0)
+        for thread in threads:
+            thread.join()
+        for api in apis[1:]:
+            api.close()
+        found: dict[str, dict[str, Any]] = {}
+        missing: list[str] = []
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
+            found.update((document["Id"], document) for document in answer[0])
+            missing += answer[1]
+        ordered = [found.pop(i) for i in ids if i in found]
+        return ordered + list(found.values()), missing  # the rest: asked for by name or short id
+
     def close(self) -> None:
         if self._reader is not None:
             self._reader.close()
@@ -149,38 +179,3 @@ def connect(environ: Mapping[str, str] = os.environ) -> EngineAPI:
     if path is None:
         raise EngineUnavailable("the docker CLI is set to another engine")
     return EngineAPI(path)
-
-
-def inspect_many(
-    first: EngineAPI, ids: list[str], connections: int = PARALLEL_INSPECTS
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """Inspect `ids` over several connections at once (the engine answers them in parallel), in order."""
-    shares = min(connections, len(ids) // IDS_PER_CONNECTION) or 1
-    if shares == 1:
-        return first.inspect(ids)
-    apis = [first] + [EngineAPI(first.path, first.timeout) for _ in range(shares - 1)]
-    answers: list[tuple[list[dict[str, Any]], list[str]] | BaseException] = [([], [])] * shares
-
-    def ask(share: int) -> None:
-        try:
-            answers[share] = apis[share].inspect(ids[share::shares])
-        except BaseException as e:  # handed back to the calling thread
-            answers[share] = e
-
-    threads = [threading.Thread(target=ask, args=(share,)) for share in range(1, shares)]
-    for thread in threads:
-        thread.start()
-    ask(0)
-    for thread in threads:
-        thread.join()
-    for api in apis[1:]:
-        api.close()
-    found: dict[str, dict[str, Any]] = {}
-    missing: list[str] = []
-    for answer in answers:
-        if isinstance(answer, BaseException):
-            raise answer
-        found.update((document["Id"], document) for document in answer[0])
-        missing += answer[1]
-    ordered = [found.pop(i) for i in ids if i in found]
-    return ordered + list(found.values()), missing  # the rest: asked for by name or short id

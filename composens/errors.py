@@ -60,3 +60,7 @@ class ConflictError(ComposensError):
 
 class WiringError(ComposensError):
     exit_code = ExitCode.WIRING
+
+
+class EngineUnavailable(Exception):
+    """Not for users: the engine's API cannot answer here, so the docker CLI is asked instead."""

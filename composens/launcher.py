@@ -8,7 +8,6 @@ terminal and signals are compose's own, and composens adds only Python's start-u
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 
 # Commands composens handles itself (or wraps); everything else is compose's.
@@ -41,9 +40,11 @@ def passthrough_command(args: list[str]) -> str | None:
 
 def main() -> None:
     args = sys.argv[1:]
-    docker = shutil.which("docker")
-    if docker and passthrough_command(args):
-        os.execv(docker, [docker, "compose", *args])
+    if passthrough_command(args):
+        try:  # noqa: SIM105 - contextlib would be one more import on every passthrough
+            os.execvp("docker", ["docker", "compose", *args])
+        except FileNotFoundError:
+            pass  # the CLI says how to install docker
     from composens.cli import main as cli_main
 
     cli_main(args)

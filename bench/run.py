@@ -25,8 +25,8 @@ IMAGE = os.environ.get("COMPOSENS_DEMO_IMAGE", "busybox:1.36")
 COMPOSENS = [sys.executable, "-m", "composens"]
 
 
-def sh(*args: str, cwd: Path | None = None) -> str:
-    done = subprocess.run(list(args), capture_output=True, text=True, cwd=cwd, check=False)
+def sh(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(list(args), capture_output=True, text=True, cwd=cwd, env=env, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
     return done.stdout
@@ -91,8 +91,8 @@ class Lab:
     def compose(self, *args: str) -> str:
         return sh("docker", "compose", *args, cwd=self.folder)
 
-    def composens(self, *args: str) -> str:
-        return sh(*COMPOSENS, *args, cwd=self.folder)
+    def composens(self, *args: str, env: dict[str, str] | None = None) -> str:
+        return sh(*COMPOSENS, *args, cwd=self.folder, env=env)
 
     def ids(self) -> list[str]:
         return self.compose("ps", "-q").split()
@@ -110,6 +110,41 @@ class Lab:
     def destroy(self) -> None:
         subprocess.run([*COMPOSENS, "down", "-t", "0"], cwd=self.folder, capture_output=True, check=False)
         subprocess.run(["docker", "compose", "down", "-t", "0"], cwd=self.folder, capture_output=True, check=False)
+
+
+def timed_docker(folder: Path) -> tuple[dict[str, str], Path]:
+    """An environment whose `docker` logs each call's start, end and arguments, then runs the real one."""
+    real = shutil.which("docker")
+    shim = folder / "shim"
+    shim.mkdir()
+    log = folder / "docker-calls.log"
+    (shim / "docker").write_text(
+        f'#!/bin/sh\nstart=$(date +%s.%N)\n"{real}" "$@"\ncode=$?\n'
+        f'echo "$start $(date +%s.%N) $*" >> "{log}"\nexit $code\n'
+    )
+    (shim / "docker").chmod(0o755)
+    return {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}"}, log
+
+
+def up_overhead(lab: Lab, rounds: int) -> tuple[float, float]:
+    """Median of composens up -d, and of the `docker compose up -d` it ran inside that same run.
+
+    Between two runs compose up itself moves by 10 % on this machine; inside one run it cannot.
+    """
+    env, log = timed_docker(lab.folder)
+    lab.composens("up", "-d", env=env)  # the shim's PATH is a new environment: let the config cache fill first
+    totals, inner = [], []
+    for _ in range(rounds):
+        lab.composens("down", "-t", "0")
+        log.write_text("")
+        totals.append(timed(lambda: lab.composens("up", "-d", env=env)))
+        calls = [line.split(" ", 2) for line in log.read_text().splitlines()]
+        inner += [
+            float(end) - float(start)
+            for start, end, args in calls
+            if args.startswith("compose") and " up " in f"{args} "
+        ]
+    return statistics.median(totals), statistics.median(inner)
 
 
 def ip_batch_wiring(lab: Lab, links: int) -> tuple[Callable[[], object], Callable[[], object], Callable[[], object]]:
@@ -200,6 +235,8 @@ def bench_lifecycle(folder: Path, services: int, rounds: int) -> list[tuple[str,
             before_baseline=lambda: lab.compose("down", "-t", "0"),
         )
         results.append((f"up -d, {services} services: composens / docker compose", composens_up, compose_up))
+        whole, inside = up_overhead(lab, rounds)
+        results.append((f"up -d, {services} services: composens / the compose up it ran (same run)", whole, inside))
         lab.composens("up", "-d")
         ids = lab.ids()
         link, inspect = paired(

@@ -306,27 +306,45 @@ def scale_round(lab_dir: Path, size: int) -> dict[str, float]:
             if subprocess.run(command, capture_output=True, check=False).returncode != 0:
                 failed.append(f"{netns} -> {address}")
 
+    env, log = timed_docker(lab_dir)
+
+    def compose_time(command: str) -> float:
+        calls = [line.split(" ", 2) for line in log.read_text().splitlines()]
+        return sum(float(end) - float(start) for start, end, args in calls if f" {command} " in f" {args} ")
+
     try:
-        up = timed(lambda: sh(*COMPOSENS, "up", "-d", cwd=lab_dir))
+        up = timed(lambda: sh(*COMPOSENS, "up", "-d", cwd=lab_dir, env=env))
+        compose_up = compose_time("up")
+        status = timed(lambda: sh(*COMPOSENS, "ps", "--netns", "--format", "json", cwd=lab_dir, env=env))
         ping = timed(ping_all)
-        down = timed(lambda: sh(*COMPOSENS, "down", "-t", "0", cwd=lab_dir))
+        down = timed(lambda: sh(*COMPOSENS, "down", "-t", "0", cwd=lab_dir, env=env))
+        compose_down = compose_time("down")
     finally:
         subprocess.run([*COMPOSENS, "down", "-t", "0"], cwd=lab_dir, capture_output=True, check=False)
     if failed:
         raise SystemExit(f"scale {size}: {len(failed)} of {len(pings)} pings failed, e.g. {failed[0]}")
     print(f"scale {size}: {size} services, {size} links: all {len(pings)} pings answered", flush=True)
-    return {"up -d (with wiring)": up, "ping across every link": ping, "down": down}
+    return {
+        "composens up -d": up,
+        "  its docker compose up": compose_up,
+        "  the rest: config, entries, wiring": up - compose_up,
+        "ps --netns --format json": status,
+        "ping across every link": ping,
+        "composens down": down,
+        "  its docker compose down": compose_down,
+        "  the rest: unwire, unlink": down - compose_down,
+    }
 
 
 def bench_scale(folder: Path, sizes: list[int]) -> None:
     """Print how each phase grows from the smallest ring to the largest (1.00x: linear)."""
     phases = {size: scale_round(folder / str(size), size) for size in sizes}
     small, large = min(sizes), max(sizes)
-    print(f"{'phase':<24} " + " ".join(f"{'N=' + str(n):>9}" for n in sizes) + f"  {'per-N growth':>12}")
+    print(f"{'phase':<36} " + " ".join(f"{'N=' + str(n):>9}" for n in sizes) + f"  {'per-N growth':>12}")
     for phase in phases[small]:
         row = " ".join(f"{phases[n][phase]:>8.2f}s" for n in sizes)
         growth = (phases[large][phase] / large) / (phases[small][phase] / small)
-        print(f"{phase:<24} {row}  {growth:>11.2f}x")
+        print(f"{phase:<36} {row}  {growth:>11.2f}x")
 
 
 def main() -> None:

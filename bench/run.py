@@ -364,20 +364,27 @@ def main() -> None:
 
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(Path(composens.__file__).parent)], check=True)
     results: list[tuple[str, float, float]] = []
-    with tempfile.TemporaryDirectory(prefix="composens-bench-") as tmp:
-        if args.only in (None, "wiring"):
-            (Path(tmp) / "w").mkdir()
-            results += bench_wiring(Path(tmp) / "w", args.links, args.rounds)
-        if args.only in (None, "lifecycle"):
-            (Path(tmp) / "start").mkdir()
-            results += bench_startup(Path(tmp) / "start", max(args.rounds, 10))
-            for size in (int(n) for n in args.services.split(",")):
-                (Path(tmp) / f"l{size}").mkdir()
-                results += bench_lifecycle(Path(tmp) / f"l{size}", size, args.rounds)
-        if args.only == "scale":
-            (Path(tmp) / "s").mkdir()
-            bench_scale(Path(tmp) / "s", [int(n) for n in args.scale.split(",")])
-            return
+    from composens.configcache import CACHE_DIR
+
+    cached_before = set(CACHE_DIR.glob("*.json"))
+    try:
+        with tempfile.TemporaryDirectory(prefix="composens-bench-") as tmp:
+            if args.only in (None, "wiring"):
+                (Path(tmp) / "w").mkdir()
+                results += bench_wiring(Path(tmp) / "w", args.links, args.rounds)
+            if args.only in (None, "lifecycle"):
+                (Path(tmp) / "start").mkdir()
+                results += bench_startup(Path(tmp) / "start", max(args.rounds, 10))
+                for size in (int(n) for n in args.services.split(",")):
+                    (Path(tmp) / f"l{size}").mkdir()
+                    results += bench_lifecycle(Path(tmp) / f"l{size}", size, args.rounds)
+            if args.only == "scale":
+                (Path(tmp) / "s").mkdir()
+                bench_scale(Path(tmp) / "s", [int(n) for n in args.scale.split(",")])
+                return
+    finally:
+        for cached in set(CACHE_DIR.glob("*.json")) - cached_before:
+            cached.unlink(missing_ok=True)  # the configs of labs that are gone
     width = max(len(name) for name, _, _ in results)
     print(f"{'measure':<{width}}  {'composens':>10}  {'baseline':>10}  {'ratio':>6}")
     for name, ours, base in results:

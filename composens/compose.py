@@ -188,7 +188,7 @@ class Compose:
             self.cache.put(key, data)
         return data
 
-    def _cache_key(self) -> bytes | None:
+    def _cache_key(self) -> str | None:
         if self.cache is None:
             return None
         from composens.configcache import cache_key

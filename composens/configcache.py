@@ -5,9 +5,8 @@ override files), and it costs 0.15 s: more than the rest of `composens netns lin
 key is everything that reading depends on, byte for byte: the compose binary, the working
 directory, the global options, the whole environment, and the contents of every compose file and
 .env file compose could pick (a name that could appear but does not is part of the key too).
-Contents, not modification times, so an edit within the same clock tick is seen. An entry holds
-its whole key and a lookup compares it, so no two inputs can share an entry; the file name is
-only a CRC of the key (hashlib would load OpenSSL: 4 to 15 ms of start-up).
+Contents, not modification times, so an edit within the same clock tick is seen. An entry is
+named by the BLAKE2 digest of its key: nothing of the environment is written down.
 
 Projects whose files name other files (`include`, `extends`) or whose .env files choose the
 compose files are not cached: compose reads files there that the key would not cover.
@@ -17,10 +16,14 @@ from __future__ import annotations
 
 import json
 import os
-import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+try:
+    from _blake2 import blake2b  # hashlib's own BLAKE2; hashlib itself loads OpenSSL first (4 to 15 ms)
+except ImportError:  # pragma: no cover - an interpreter without it
+    from hashlib import blake2b
 
 if TYPE_CHECKING:
     from composens.compose import ComposeOptions
@@ -44,14 +47,14 @@ class _Uncacheable(Exception):
     pass
 
 
-def cache_key(options: ComposeOptions, cwd: Path, environ: Mapping[str, str]) -> bytes | None:
-    """Return everything the resolved config depends on, as bytes, or None when it cannot be known."""
-    key: list[bytes] = []
+def cache_key(options: ComposeOptions, cwd: Path, environ: Mapping[str, str]) -> str | None:
+    """Return a digest of everything the resolved config depends on, or None when it cannot be known."""
+    digest = blake2b(digest_size=32)
 
     def add(*parts: object) -> None:
         for part in parts:
             data = part if isinstance(part, bytes) else repr(part).encode(errors="surrogateescape")
-            key.append(len(data).to_bytes(8, "little") + data)
+            digest.update(len(data).to_bytes(8, "little") + data)
 
     try:
         plugin = _compose_plugin(environ)
@@ -61,7 +64,7 @@ def cache_key(options: ComposeOptions, cwd: Path, environ: Mapping[str, str]) ->
             add(str(path), content)
     except (_Uncacheable, OSError):
         return None
-    return b"".join(key)
+    return digest.hexdigest()
 
 
 def _read_inputs(options: ComposeOptions, cwd: Path, environ: Mapping[str, str]) -> Iterator[tuple[Path, bytes | None]]:
@@ -132,26 +135,22 @@ def _identity(path: Path) -> tuple[int, int, int]:
 
 
 class ConfigCache:
-    """Cached configs: one file per key, its config as a JSON line, then the key itself."""
+    """Cached configs, one JSON file per key, written whole or not at all."""
 
     def __init__(self, folder: Path = CACHE_DIR) -> None:
         self.folder = folder
 
-    def _path(self, key: bytes) -> Path:
-        return self.folder / f"{zlib.crc32(key):08x}-{len(key):x}.cache"
-
-    def get(self, key: bytes) -> dict[str, Any] | None:
+    def get(self, key: str) -> dict[str, Any] | None:
         try:
-            config_line, _, stored_key = self._path(key).read_bytes().partition(b"\n")
-            data = json.loads(config_line) if stored_key == key else None
+            data = json.loads((self.folder / f"{key}.json").read_bytes())
         except (OSError, ValueError):
             return None
         return data if isinstance(data, dict) else None
 
-    def put(self, key: bytes, config: Mapping[str, Any]) -> None:
+    def put(self, key: str, config: Mapping[str, Any]) -> None:
         """Store `config` if JSON keeps it exactly; a cache that cannot be written is no cache."""
         try:
-            text = json.dumps(config, sort_keys=True)  # one line: JSON escapes newlines in strings
+            text = json.dumps(config, sort_keys=True)
         except (TypeError, ValueError):
             return
         if json.loads(text) != config:
@@ -159,13 +158,13 @@ class ConfigCache:
         try:
             self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             temporary = self.folder / f".{os.getpid()}.tmp"
-            temporary.write_bytes(text.encode() + b"\n" + key)
-            os.replace(temporary, self._path(key))
+            temporary.write_text(text)
+            os.replace(temporary, self.folder / f"{key}.json")
             self._trim()
         except OSError:
             pass
 
     def _trim(self) -> None:
-        entries = sorted(self.folder.glob("*.cache"), key=lambda p: p.stat().st_mtime_ns)
+        entries = sorted(self.folder.glob("*.json"), key=lambda p: p.stat().st_mtime_ns)
         for old in entries[:-KEEP]:
             old.unlink(missing_ok=True)

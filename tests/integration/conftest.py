@@ -119,7 +119,7 @@ def entry_ns(name: str) -> int | None:
 def project(tmp_path: Path) -> Iterator[Project]:
     name = f"cnt{uuid.uuid4().hex[:8]}"
     proj = Project(name, tmp_path)
-    cached_before = set(CACHE_DIR.glob("*.cache")) if CACHE_DIR.exists() else set()
+    cached_before = set(CACHE_DIR.glob("*.json")) if CACHE_DIR.exists() else set()
     yield proj
     # Tear down with composens, then make sure, directly, that nothing of this project is left.
     if (tmp_path / "docker-compose.yml").exists():
@@ -128,7 +128,7 @@ def project(tmp_path: Path) -> Iterator[Project]:
     if ids:
         run("docker", "rm", "-f", *ids, check=False)
     run("docker", "network", "prune", "-f", "--filter", f"label=com.docker.compose.project={name}", check=False)
-    for cached in set(CACHE_DIR.glob("*.cache")) - cached_before if CACHE_DIR.exists() else ():
+    for cached in set(CACHE_DIR.glob("*.json")) - cached_before if CACHE_DIR.exists() else ():
         cached.unlink(missing_ok=True)  # configs this test's runs cached: nobody will ask for them again
     for entry in proj.made_entries:
         path = NETNS_DIR / entry

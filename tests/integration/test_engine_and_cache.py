@@ -50,10 +50,10 @@ def by_api_order(ids: list[str], containers: list[Container]) -> list[Container]
 
 def test_the_cached_config_follows_every_edit(project: Project) -> None:
     project.write(seed_lab(project))
-    before = set(CACHE_DIR.glob("*.cache")) if CACHE_DIR.exists() else set()
+    before = set(CACHE_DIR.glob("*.json")) if CACHE_DIR.exists() else set()
     first = project.cli("plan").stdout
     assert "addr add 10.0.0.1/24 dev node1_router1" in first
-    assert set(CACHE_DIR.glob("*.cache")) - before, "the first read is cached"
+    assert set(CACHE_DIR.glob("*.json")) - before, "the first read is cached"
     assert project.cli("plan").stdout == first
 
     text = (project.folder / "docker-compose.yml").read_text()

@@ -84,7 +84,10 @@ class EngineAPI:
             return None
         if status != 200:
             raise EngineUnavailable(f"GET {url}: HTTP {status}")
-        return json.loads(body)
+        try:
+            return json.loads(body)
+        except ValueError as e:
+            raise EngineUnavailable(f"GET {url}: not JSON: {e}") from e
 
     def container_ids(self, label: str) -> list[str]:
         """Ids of all containers, running or not, that carry `label` (key=value)."""

@@ -126,6 +126,16 @@ def timed_docker(folder: Path) -> tuple[dict[str, str], Path]:
     return {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}"}, log
 
 
+def compose_seconds(log: Path, command: str) -> float:
+    """Seconds the logged `docker compose ... COMMAND ...` calls took, together."""
+    calls = [line.split(" ", 2) for line in log.read_text().splitlines()]
+    return sum(
+        float(end) - float(start)
+        for start, end, args in calls
+        if args.startswith("compose") and f" {command} " in f" {args} "
+    )
+
+
 def up_overhead(lab: Lab, rounds: int) -> tuple[float, float]:
     """Median of composens up -d, and of the `docker compose up -d` it ran inside that same run.
 
@@ -133,17 +143,13 @@ def up_overhead(lab: Lab, rounds: int) -> tuple[float, float]:
     """
     env, log = timed_docker(lab.folder)
     lab.composens("up", "-d", env=env)  # the shim's PATH is a new environment: let the config cache fill first
-    totals, inner = [], []
+    totals: list[float] = []
+    inner: list[float] = []
     for _ in range(rounds):
         lab.composens("down", "-t", "0")
         log.write_text("")
         totals.append(timed(lambda: lab.composens("up", "-d", env=env)))
-        calls = [line.split(" ", 2) for line in log.read_text().splitlines()]
-        inner += [
-            float(end) - float(start)
-            for start, end, args in calls
-            if args.startswith("compose") and " up " in f"{args} "
-        ]
+        inner.append(compose_seconds(log, "up"))
     return statistics.median(totals), statistics.median(inner)
 
 
@@ -307,18 +313,13 @@ def scale_round(lab_dir: Path, size: int) -> dict[str, float]:
                 failed.append(f"{netns} -> {address}")
 
     env, log = timed_docker(lab_dir)
-
-    def compose_time(command: str) -> float:
-        calls = [line.split(" ", 2) for line in log.read_text().splitlines()]
-        return sum(float(end) - float(start) for start, end, args in calls if f" {command} " in f" {args} ")
-
     try:
         up = timed(lambda: sh(*COMPOSENS, "up", "-d", cwd=lab_dir, env=env))
-        compose_up = compose_time("up")
+        compose_up = compose_seconds(log, "up")
         status = timed(lambda: sh(*COMPOSENS, "ps", "--netns", "--format", "json", cwd=lab_dir, env=env))
         ping = timed(ping_all)
         down = timed(lambda: sh(*COMPOSENS, "down", "-t", "0", cwd=lab_dir, env=env))
-        compose_down = compose_time("down")
+        compose_down = compose_seconds(log, "down")
     finally:
         subprocess.run([*COMPOSENS, "down", "-t", "0"], cwd=lab_dir, capture_output=True, check=False)
     if failed:

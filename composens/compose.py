@@ -211,7 +211,7 @@ class Compose:
                 [*self.docker, "ps", "--all", "--no-trunc", "--format", "{{.ID}}", "--filter", f"label={label}"],
                 EngineError,
             )
-            found = self.inspect(out.split())
+            found = self._inspect_with_cli(out.split(), missing_ok=False)
         return [c for c in found if c.labels.get(ONEOFF_LABEL, "False") != "True"]
 
     def inspect(self, ids: Iterable[str], *, missing_ok: bool = False) -> list[Container]:
@@ -226,7 +226,11 @@ class Compose:
                 raise EngineError(f"No such container: {missing[0]}")
             return [Container.from_inspect(item) for item in documents]
         except EngineUnavailable:
-            pass
+            return self._inspect_with_cli(ids, missing_ok=missing_ok)
+
+    def _inspect_with_cli(self, ids: list[str], *, missing_ok: bool) -> list[Container]:
+        if not ids:
+            return []
         cmd = [*self.docker, "inspect", "--type", "container", *ids]
         if not missing_ok:
             out = self._capture(cmd, EngineError)

@@ -29,14 +29,14 @@ PARALLEL_INSPECTS = 4  # connections: on two cores, 4 answered 50 inspects in 17
 IDS_PER_CONNECTION = 8
 
 
-def socket_path(environ: Mapping[str, str], home: Path | None = None) -> str | None:
+def socket_path(environ: Mapping[str, str]) -> str | None:
     """Return the unix socket the docker CLI would use, or None when it would use anything else."""
     host = environ.get("DOCKER_HOST", "")
     if host:
         return host.removeprefix("unix://") if host.startswith("unix://") else None
     if environ.get("DOCKER_CONTEXT", "default") != "default":
         return None
-    config_dir = Path(environ["DOCKER_CONFIG"]) if environ.get("DOCKER_CONFIG") else (home or Path.home()) / ".docker"
+    config_dir = Path(environ["DOCKER_CONFIG"]) if environ.get("DOCKER_CONFIG") else Path.home() / ".docker"
     try:
         current = json.loads((config_dir / "config.json").read_text()).get("currentContext", "default")
     except (OSError, ValueError, AttributeError):

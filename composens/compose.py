@@ -103,7 +103,7 @@ class Container:
             name=data.get("Name", "").lstrip("/"),
             project=labels.get(PROJECT_LABEL, ""),
             service=labels.get(SERVICE_LABEL, ""),
-            number=int(number) if number.isdigit() else 1,
+            number=int(number) if number.isdecimal() and len(number) < 10 else 1,  # "²" is a digit, not a decimal
             running=bool(state.get("Running")) and not state.get("Restarting"),
             pid=int(state.get("Pid") or 0),
             sandbox=(data.get("NetworkSettings") or {}).get("SandboxKey") or "",

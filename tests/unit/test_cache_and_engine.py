@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from composens import engine
-from composens.compose import Compose, ComposeOptions
+from composens.compose import Compose, ComposeOptions, Container
 from composens.configcache import KEEP, ConfigCache, cache_key
 from composens.errors import EngineUnavailable
 
@@ -220,3 +223,285 @@ def test_an_unreachable_socket_sends_the_caller_to_the_cli(tmp_path: Path) -> No
     api = engine.EngineAPI(str(tmp_path / "no.sock"))
     with pytest.raises(EngineUnavailable):
         api.container_ids("com.docker.compose.project=x")
+
+
+# ------------------------------------------- engine API: malformed or over-large answers (issue 10, item 9)
+
+Answering = Callable[..., engine.EngineAPI]
+
+
+@pytest.fixture
+def answering() -> Iterator[Answering]:
+    """Make an EngineAPI whose connection already holds the engine's answers (raw bytes, in order)."""
+    opened: list[tuple[engine.EngineAPI, socket.socket]] = []
+
+    def make(*answers: bytes, timeout: float = 5.0, hang_up: bool = True) -> engine.EngineAPI:
+        ours, theirs = socket.socketpair()
+        ours.settimeout(timeout)
+        theirs.sendall(b"".join(answers))
+        if hang_up:
+            theirs.shutdown(socket.SHUT_WR)  # as an engine that closed the connection after answering
+        api = engine.EngineAPI("unused")
+        api._sock, api._reader = ours, ours.makefile("rb")
+        opened.append((api, theirs))
+        return api
+
+    yield make
+    for api, theirs in opened:
+        api.close()
+        theirs.close()
+
+
+def ok(document: Any) -> bytes:
+    body = json.dumps(document).encode()
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+
+
+def read(raw: bytes) -> tuple[int, bytes, bool]:
+    return engine._read_response(io.BufferedReader(io.BytesIO(raw)))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        "HTTP/1.1 200 OK\nContent-Length: 99999999999999999\n",
+        "HTTP/1.1 200 OK\nContent-Length: " + "9" * 5000 + "\n",
+        "HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\nffffffffffffff",
+        "HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\n" + "f" * 5000,
+    ],
+)
+def test_a_size_beyond_the_bound_is_refused_before_reading(head: str) -> None:
+    with pytest.raises(ValueError, match="over the 64 MiB bound"):
+        engine._read_response(response(head, b"[]"))
+
+
+def test_a_huge_content_length_sends_the_caller_to_the_cli(answering: Answering) -> None:
+    api = answering(b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999\r\n\r\n[]")
+    with pytest.raises(EngineUnavailable, match="Content-Length"):
+        api.container_ids("com.docker.compose.project=x")
+
+
+def test_bodies_are_held_to_the_bound_however_they_come(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine, "MAX_BODY", 10)
+    assert read(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789") == (200, b"0123456789", True)
+    with pytest.raises(ValueError, match="Content-Length b'11' is over"):
+        read(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n0123456789a")
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    assert read(chunked + b"5\r\n01234\r\n5\r\n56789\r\n0\r\n\r\n") == (200, b"0123456789", True)
+    with pytest.raises(ValueError, match="a body over 10 bytes"):
+        read(chunked + b"5\r\n01234\r\n6\r\n56789a\r\n0\r\n\r\n")
+    assert read(b"HTTP/1.0 200 OK\r\n\r\n0123456789") == (200, b"0123456789", False)
+    with pytest.raises(ValueError, match="a body over 10 bytes"):
+        read(b"HTTP/1.0 200 OK\r\n\r\n0123456789a")
+
+
+def test_a_negative_content_length_is_refused_at_once(answering: Answering) -> None:
+    # The engine keeps the connection open: reading "to the end" would wait for the timeout.
+    api = answering(b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n[]", timeout=2.0, hang_up=False)
+    with pytest.raises(EngineUnavailable, match=r"Content-Length b'-1' is not a size"):
+        api.container_ids("com.docker.compose.project=x")
+
+
+@pytest.mark.parametrize("length", [b"-1", b"+2", b"2_0", b"0x2", b"", b"2, 2", b"\xd9\xa2"])
+def test_a_content_length_that_is_not_digits_is_refused(length: bytes) -> None:
+    with pytest.raises(ValueError, match=r"Content-Length .* is not a size"):
+        read(b"HTTP/1.1 200 OK\r\nContent-Length: " + length + b"\r\n\r\n[]")
+
+
+@pytest.mark.parametrize("size", [b"-1", b"-0", b"+2", b"0x2", b"2_0", b"", b"zz"])
+def test_a_chunk_size_that_is_not_hex_digits_is_refused(size: bytes) -> None:
+    raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n[]\r\n" + size + b"\r\n[]\r\n0\r\n\r\n"
+    with pytest.raises(ValueError, match=r"chunk size .* is not a size"):
+        read(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n[]]\r\n0\r\n\r\n", "longer than its size"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n[]\r\n", "closed the connection"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n[]", "Transfer-Encoding"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n[]]", "two different"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n", "closed the connection"),
+        (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n[]", "not a header line"),
+        (b"HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\n[]", "not an HTTP response"),
+    ],
+)
+def test_a_malformed_frame_is_refused(raw: bytes, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        read(raw)
+
+
+def test_lines_and_header_counts_are_bounded() -> None:
+    long = "x" * engine.MAX_LINE
+    with pytest.raises(ValueError, match="status line longer than 65536 bytes"):
+        engine._read_response(response(f"HTTP/1.1 200 {long}\nContent-Length: 2\n", b"[]"))
+    with pytest.raises(ValueError, match="header line longer than 65536 bytes"):
+        engine._read_response(response(f"HTTP/1.1 200 OK\nX-Long: {long}\nContent-Length: 2\n", b"[]"))
+    with pytest.raises(ValueError, match="status line longer than 65536 bytes"):
+        read(b"H" * 10 * engine.MAX_LINE)  # no line end at all
+    many = "".join(f"X-{i}: {i}\n" for i in range(engine.MAX_HEADERS - 1))
+    assert engine._read_response(response(f"HTTP/1.1 200 OK\n{many}Content-Length: 2\n", b"[]")) == (200, b"[]", True)
+    with pytest.raises(ValueError, match="more than 100 header lines"):
+        engine._read_response(response(f"HTTP/1.1 200 OK\n{many}X-Last: 1\nContent-Length: 2\n", b"[]"))
+
+
+def test_trailers_are_bounded_too() -> None:
+    trailers = "".join(f"X-{i}: {i}\r\n" for i in range(engine.MAX_HEADERS + 1)).encode()
+    with pytest.raises(ValueError, match="more than 100 header lines"):
+        read(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n" + trailers + b"\r\n")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"Id": "a"},
+        [1, 2],
+        ["a"],
+        [{"Names": ["/a"]}],
+        [{"Id": 7}],
+        [{"Id": None}],
+        "a",
+    ],
+)
+def test_a_container_list_of_another_shape_sends_the_caller_to_the_cli(answering: Answering, answer: Any) -> None:
+    api = answering(ok(answer))
+    with pytest.raises(EngineUnavailable, match="not a list of containers"):
+        api.container_ids("com.docker.compose.project=x")
+
+
+def test_a_container_list_that_is_not_found_sends_the_caller_to_the_cli(answering: Answering) -> None:
+    api = answering(b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}")
+    with pytest.raises(EngineUnavailable, match="404"):
+        api.container_ids("com.docker.compose.project=x")
+
+
+def test_a_null_answer_is_neither_an_empty_list_nor_a_missing_container(answering: Answering) -> None:
+    api = answering(ok(None))
+    with pytest.raises(EngineUnavailable, match="null"):
+        api.container_ids("com.docker.compose.project=x")
+    api = answering(ok(None))
+    with pytest.raises(EngineUnavailable, match="null"):
+        api.inspect(["a"])
+
+
+def test_deeply_nested_json_sends_the_caller_to_the_cli(answering: Answering) -> None:
+    body = b"[" * 3000 + b"]" * 3000  # the parser recurses once a level, 1000 deep at most
+    api = answering(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+    with pytest.raises(EngineUnavailable, match="not JSON"):
+        api.container_ids("com.docker.compose.project=x")
+
+
+MALFORMED_INSPECTS = [
+    [{"Id": "a"}],
+    "a",
+    {"Name": "/a"},
+    {"Id": 7},
+    {"Id": None},
+    {"Id": "a", "Name": None},
+    {"Id": "a", "Name": 5},
+    {"Id": "a", "Config": None},
+    {"Id": "a", "Config": []},
+    {"Id": "a", "Config": {"Labels": ["com.docker.compose.project=x"]}},
+    {"Id": "a", "Config": {"Labels": {"com.docker.compose.container-number": 1}}},
+    {"Id": "a", "State": []},
+    {"Id": "a", "State": {"Pid": "12"}},
+    {"Id": "a", "State": {"Pid": {}}},
+    {"Id": "a", "State": {"Running": "yes"}},
+    {"Id": "a", "NetworkSettings": "x"},
+    {"Id": "a", "NetworkSettings": {"SandboxKey": 5}},
+    {"Id": "a", "HostConfig": {"NetworkMode": ["container", "b"]}},
+]
+
+
+class FallbackCompose(Compose):
+    """Records what the docker CLI is asked once the engine's API has given up."""
+
+    def __init__(self) -> None:
+        super().__init__(ComposeOptions())
+        self.cli_asked: list[str] = []
+
+    def _capture(self, cmd: list[str], failure: Any = None) -> str:
+        self.cli_asked.append(cmd[1])
+        return "cli-id\n"
+
+    def _inspect_with_cli(self, ids: list[str], *, missing_ok: bool) -> list[Container]:
+        self.cli_asked += ["inspect", *ids]
+        return []
+
+
+@pytest.mark.parametrize("document", MALFORMED_INSPECTS)
+def test_an_inspect_document_composens_cannot_read_sends_the_caller_to_the_cli(
+    answering: Answering, monkeypatch: pytest.MonkeyPatch, document: Any
+) -> None:
+    monkeypatch.setattr(engine, "connect", lambda: answering(ok(document)))
+    compose = FallbackCompose()
+    assert compose.inspect(["a"]) == []
+    assert compose.cli_asked == ["inspect", "a"]
+    monkeypatch.setattr(engine, "connect", lambda: answering(ok([{"Id": "a"}]), ok(document)))
+    compose = FallbackCompose()
+    assert compose.containers("x") == []
+    assert compose.cli_asked == ["ps", "inspect", "cli-id"]
+
+
+def test_a_list_of_another_shape_lists_containers_with_the_cli(
+    answering: Answering, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine, "connect", lambda: answering(ok({"Id": "a"})))
+    compose = FallbackCompose()
+    assert compose.containers("x") == []
+    assert compose.cli_asked == ["ps", "inspect", "cli-id"]
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"Id": "a"},
+        {"Id": "a", "Config": {"Labels": None}, "State": None, "NetworkSettings": None, "HostConfig": None},
+        {"Id": "a", "State": {"Pid": None, "Running": None}, "NetworkSettings": {"SandboxKey": None}},
+        {"Id": "a", "HostConfig": {"NetworkMode": None}, "Extra": {"Anything": [1, None]}},
+    ],
+)
+def test_documents_with_empty_fields_are_read_from_the_engine(
+    answering: Answering, monkeypatch: pytest.MonkeyPatch, document: Any
+) -> None:
+    monkeypatch.setattr(engine, "connect", lambda: answering(ok(document)))
+    compose = FallbackCompose()
+    [container] = compose.inspect(["a"])
+    assert compose.cli_asked == []
+    assert (container.id, container.name, container.pid, container.sandbox, container.netns_owner) == (
+        "a",
+        "",
+        0,
+        "",
+        None,
+    )
+
+
+def test_a_well_formed_document_is_read_whole(answering: Answering, monkeypatch: pytest.MonkeyPatch) -> None:
+    document = {
+        "Id": "a1",
+        "Name": "/demo-r1-1",
+        "Config": {"Labels": {"com.docker.compose.project": "demo", "com.docker.compose.service": "r1"}},
+        "State": {"Running": True, "Restarting": False, "Pid": 42},
+        "NetworkSettings": {"SandboxKey": "/var/run/docker/netns/abc"},
+        "HostConfig": {"NetworkMode": "container:b2"},
+    }
+    monkeypatch.setattr(engine, "connect", lambda: answering(ok([{"Id": "a1"}]), ok(document)))
+    compose = FallbackCompose()
+    [container] = compose.containers("demo")
+    assert compose.cli_asked == []
+    assert container == Container(
+        "a1", "demo-r1-1", "demo", "r1", 1, True, 42, "/var/run/docker/netns/abc", "container:b2"
+    )
+    assert container.netns_owner == "b2"
+
+
+@pytest.mark.parametrize("number", ["²", "1" * 5000, "x"])
+def test_a_container_number_that_is_not_a_small_decimal_reads_as_one(
+    answering: Answering, monkeypatch: pytest.MonkeyPatch, number: str
+) -> None:
+    document = {"Id": "a", "Config": {"Labels": {"com.docker.compose.container-number": number}}}
+    monkeypatch.setattr(engine, "connect", lambda: answering(ok(document)))
+    [container] = FallbackCompose().inspect(["a"])
+    assert container.number == 1

@@ -20,9 +20,9 @@ from composens.faults import crash_point
 if TYPE_CHECKING:
     from click import Command, Context
 
-    from composens.lab import Lab, LinkReport
+    from composens.lab import Lab
     from composens.render import Output
-    from composens.topology import Topology
+    from composens.report import LinkReport
 
 # Options of compose commands that take a value, so their values are not taken for service names.
 VALUE_OPTIONS = {
@@ -34,6 +34,7 @@ VALUE_OPTIONS = {
     "start": {"--wait-timeout"},
     "rm": set(),
 }
+PLAN_DIFFERS = 2  # `plan --exit-code`, as `terraform plan -detailed-exitcode` says it
 RELINK_AFTER = ("start", "restart")
 UNLINK_BEFORE = ("stop", "kill", "rm")
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": ["-h", "--help"]}
@@ -204,7 +205,7 @@ def up(
     services = lab.select(topo, service_args("up", args))
     out = state.output()
     if dry_run:
-        _print_plan(out, topo, services)
+        out.plan(*lab.plan(topo, services, full=False))
         raise typer.Exit(state.compose().run(["up", "--dry-run", *args]))
     lab.directory.ensure_root()
     lab.precheck(topo, services)
@@ -232,8 +233,11 @@ def down(ctx: typer.Context) -> None:
     out = state.output()
     if "--dry-run" not in args:
         lab.directory.ensure_root()
-        for name in lab.unwire(topo):
-            out.line(f"host: {name} link remove")
+        for item in lab.unwire(topo):
+            if isinstance(item, str):
+                out.line(f"unwired: {item}")
+            else:
+                out.entry_changes([item])
         out.entry_changes(lab.unlink(topo))
     code = state.compose().run(["down", *args])
     if code != 0:
@@ -309,12 +313,22 @@ def netns_unlink(ctx: typer.Context, services: ServicesArg = None) -> None:
 def netns_prune(
     ctx: typer.Context,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would go; remove nothing.")] = False,
+    recover: Annotated[
+        bool,
+        typer.Option(
+            "--recover", help="Rebuild a damaged record from the entries, the engine and the interfaces' marks."
+        ),
+    ] = False,
 ) -> None:
-    """Remove entries and host-side links composens made that no running container owns, in every project."""
+    """Remove entries, host-side links and hubs composens made that no running project owns, in every project."""
     state = _app(ctx)
     out = state.output()
+    lab = state.lab()
+    if recover:
+        for line in lab.recover():
+            out.line(line)
     verb = "would remove" if dry_run else "removed"
-    for item in state.lab().prune(dry_run=dry_run):
+    for item in lab.prune(dry_run=dry_run):
         out.line(f"{verb} {item.kind} {item.name} (project {item.project}): {item.reason}")
 
 
@@ -333,38 +347,56 @@ def watch(ctx: typer.Context, services: ServicesArg = None) -> None:
 
 
 @app.command()
-def plan(ctx: typer.Context, services: ServicesArg = None) -> None:
-    """Print the ip commands that wire the declared links, in order, changing nothing."""
+def plan(
+    ctx: typer.Context,
+    services: ServicesArg = None,
+    full: Annotated[bool, typer.Option("--full", help="The whole plan from scratch, not the changes.")] = False,
+    exit_code: Annotated[
+        bool, typer.Option("--exit-code", help="Exit 2 when the lab differs from its file, 0 when it matches.")
+    ] = False,
+) -> None:
+    """Print the commands that bring the lab to its file: + adds, - removes, ~ changes. Changes nothing."""
     state = _app(ctx)
     lab = state.lab()
     topo = lab.load()
-    _print_plan(state.output(), topo, lab.select(topo, services or []) if services else None)
-
-
-def _print_plan(out: Output, topo: Topology, services: set[str] | None) -> None:
-    from composens.topology import ip_command, plan
-
-    touching = frozenset(services) if services is not None else None
-    for step in plan(topo, touching=touching):
-        out.line(ip_command(step, topo))
+    lines, unwired = lab.plan(topo, lab.select(topo, services) if services else None, full=full)
+    state.output().plan(lines, unwired)
+    if exit_code and not full and lines:
+        raise typer.Exit(PLAN_DIFFERS)
 
 
 class GraphFormat(StrEnum):
     mermaid = "mermaid"
     dot = "dot"
+    svg = "svg"
+    png = "png"
 
 
 @app.command()
 def graph(
     ctx: typer.Context,
-    format: Annotated[GraphFormat, typer.Option("--format", help="mermaid or dot (Graphviz).")] = GraphFormat.mermaid,
+    format: Annotated[
+        GraphFormat, typer.Option("--format", help="mermaid, dot (Graphviz source), or svg/png (drawn by Graphviz).")
+    ] = GraphFormat.mermaid,
+    output: Annotated[str | None, typer.Option("-o", "--output", help="Write to FILE instead of stdout.")] = None,
+    live: Annotated[
+        bool, typer.Option("--live", help="Draw the running lab: down, missing and drifted marked.")
+    ] = False,
 ) -> None:
-    """Print the topology as a Mermaid or Graphviz DOT picture source."""
-    from composens import render
+    """Draw the lab: one box per service with a row per interface, links from row to row."""
+    from composens import picture
 
     state = _app(ctx)
-    topo = state.lab().load()
-    state.output().line(render.mermaid(topo) if format is GraphFormat.mermaid else render.dot(topo))
+    lab = state.lab()
+    topo = lab.load()
+    overlay = lab.overlay(topo) if live else None
+    text = picture.mermaid(topo, overlay) if format is GraphFormat.mermaid else picture.dot(topo, overlay)
+    if format in (GraphFormat.svg, GraphFormat.png):
+        from composens import graphviz
+
+        state.output().data(graphviz.render(text, str(format)), output)
+    else:
+        state.output().data((text + "\n").encode(), output)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

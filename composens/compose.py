@@ -199,9 +199,12 @@ class Compose:
             return None  # the working folder is gone: compose will say so
         return cache_key(self.options, cwd, os.environ)
 
-    def containers(self, project: str) -> list[Container]:
-        """List the project's containers (one-off `run` containers excluded), running or not."""
-        label = f"{PROJECT_LABEL}={project}"
+    def containers(self, project: str | None) -> list[Container]:
+        """List the project's containers (one-off `run` containers excluded), running or not.
+
+        With None, the containers of every compose project.
+        """
+        label = PROJECT_LABEL if project is None else f"{PROJECT_LABEL}={project}"
         try:
             with self._engine() as api:
                 documents, _ = api.inspect_many(api.container_ids(label))  # one removed in between is just gone
@@ -213,6 +216,10 @@ class Compose:
             )
             found = self._inspect_with_cli(out.split(), missing_ok=False)
         return [c for c in found if c.labels.get(ONEOFF_LABEL, "False") != "True"]
+
+    def project_running(self, project: str) -> bool:
+        """Tell whether any container of the project runs, as the engine sees it (not as the record does)."""
+        return any(c.running for c in self.containers(project))
 
     def inspect(self, ids: Iterable[str], *, missing_ok: bool = False) -> list[Container]:
         """Inspect containers in one go; with missing_ok, ids of removed containers are left out."""

@@ -14,6 +14,7 @@ class ExitCode(IntEnum):
     ENGINE = 5
     CONFLICT = 6
     WIRING = 7
+    RECORD = 8
     INTERRUPTED = 130
 
 
@@ -60,6 +61,12 @@ class ConflictError(ComposensError):
 
 class WiringError(ComposensError):
     exit_code = ExitCode.WIRING
+
+
+class RecordDamaged(ComposensError):
+    """The record of what composens made cannot be trusted: nothing changes until it is rebuilt."""
+
+    exit_code = ExitCode.RECORD
 
 
 class EngineUnavailable(Exception):

@@ -14,44 +14,35 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from composens import netns, topology
 from composens.compose import Compose, Container
 from composens.errors import ComposensError, ConfigError, ConflictError
 from composens.netns import Action, EntryChange, NetnsDirectory, Status, Wanted
-from composens.state import State, StateStore
-from composens.topology import HOST, Topology
+from composens.report import InterfaceRow, LinkReport, NetnsRow, PlanLine, Pruned
+from composens.state import NodeRecord, State, StateStore
+from composens.topology import HOST, HUB, Topology
+
+if TYPE_CHECKING:
+    from composens.converge import Scope
+    from composens.live import LiveNamespace
+    from composens.picture import LiveOverlay
+    from composens.wiring import Target
 
 STATE_DIR = Path("/run/composens")
 SETTLE_DELAY = 1.0  # s after a burst of events: one more pass
 MAX_RETRY_DELAY = 16.0  # s between passes while they keep failing
+HOST_ROW = "(host)"
+HUB_ROW = "(hub)"
 
 
 @dataclass(frozen=True)
 class Paths:
     netns_dir: Path = netns.NETNS_DIR
     state_dir: Path = STATE_DIR
-
-
-@dataclass(frozen=True)
-class InterfaceRow:
-    ifname: str
-    present: bool
-    up: bool
-
-
-@dataclass(frozen=True)
-class NetnsRow:
-    service: str
-    container: str
-    pid: int | None
-    netns: str
-    path: str
-    target: str | None
-    status: Status
-    interfaces: tuple[InterfaceRow, ...] = ()
 
 
 class StopFlag:
@@ -67,26 +58,6 @@ class StopFlag:
 
     def is_set(self) -> bool:
         return self._set
-
-
-@dataclass(frozen=True)
-class Pruned:
-    kind: str  # "entry" or "host interface"
-    name: str
-    project: str
-    reason: str
-
-
-@dataclass
-class LinkReport:
-    entries: list[EntryChange] = field(default_factory=list)
-    wired: list[str] = field(default_factory=list)  # ip commands of what wiring changed
-    kept: int = 0
-    unwired: list[str] = field(default_factory=list)  # links not wired, and why
-
-    @property
-    def conflicts(self) -> list[EntryChange]:
-        return [c for c in self.entries if c.action is Action.CONFLICT]
 
 
 class Lab:
@@ -110,7 +81,7 @@ class Lab:
         return chosen or set(topo.services)
 
     def precheck(self, topo: Topology, services: set[str]) -> None:
-        """Refuse before anything runs when an entry name is taken by something not of this project."""
+        """Refuse before anything runs when a name the project needs is taken by something not of it."""
         state = self.store.read()
         for name in sorted(services):
             node = topo.services[name]
@@ -122,13 +93,36 @@ class Lab:
             ours = record is not None and record.made(entry.symlink_target)
             if entry.exists and not ours:
                 raise ConflictError(
-                    f"{self.directory.path(node.netns)} exists and was not made by composens; remove it "
-                    f"yourself or give service {name} another name with x-composens.netns or netns_prefix"
+                    f"{netns.not_ours(self.directory, node.netns)} or give service {name} another name with "
+                    "x-composens.netns or netns_prefix"
                 )
             if ours and record is not None and record.project != topo.project:
                 raise ConflictError(
                     f"netns name {node.netns} of service {name} is in use by project {record.project}; "
                     "set a top-level x-composens.netns_prefix in one of the projects"
+                )
+        if topo.hub is not None and topo.hub.netns is not None:
+            hub = topo.hub.netns
+            if self.directory.probe(hub).exists and not netns.hub_is_ours(self.directory, state, topo.project, hub):
+                raise ConflictError(netns._hub_conflict(self.directory, state, topo.project, hub))
+        host_ends = [ep for pair in topo.pairs() for ep in (pair.a, pair.b) if ep.node == HOST]
+        if host_ends:
+            self._precheck_host(topo, state, host_ends)
+
+    def _precheck_host(self, topo: Topology, state: State, host_ends: list[topology.Endpoint]) -> None:
+        from composens import converge, wiring
+        from composens.changes import marker
+
+        host = wiring.read_namespace(None)
+        record = state.projects.get(topo.project)
+        claims = record.nodes[HOST].interfaces if record and HOST in record.nodes else {}
+        for end in host_ends:
+            link = host.links.get(end.ifname)
+            if link is not None and not converge.owned(link, claims.get(end.ifname), marker(topo.project)):
+                owner = link.alias.removeprefix("composens:") if link.alias else None
+                whose = f"belongs to project {owner}" if owner else "was not created by composens"
+                raise ConflictError(
+                    f"interface {end.ifname} already exists in the host's namespace and {whose}; remove or rename it"
                 )
 
     # ------------------------------------------------------------------ reading
@@ -160,70 +154,7 @@ class Lab:
             )
         return names
 
-    def status(self, topo: Topology, services: set[str]) -> list[NetnsRow]:
-        """Describe every container of the chosen services and the entry it has or should have."""
-        containers, by_id = self._containers(topo)
-        names = self._names(topo, containers)
-        state = self.store.read()
-        rows = []
-        linked: dict[str, str] = {}  # container name -> the namespace path its interfaces are read from
-        for c in sorted(containers, key=lambda c: (c.service, c.number)):
-            if c.id not in names or c.service not in services:
-                continue
-            name = names[c.id]
-            target, current, _ = netns.resolve_target(c, by_id)
-            entry = self.directory.probe(name)
-            status = netns.classify(topo.project, entry, state.entries.get(name), c, current)
-            if status is Status.LINKED and target and topo.interfaces_of(c.service):
-                linked[c.name] = target
-            rows.append(
-                NetnsRow(
-                    c.service,
-                    c.name,
-                    c.pid if c.running else None,
-                    name,
-                    str(self.directory.path(name)),
-                    entry.symlink_target,
-                    status,
-                )
-            )
-        if topo.links:
-            rows = self._with_interfaces(topo, rows, linked)
-        known = set(names.values())
-        for name, record in sorted(state.entries.items()):
-            if record.project == topo.project and record.service in services and name not in known:
-                entry = self.directory.probe(name)
-                status = netns.classify(topo.project, entry, record, None, None)
-                rows.append(
-                    NetnsRow(
-                        record.service, "", None, name, str(self.directory.path(name)), entry.symlink_target, status
-                    )
-                )
-        return rows
-
-    @staticmethod
-    def _with_interfaces(topo: Topology, rows: list[NetnsRow], linked: dict[str, str]) -> list[NetnsRow]:
-        """Add each row's declared interfaces, read from every linked namespace in one go."""
-        states = {}
-        if linked:
-            declared = {r.container: topo.interfaces_of(r.service) for r in rows if r.container in linked}
-            from composens import wiring
-
-            states = wiring.interface_states(linked, declared)
-        return [
-            replace(
-                r,
-                interfaces=tuple(InterfaceRow(i.ifname, i.present, i.up) for i in states[r.container])
-                if r.container in states
-                else tuple(InterfaceRow(name, False, False) for name in topo.interfaces_of(r.service)),
-            )
-            for r in rows
-        ]
-
-    # ------------------------------------------------------------------ changing
-
-    def link(self, topo: Topology, services: set[str], *, wire: bool = True) -> LinkReport:
-        """Link every running container of `services` and wire the declared links that can be."""
+    def _running(self, topo: Topology) -> tuple[list[Container], dict[str, Container], dict[str, str], list[Wanted]]:
         containers, by_id = self._containers(topo)
         names = self._names(topo, containers)
         running = [
@@ -231,56 +162,275 @@ class Lab:
             for c in sorted(containers, key=lambda c: (c.service, c.number))
             if c.id in names and c.running and c.network_mode != "host"
         ]
+        return containers, by_id, names, running
+
+    def _targets(self, topo: Topology, state: State, running: list[Wanted]) -> dict[str, Target]:
+        """The namespaces wiring may read and change: services whose entry is ours and reaches their namespace
+        now (the batch lines name entries), the host's when the project has host ends, the hub when it is ours."""
+        from composens.wiring import HOST_TARGET, Target
+
+        record = state.projects.get(topo.project)
+        recorded = set(record.nodes) if record else set()
+        targets: dict[str, Target] = {}
+        for w in running:
+            service = w.container.service
+            if w.target is None or (service not in topo.wired_services and service not in recorded):
+                continue
+            entry_record = state.entries.get(w.name)
+            entry = self.directory.probe(w.name)
+            owned = (
+                entry_record is not None and entry_record.project == topo.project and entry_record.target == w.target
+            )
+            if owned and entry.symlink_target == w.target and entry.reaches == w.inode:
+                targets[service] = Target(w.name, w.target, w.target)
+        host_ends = any(ep.node == HOST for pair in topo.pairs() for ep in (pair.a, pair.b))
+        if host_ends or topo.host.routes or HOST in recorded:
+            targets[HOST] = HOST_TARGET
+        if topo.hub is not None and topo.hub.netns is not None:
+            hub = topo.hub.netns
+            if netns.hub_is_ours(self.directory, state, topo.project, hub):
+                inode = self.directory.probe(hub).reaches
+                targets[HUB] = Target(hub, str(self.directory.path(hub)), f"hub:{inode}")
+        return targets
+
+    @staticmethod
+    def _scope(topo: Topology, state: State, targets: dict[str, Target], services: set[str]) -> Scope:
+        from composens.converge import Scope
+        from composens.topology import Endpoint
+
+        record = state.projects.get(topo.project)
+        down = {Endpoint(*item.split(":", 1)) for item in record.down} if record else set()
+        chosen = None if services >= set(topo.services) else frozenset(services)
+        return Scope(frozenset(targets), chosen, frozenset(down))
+
+    @staticmethod
+    def _records(state: State, project: str, targets: dict[str, Target]) -> dict[str, NodeRecord]:
+        """The record of each target's current namespace, read only (a namespace that is gone has none)."""
+        record = state.projects.get(project)
+        nodes = record.nodes if record else {}
+        return {n: nodes[n] for n, t in targets.items() if n in nodes and nodes[n].netns == t.identity}
+
+    def status(self, topo: Topology, services: set[str]) -> list[NetnsRow]:
+        """Describe every container of the chosen services, the entry it has or should have, and its drift."""
+        containers, by_id, names, running = self._running(topo)
+        state = self.store.read()
+        rows = []
+        for c in sorted(containers, key=lambda c: (c.service, c.number)):
+            if c.id not in names or c.service not in services:
+                continue
+            name = names[c.id]
+            _, current, _ = netns.resolve_target(c, by_id)
+            entry = self.directory.probe(name)
+            status = netns.classify(topo.project, entry, state.entries.get(name), c, current)
+            path = str(self.directory.path(name))
+            rows.append(
+                NetnsRow(c.service, c.name, c.pid if c.running else None, name, path, entry.symlink_target, status)
+            )
+        known = set(names.values())
+        for name, record in sorted(state.entries.items()):
+            if record.project == topo.project and record.service in services and name not in known:
+                entry = self.directory.probe(name)
+                status = netns.classify(topo.project, entry, record, None, None)
+                path = str(self.directory.path(name))
+                rows.append(NetnsRow(record.service, "", None, name, path, entry.symlink_target, status))
+        rows += self._special_rows(topo, state)
+        if not (topo.pairs() or state.projects.get(topo.project)):
+            return rows
+        return self._with_wiring(topo, state, running, services, rows)
+
+    def overlay(self, topo: Topology) -> LiveOverlay:
+        """What the running lab looks like next to its file, for `graph --live`."""
+        from composens.picture import LiveOverlay
+
+        rows = self.status(topo, set(topo.services))
+        running = {r.service for r in rows if r.pid is not None}
+        if not running:
+            raise ComposensError(f"project {topo.project} is not running: `composens up -d` first, or drop --live")
+        node_of = {HOST_ROW: HOST, HUB_ROW: HUB}
+        interfaces: dict[tuple[str, str], str] = {}
+        drift: dict[tuple[str, str], list[str]] = {}
+        for row in rows:
+            node = node_of.get(row.service, row.service)
+            for i in row.interfaces:
+                interfaces[node, i.ifname] = "up" if i.up else ("down" if i.present else "missing")
+            for d in row.drift:
+                if d.ifname is not None:
+                    drift.setdefault((node, d.ifname), []).append(f"{d.problem} {d.item.split(' on ')[0]}")
+        return LiveOverlay(
+            stopped=frozenset(set(topo.services) - running),
+            interfaces=interfaces,
+            drift={key: tuple(notes) for key, notes in drift.items()},
+        )
+
+    def _special_rows(self, topo: Topology, state: State) -> list[NetnsRow]:
+        rows = []
+        if any(ep.node == HOST for pair in topo.pairs() for ep in (pair.a, pair.b)):
+            rows.append(NetnsRow(HOST_ROW, "", None, "-", "/proc/1/ns/net", None, Status.NONE))
+        if topo.hub is not None and topo.hub.netns is not None:
+            hub = topo.hub.netns
+            entry = self.directory.probe(hub)
+            if netns.hub_is_ours(self.directory, state, topo.project, hub):
+                status = Status.LINKED
+            else:
+                status = Status.CONFLICT if entry.exists else Status.UNLINKED
+            rows.append(NetnsRow(HUB_ROW, "", None, hub, str(self.directory.path(hub)), None, status))
+        return rows
+
+    def _with_wiring(
+        self, topo: Topology, state: State, running: list[Wanted], services: set[str], rows: list[NetnsRow]
+    ) -> list[NetnsRow]:
+        """Add each row's declared interfaces and drift, read from every linked namespace side by side."""
+        from composens import converge, wiring
+
+        targets = self._targets(topo, state, running)
+        seen = wiring.read_all(targets)
+        found = converge.diff(
+            topo,
+            seen,
+            self._records(state, topo.project, targets),
+            self._scope(topo, state, targets, set(topo.services)),
+        )
+        node_of = {HOST_ROW: HOST, HUB_ROW: HUB}
+        result = []
+        for row in rows:
+            node = node_of.get(row.service, row.service)
+            linked = node in seen and (node in (HOST, HUB) or targets[node].netns == row.netns)
+            declared = _declared_interfaces(topo, node)
+            interfaces = tuple(_interface_row(seen[node] if linked else None, name) for name in declared)
+            drift = tuple(d for d in found.drift if d.node == node) if linked else ()
+            result.append(replace(row, interfaces=interfaces, drift=drift))
+        return result
+
+    # ------------------------------------------------------------------ changing
+
+    def link(self, topo: Topology, services: set[str], *, wire: bool = True) -> LinkReport:
+        """Link every running container of `services` and converge the wiring that touches them."""
+        _, _, _, running = self._running(topo)
         report = LinkReport()
         self.directory.ensure_root()
         with self.store.locked() as state:
             wanted = [w for w in running if w.container.service in services]
             report.entries = netns.link(self.directory, state, topo.project, wanted, services)
-            if wire and topo.links:
-                self._wire(topo, state, running, report)
+            if wire:
+                self._wire(topo, state, running, services, report)
         return report
 
-    def _wire(self, topo: Topology, state: State, running: list[Wanted], report: LinkReport) -> None:
-        # Only services whose entry is ours and reaches their namespace now: the batch lines name entries.
-        paths: dict[str, str] = {}
+    def _wire(
+        self, topo: Topology, state: State, running: list[Wanted], services: set[str], report: LinkReport
+    ) -> None:
+        old_hubs = [
+            n for n, h in state.hubs.items() if h.project == topo.project and (topo.hub is None or n != topo.hub.netns)
+        ]
+        if topo.hub is not None and topo.hub.netns is not None and topo.lans:
+            change = netns.ensure_hub(self.directory, state, topo.project, topo.hub.netns)
+            report.entries.append(change)
+            if change.action is not Action.CONFLICT:
+                from composens import wiring
+
+                wiring.prepare_hub(str(self.directory.path(topo.hub.netns)))
+        record = state.projects.get(topo.project)
+        if topo.pairs() or (record and not record.empty()):
+            from composens import wiring
+
+            targets = self._targets(topo, state, running)
+            scope = self._scope(topo, state, targets, services)
+            result = wiring.converge_lab(topo, scope, targets, state.project(topo.project), state.save)
+            report.wired, report.unwired = result.done, result.unwired
+        if services >= set(topo.services):
+            for name in old_hubs:
+                report.entries.append(netns.remove_hub(self.directory, state, topo.project, name, "no longer declared"))
+
+    def plan(self, topo: Topology, services: set[str] | None, *, full: bool) -> tuple[list[PlanLine], list[str]]:
+        """The commands that would bring the lab to its file: against the live lab, or from scratch.
+
+        Returns the lines and the links that cannot be planned now (and why).
+        """
+        from composens import changes as ch
+        from composens import converge, live, wiring
+
+        chosen = services if services is not None else set(topo.services)
+        running: list[Wanted] = [] if full else self._running(topo)[3]
+        if full or not running:
+            found = converge.from_scratch(topo, None if services is None else frozenset(services))
+            lines = wiring.hub_lines(topo.hub.netns) if topo.hub is not None and topo.hub.netns and topo.lans else []
+            netns_of = lambda node: topo.node(node).netns  # noqa: E731 - a one-line lookup
+            lines += [ch.command(c, netns_of) for c in found.changes]
+            return [PlanLine("", line) for line in lines], found.unwired
+        state = self.store.read()
+        plan_lines = self._entry_plan(topo, state, running, chosen)
+        targets = self._targets(topo, state, running)
+        if topo.hub is not None and topo.hub.netns and topo.lans and HUB not in targets:
+            plan_lines += [PlanLine("+", line) for line in wiring.hub_lines(topo.hub.netns)]
+            from composens.wiring import Target
+
+            targets[HUB] = Target(topo.hub.netns, "", "hub:new")
+        seen = {
+            n: (wiring.read_namespace(t.netns) if t.identity != "hub:new" else live.EMPTY) for n, t in targets.items()
+        }
+        scope = self._scope(topo, state, targets, chosen)
+        found = converge.diff(topo, seen, self._records(state, topo.project, targets), scope, check_gateways=True)
+        if found.problems:
+            raise ConfigError(found.problems[0])
+        netns_of = lambda node: targets[node].netns if node in targets else topo.node(node).netns  # noqa: E731
+        plan_lines += [PlanLine(c.sign, ch.command(c, netns_of)) for c in found.changes]
+        plan_lines += [PlanLine("!", f"conflict: {c}") for c in found.conflicts]
+        if chosen >= set(topo.services):
+            for name, hub in sorted(state.hubs.items()):
+                if hub.project == topo.project and (topo.hub is None or name != topo.hub.netns or not topo.lans):
+                    plan_lines.append(PlanLine("-", f"ip netns delete {name}"))
+        return plan_lines, found.unwired
+
+    def _entry_plan(self, topo: Topology, state: State, running: list[Wanted], services: set[str]) -> list[PlanLine]:
+        """The entries `netns link` would make, move or remove, as the commands that do the same."""
+        import shlex
+
+        lines = []
+        names = set()
         for w in running:
-            if w.target is None or w.container.service not in topo.wired_services:
+            if w.container.service not in services:
                 continue
-            record = state.entries.get(w.name)
+            names.add(w.name)
+            path = str(self.directory.path(w.name))
             entry = self.directory.probe(w.name)
-            owned = record is not None and record.project == topo.project and record.target == w.target
-            if owned and entry.symlink_target == w.target and entry.reaches == w.inode:
-                paths[w.container.service] = w.target
-        available = frozenset(paths)
-        for link in topo.links:
-            missing = [ep.node for ep in (link.a, link.b) if ep.node != HOST and ep.node not in available]
-            if missing:
-                report.unwired.append(f"{link.a} <-> {link.b}: {', '.join(missing)} not running")
-        steps = topology.plan(topo, available=available)
-        ours = state.wired.setdefault(topo.project, set())
-
-        def claim(endpoints: set[str]) -> None:  # written before the pairs exist: see State.save
-            ours.update(endpoints)
-            state.save()
-
-        from composens import wiring
-
-        result = wiring.apply(steps, topo, paths, ours, claim)
-        report.wired, report.kept = result.done, result.kept
+            status = netns.classify(topo.project, entry, state.entries.get(w.name), w.container, w.inode)
+            if w.target is not None and status is Status.UNLINKED:
+                lines.append(PlanLine("+", shlex.join(["ln", "-s", w.target, path])))
+            elif w.target is not None and status is Status.STALE:
+                lines.append(PlanLine("~", shlex.join(["ln", "-sfn", w.target, path])))
+        for name, record in sorted(state.entries.items()):
+            if record.project == topo.project and record.service in services and name not in names:
+                lines.append(PlanLine("-", shlex.join(["rm", str(self.directory.path(name))])))
+        return lines
 
     def unlink(self, topo: Topology, services: set[str] | None = None) -> list[EntryChange]:
         with self.store.locked() as state:
             return netns.unlink(self.directory, state, topo.project, services)
 
-    def unwire(self, topo: Topology) -> list[str]:
-        """Remove the host-side ends composens created for the project; they outlive its containers."""
+    def unwire(self, topo: Topology) -> list[EntryChange | str]:
+        """Remove what composens made for the project outside its containers: host ends (and the routes through
+        them) and hubs. Container ends go with their namespaces."""
         with self.store.locked() as state:
-            host_ends = _host_ends(state.wired.pop(topo.project, set()))
-            if not host_ends:
-                return []
+            return self._unwire_project(topo.project, state, topo)
+
+    def _unwire_project(self, project: str, state: State, topo: Topology | None = None) -> list[EntryChange | str]:
+        done: list[EntryChange | str] = []
+        record = state.projects.get(project)
+        if record is not None and HOST in record.nodes:
             from composens import wiring
 
-            return wiring.remove_host_interfaces(host_ends)
+            topo = topo or topology.parse({"name": project}, source="record")
+            done += wiring.remove_project(topo, {HOST: wiring.HOST_TARGET}, record, state.save)
+        for name in [n for n, h in sorted(state.hubs.items()) if h.project == project]:
+            done.append(netns.remove_hub(self.directory, state, project, name, "project down"))
+        state.projects.pop(project, None)
+        return done
+
+    def recover(self) -> list[str]:
+        """Rebuild a damaged record from the entries, the engine and the interfaces' marks."""
+        from composens import recovery
+
+        self.directory.ensure_root()
+        return recovery.recover(self.directory, self.store, self.compose)
 
     def prune(self, *, dry_run: bool) -> list[Pruned]:
         """Remove, across all projects, what composens made that no running container owns any more."""
@@ -303,18 +453,29 @@ class Lab:
                     if record.made(entry.symlink_target):
                         self.directory.remove(name)
                     del state.entries[name]
-            running = {c.project for c in by_id.values() if c.running}
-            for project, endpoints in sorted(state.wired.items()):
-                if project in running:
-                    continue
-                hosts = _host_ends(endpoints)
-                from composens import wiring
-
-                present = wiring.remove_host_interfaces(hosts, dry_run=dry_run) if hosts else []
-                pruned += [Pruned("host interface", name, project, "project not running") for name in present]
-                if not dry_run:
-                    del state.wired[project]
+            projects = set(state.projects) | {h.project for h in state.hubs.values()}
+            for project in sorted(projects):
+                if self.compose.project_running(project):
+                    continue  # the engine says so: its containers run, whether or not their entries do
+                pruned += self._prune_project(project, state, dry_run=dry_run)
             return pruned
+
+    def _prune_project(self, project: str, state: State, *, dry_run: bool) -> list[Pruned]:
+        record = state.projects.get(project)
+        host = sorted(record.nodes[HOST].interfaces) if record and HOST in record.nodes else []
+        hubs = [n for n, h in sorted(state.hubs.items()) if h.project == project]
+        if dry_run:
+            return [Pruned("host interface", n, project, "project not running") for n in host] + [
+                Pruned("hub", n, project, "project not running") for n in hubs
+            ]
+        pruned = []
+        for item in self._unwire_project(project, state):
+            if isinstance(item, EntryChange):
+                if item.action is Action.REMOVE:
+                    pruned.append(Pruned("hub", item.name, project, "project not running"))
+            else:
+                pruned.append(Pruned("host interface", item.split("dev ", 1)[1], project, "project not running"))
+        return pruned
 
     def run_attached(
         self,
@@ -421,9 +582,15 @@ class Lab:
                 return
 
 
-def _host_ends(endpoints: set[str]) -> set[str]:
-    """Pick the host-side interface names out of recorded `node:ifname` endpoints."""
-    return {ep.split(":", 1)[1] for ep in endpoints if ep.startswith(f"{HOST}:")}
+def _declared_interfaces(topo: Topology, node: str) -> tuple[str, ...]:
+    if node == HUB:
+        return tuple(name for lan in topo.lans for name in (lan.name, *lan.ports))
+    return topo.interfaces_of(node)
+
+
+def _interface_row(ns: LiveNamespace | None, ifname: str) -> InterfaceRow:
+    link = ns.links.get(ifname) if ns is not None else None
+    return InterfaceRow(ifname, link is not None, link is not None and link.up)
 
 
 def _is_lifecycle(line: str) -> bool:

@@ -14,15 +14,17 @@ netns.remove() unmount the target through the link, which is docker's own mount.
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
 from composens.compose import Container
-from composens.errors import PermissionProblem
+from composens.errors import EngineError, PermissionProblem, WiringError
 from composens.faults import crash_point
-from composens.state import EntryRecord, State
+from composens.state import EntryRecord, HubRecord, State
+from composens.topology import HUB
 
 NETNS_DIR = Path("/var/run/netns")
 
@@ -241,19 +243,25 @@ def _carry_out(directory: NetnsDirectory, state: State, w: Wanted, change: Entry
 
 
 def _conflict_detail(directory: NetnsDirectory, name: str) -> str:
-    return (
-        f"{directory.path(name)} exists and was not made by composens; remove it yourself "
-        "(ip netns delete " + name + ") or choose another name with x-composens.netns or netns_prefix"
-    )
+    return f"{not_ours(directory, name)} or choose another name with x-composens.netns or netns_prefix"
+
+
+def not_ours(directory: NetnsDirectory, name: str) -> str:
+    """Say that an entry is someone else's and how to remove it safely, should they want to."""
+    path = directory.path(name)
+    # `ip netns delete` on a symlink unmounts its target through it: docker's own mount, say.
+    how = f"rm {path}" if path.is_symlink() else f"ip netns delete {name}"
+    return f"{path} exists and was not made by composens; remove it yourself ({how})"
 
 
 def _remove_ours(directory: NetnsDirectory, state: State, name: str, why: str) -> EntryChange:
     record = state.entries[name]
     entry = directory.probe(name)
-    del state.entries[name]
     if entry.exists and record.made(entry.symlink_target):
-        directory.remove(name)
+        directory.remove(name)  # first: if this fails, the record still owns the entry
+        del state.entries[name]
         return EntryChange(name, record.service, Action.REMOVE, record.target, why)
+    del state.entries[name]
     return EntryChange(name, record.service, Action.SKIP, None, "entry already gone or no longer composens'")
 
 
@@ -266,3 +274,59 @@ def unlink(
         for name, rec in sorted(state.entries.items())
         if rec.project == project and (services is None or rec.service in services)
     ]
+
+
+# --------------------------------------------------------------------------- the hub
+
+
+def hub_is_ours(directory: NetnsDirectory, state: State, project: str, name: str) -> bool:
+    """Tell whether the entry `name` is the hub namespace composens made for `project`."""
+    record = state.hubs.get(name)
+    path = directory.path(name)
+    if record is None or record.project != project or path.is_symlink():
+        return False
+    entry = directory.probe(name)
+    # Inode None: claimed just before a run that ended before it could note which namespace it made.
+    return entry.exists and entry.reaches is not None and record.inode in (None, entry.reaches)
+
+
+def ensure_hub(directory: NetnsDirectory, state: State, project: str, name: str) -> EntryChange:
+    """Make the project's hub: a namespace of its own (`ip netns add`), the one entry that is not a container's."""
+    if directory.probe(name).exists:
+        if not hub_is_ours(directory, state, project, name):
+            return EntryChange(name, HUB, Action.CONFLICT, None, _hub_conflict(directory, state, project, name))
+        inode = directory.probe(name).reaches
+        state.hubs[name] = HubRecord(project, inode)
+        return EntryChange(name, HUB, Action.KEEP, "namespace")
+    state.hubs[name] = HubRecord(project, None)
+    state.save()  # claimed before it exists
+    _ip_netns("add", name)
+    state.hubs[name] = HubRecord(project, directory.probe(name).reaches)
+    return EntryChange(name, HUB, Action.CREATE, "namespace")
+
+
+def _hub_conflict(directory: NetnsDirectory, state: State, project: str, name: str) -> str:
+    record = state.hubs.get(name)
+    if record is not None and record.project != project:
+        return f"hub namespace {name} belongs to project {record.project}; set x-composens.hub in one of the projects"
+    return f"{not_ours(directory, name)} or choose another hub name with x-composens.hub"
+
+
+def remove_hub(directory: NetnsDirectory, state: State, project: str, name: str, why: str) -> EntryChange:
+    """Delete a hub composens made (with everything in it: bridges and ports); forget one that is gone."""
+    ours = hub_is_ours(directory, state, project, name)
+    if ours:
+        _ip_netns("delete", name)  # a real mount, unlike container entries: unmounted and removed
+    state.hubs.pop(name, None)
+    if ours:
+        return EntryChange(name, HUB, Action.REMOVE, "namespace", why)
+    return EntryChange(name, HUB, Action.SKIP, None, "hub already gone or no longer composens'")
+
+
+def _ip_netns(verb: str, name: str) -> None:
+    try:
+        done = subprocess.run(["ip", "netns", verb, name], capture_output=True, text=True, check=False)
+    except FileNotFoundError as e:
+        raise EngineError("the ip command is missing: install iproute2") from e
+    if done.returncode != 0:
+        raise WiringError(f"`ip netns {verb} {name}` failed: {done.stderr.strip() or done.returncode}")

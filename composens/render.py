@@ -11,15 +11,15 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
-from composens.lab import LinkReport, NetnsRow
 from composens.netns import Action, EntryChange
-from composens.topology import Endpoint, Topology
+from composens.report import LinkReport, NetnsRow, PlanLine
+from composens.topology import HUB
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-JSON_KEYS = ("service", "container", "pid", "netns", "path", "target", "status", "interfaces")
+JSON_KEYS = ("service", "container", "pid", "netns", "path", "target", "status", "interfaces", "drift")
 
 
 class Output:
@@ -38,11 +38,22 @@ class Output:
     def line(self, text: str) -> None:
         print(text, file=self.out, flush=True)
 
+    def data(self, content: bytes, path: str | None) -> None:
+        """Write a document (a picture, say) to a file, or to stdout."""
+        if path is not None:
+            with open(path, "wb") as f:
+                f.write(content)
+            return
+        self.out.flush()
+        buffer = getattr(self.out, "buffer", None)
+        if buffer is not None:
+            buffer.write(content)
+            buffer.flush()
+        else:  # a text stream without bytes underneath (a test's StringIO)
+            self.out.write(content.decode())
+
     def message(self, text: str) -> None:
         print(text, file=self.err, flush=True)
-
-    def error(self, text: str) -> None:
-        self.message(f"composens: error: {text}")
 
     def warning(self, text: str) -> None:
         self.message(f"composens: warning: {text}")
@@ -67,6 +78,13 @@ class Output:
 
     def netns_table(self, rows: Sequence[NetnsRow]) -> None:
         self.console().print(netns_table(rows))
+        self.line(drift_summary(rows))
+
+    def plan(self, lines: Sequence[PlanLine], unwired: Sequence[str]) -> None:
+        for line in lines:
+            self.line(str(line))
+        for reason in unwired:
+            self.message(f"composens: not planned: {reason}")
 
     def netns_json(self, rows: Sequence[NetnsRow]) -> None:
         self.line(netns_json(rows))
@@ -94,6 +112,9 @@ def entry_change_line(change: EntryChange) -> str:
     path = f"/var/run/netns/{change.name}"
     if change.action in (Action.CONFLICT, Action.SKIP):
         return f"{change.name}: {change.action}: {change.detail}"
+    if change.service == HUB:
+        verb = {Action.CREATE: "hub create", Action.KEEP: "hub", Action.REMOVE: "hub remove"}.get(change.action, "hub")
+        return f"{change.name}: {path} (a namespace of its own) {verb}"
     target = change.target or "-"
     return f"{change.name}: {path} -> {target} {change.action}"
 
@@ -111,7 +132,7 @@ def netns_table(rows: Sequence[NetnsRow]) -> Table:
     from rich.text import Text
 
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("SERVICE", "CONTAINER", "PID", "NETNS", "TARGET", "STATUS", "INTERFACES"):
+    for column in ("SERVICE", "CONTAINER", "PID", "NETNS", "TARGET", "STATUS", "INTERFACES", "DRIFT"):
         table.add_column(column, no_wrap=True)
     styles = {"linked": "green", "unlinked": "yellow", "stale": "red", "conflict": "bold red", "none": "dim"}
     for row in rows:
@@ -123,8 +144,18 @@ def netns_table(rows: Sequence[NetnsRow]) -> Table:
             row.target or "-",
             Text(row.status, style=styles[row.status]),
             _interfaces_text(row),
+            Text("; ".join(str(d) for d in row.drift) or "-", style="yellow" if row.drift else ""),
         )
     return table
+
+
+def drift_summary(rows: Sequence[NetnsRow]) -> str:
+    """One line under the table: whether the lab matches its file."""
+    count = sum(len(r.drift) for r in rows)
+    if not count:
+        return "the lab matches its file"
+    plural = "s" if count != 1 else ""
+    return f"{count} difference{plural} from the file: `composens plan` lists the changes, `composens up -d` makes them"
 
 
 def netns_json(rows: Sequence[NetnsRow]) -> str:
@@ -139,43 +170,9 @@ def netns_json(rows: Sequence[NetnsRow]) -> str:
                 "target": r.target,
                 "status": str(r.status),
                 "interfaces": [{"ifname": i.ifname, "present": i.present, "up": i.up} for i in r.interfaces],
+                "drift": [{"problem": d.problem, "item": d.item, "ours": d.ours} for d in r.drift],
             }
             for r in rows
         ],
         indent=2,
     )
-
-
-def mermaid(topo: Topology) -> str:
-    lines = ["graph LR"]
-    for name in _graph_nodes(topo):
-        lines.append(f'  {_node_id(name)}["{name}"]')
-    for link in topo.links:
-        label = f"{_end_label(topo, link.a)} — {_end_label(topo, link.b)}"
-        lines.append(f'  {_node_id(link.a.node)} ---|"{label}"| {_node_id(link.b.node)}')
-    return "\n".join(lines)
-
-
-def dot(topo: Topology) -> str:
-    lines = ["graph composens {", "  node [shape=box];"]
-    lines += [f'  "{name}";' for name in _graph_nodes(topo)]
-    for link in topo.links:
-        lines.append(
-            f'  "{link.a.node}" -- "{link.b.node}" '
-            f'[taillabel="{_end_label(topo, link.a)}", headlabel="{_end_label(topo, link.b)}"];'
-        )
-    lines.append("}")
-    return "\n".join(lines)
-
-
-def _graph_nodes(topo: Topology) -> list[str]:
-    """Every service, then the host if a link reaches it."""
-    return list(dict.fromkeys([*topo.services, *(ep.node for link in topo.links for ep in (link.a, link.b))]))
-
-
-def _node_id(name: str) -> str:
-    return "n_" + "".join(c if c.isalnum() else "_" for c in name)
-
-
-def _end_label(topo: Topology, ep: Endpoint) -> str:
-    return " ".join([ep.ifname, *topo.node(ep.node).addresses.get(ep.ifname, ())])

@@ -1,7 +1,9 @@
-"""Parse and validate the x-composens sections of a compose project; plan the wiring.
+"""Parse and validate the x-composens sections of a compose project.
 
 Everything here is pure: it reads the dict `docker compose config` printed and returns frozen
-dataclasses. Nothing touches the engine or the kernel.
+dataclasses. Nothing touches the engine or the kernel. Every string that will reach an `ip`
+command line is checked against a safe alphabet here, so that what `composens plan` prints and
+what `ip -batch` reads are the same words.
 """
 
 from __future__ import annotations
@@ -15,16 +17,22 @@ from typing import Any
 from composens.errors import ConfigError
 
 HOST = "host"
+HUB = "@hub"  # the LANs' own namespace; '@' is not allowed in a compose service name, so no service can be it
 EXTENSION = "x-composens"
-TOP_LEVEL_KEYS = ("netns_prefix", "links", "host")
+TOP_LEVEL_KEYS = ("netns_prefix", "links", "lans", "hub", "host", "checks")
 SERVICE_KEYS = ("netns", "addresses", "routes")
 LINK_KEYS = ("endpoints", "mtu")
+LAN_KEYS = ("endpoints", "mtu")
 HOST_KEYS = ("addresses", "routes")
 
 NETNS_NAME_MAX = 64
-IFNAMSIZ = 16  # the kernel's limit includes the trailing NUL: 15 visible characters
+IFNAMSIZ = 16  # the kernel's limit includes the trailing NUL: 15 bytes
+METRIC_MAX = 2**32 - 1
 _NETNS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _NETNS_PREFIX = re.compile(r"[A-Za-z0-9_.-]*")
+# Letters, digits and `_ . - @ +`, not starting with '-': nothing a shell, `ip -batch` (quotes,
+# '#', '\') or the kernel (which counts bytes) reads differently from what is printed.
+_IFNAME = re.compile(r"[A-Za-z0-9_.@+][A-Za-z0-9_.@+-]*")
 _PLAIN_KEY = re.compile(r"[\w.:@+-]+")
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -38,21 +46,36 @@ class Route:
     metric: int | None = None
 
     @property
-    def version(self) -> int:
-        return ipaddress.ip_address(self.gateway).version
+    def family(self) -> int:
+        return 6 if ":" in self.gateway else 4
 
-    def __str__(self) -> str:
+    @property
+    def kernel_metric(self) -> int:
+        """The metric the kernel gives the route: IPv6 routes default to 1024, IPv4 ones to 0."""
+        if self.metric is not None:
+            return self.metric
+        return 1024 if self.family == 6 else 0
+
+    @property
+    def key(self) -> tuple[int, str, int]:
+        """What makes two routes the same route to the kernel (in the main table): family, destination, metric."""
+        return self.family, self.destination, self.kernel_metric
+
+    def words(self) -> list[str]:
         words = [self.destination, "via", self.gateway]
         if self.dev:
             words += ["dev", self.dev]
         if self.metric is not None:
             words += ["metric", str(self.metric)]
-        return " ".join(words)
+        return words
+
+    def __str__(self) -> str:
+        return " ".join(self.words())
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    node: str  # a service name, or HOST for the host's own namespace
+    node: str  # a service name, HOST for the host's own namespace, or HUB
     ifname: str
 
     def __str__(self) -> str:
@@ -67,8 +90,21 @@ class Link:
 
 
 @dataclass(frozen=True)
+class Lan:
+    """A multi-access segment: a bridge in the hub namespace, one port per member."""
+
+    name: str  # the bridge's name in the hub
+    members: tuple[Endpoint, ...]
+    ports: tuple[str, ...]  # the hub-side end of each member's veth pair, in member order
+    mtu: int | None = None
+
+    def port_of(self, member: Endpoint) -> Endpoint:
+        return Endpoint(HUB, self.ports[self.members.index(member)])
+
+
+@dataclass(frozen=True)
 class Node:
-    """A service, or the host, as far as wiring is concerned."""
+    """A service, the host or the hub, as far as wiring is concerned."""
 
     name: str
     netns: str | None  # the /var/run/netns entry name; None for the host
@@ -83,7 +119,7 @@ class Node:
 
     @property
     def has_docker_network(self) -> bool:
-        return self.network_mode != "none"
+        return self.network_mode != "none" and self.name not in (HOST, HUB)
 
 
 @dataclass(frozen=True)
@@ -94,22 +130,35 @@ class Topology:
     services: Mapping[str, Node]
     host: Node
     links: tuple[Link, ...] = ()
+    lans: tuple[Lan, ...] = ()
+    hub: Node | None = None  # present when the project declares LANs
+    checks: tuple[Any, ...] = ()  # composens.checks.Check, parsed there
 
     def node(self, name: str) -> Node:
-        return self.host if name == HOST else self.services[name]
+        if name == HOST:
+            return self.host
+        if name == HUB:
+            assert self.hub is not None, "only a project with LANs has a hub"
+            return self.hub
+        return self.services[name]
 
     def netns_name(self, service: str, number: int, *, scaled: bool) -> str:
         """Name the entry of one container of a service: `<name>` or, when scaled, `<name>-<n>`."""
         base = self.services[service].netns or service
         return f"{base}-{number}" if scaled else base
 
+    def pairs(self) -> tuple[Link, ...]:
+        """Every veth pair the file declares: the links, then one per LAN member (member end, hub port)."""
+        ports = tuple(Link(member, lan.port_of(member), lan.mtu) for lan in self.lans for member in lan.members)
+        return self.links + ports
+
     def interfaces_of(self, node: str) -> tuple[str, ...]:
-        names = [ep.ifname for link in self.links for ep in (link.a, link.b) if ep.node == node]
-        return tuple(names)
+        """The declared interfaces of a node that carry addresses: link ends and LAN members (not hub ports)."""
+        return tuple(ep.ifname for pair in self.pairs() for ep in (pair.a, pair.b) if ep.node == node)
 
     @property
     def wired_services(self) -> tuple[str, ...]:
-        seen = {ep.node for link in self.links for ep in (link.a, link.b)} - {HOST}
+        seen = {ep.node for pair in self.pairs() for ep in (pair.a, pair.b)}
         return tuple(s for s in self.services if s in seen)
 
 
@@ -137,12 +186,14 @@ class _Where:
 def parse(config: Mapping[str, Any], *, source: str) -> Topology:
     """Turn `docker compose config` output into a validated Topology."""
     project = str(config.get("name") or "")
-    top = _section(config.get(EXTENSION), _Where(source, EXTENSION), TOP_LEVEL_KEYS)
     where_top = _Where(source, EXTENSION)
+    top = _section(config.get(EXTENSION), where_top, TOP_LEVEL_KEYS)
     prefix = top.get("netns_prefix", "")
     if not isinstance(prefix, str) or not _NETNS_PREFIX.fullmatch(prefix):
         raise where_top.at("netns_prefix").error(f"{prefix!r} is not a valid prefix (letters, digits, '_', '.', '-')")
     raw_services = config.get("services") or {}
+    if not isinstance(raw_services, dict):
+        raise _Where(source, "services").error("must be a mapping")
     services = {
         name: _parse_service(name, spec or {}, prefix, _Where(source, f"services.{name}"))
         for name, spec in raw_services.items()
@@ -153,13 +204,22 @@ def parse(config: Mapping[str, Any], *, source: str) -> Topology:
     host = Node(
         name=HOST,
         netns=None,
+        network_mode="none",
         addresses=_parse_addresses(host_section.get("addresses"), host_where.at("addresses")),
         routes=_parse_routes(host_section.get("routes"), host_where.at("routes")),
     )
     links = _parse_links(top.get("links"), services, where_top.at("links"))
-    topology = Topology(project, source, prefix, services, host, links)
-    _check_wiring(topology)
-    return topology
+    lans = _parse_lans(top.get("lans"), services, where_top.at("lans"))
+    hub = _parse_hub(top.get("hub"), project, services, where_top.at("hub")) if lans else None
+    topo = Topology(project, source, prefix, services, host, links, lans, hub)
+    _check_wiring(topo)
+    if "checks" in top:
+        from composens import checks  # only projects that declare checks pay for reading them
+
+        topo = Topology(
+            project, source, prefix, services, host, links, lans, hub, checks.parse_checks(top["checks"], topo)
+        )
+    return topo
 
 
 def essentials(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -189,13 +249,17 @@ def _section(value: Any, where: _Where, allowed: tuple[str, ...]) -> dict[str, A
         raise where.error("must be a mapping")
     for key in value:
         if key not in allowed:
-            raise where.at(key).error(f"unknown key (expected one of: {', '.join(allowed)})")
+            raise where.at(str(key)).error(f"unknown key (expected one of: {', '.join(allowed)})")
     return value
+
+
+def valid_netns_name(name: object) -> bool:
+    return isinstance(name, str) and len(name) <= NETNS_NAME_MAX and _NETNS_NAME.fullmatch(name) is not None
 
 
 def check_netns_name(name: str, where: str) -> str:
     """Return a valid /var/run/netns entry name or raise ConfigError naming where it came from."""
-    if not _NETNS_NAME.fullmatch(name) or len(name) > NETNS_NAME_MAX:
+    if not valid_netns_name(name):
         raise ConfigError(
             f"{where}: {name!r} is not a valid netns name "
             f"(letters, digits, '_', '.', '-'; starts with a letter or digit; at most {NETNS_NAME_MAX})"
@@ -203,14 +267,16 @@ def check_netns_name(name: str, where: str) -> str:
     return name
 
 
-def _parse_service(name: str, spec: Mapping[str, Any], prefix: str, where: _Where) -> Node:
+def _parse_service(name: str, spec: Any, prefix: str, where: _Where) -> Node:
+    if not isinstance(spec, dict):
+        raise where.error("must be a mapping")
     ext_where = where.at(EXTENSION)
     ext = _section(spec.get(EXTENSION), ext_where, SERVICE_KEYS)
     base = ext.get("netns", name)
     if not isinstance(base, str):
         raise ext_where.at("netns").error("must be a string")
     netns = check_netns_name(prefix + base, f"{where.source}: {ext_where.at('netns').path}")
-    return Node(
+    node = Node(
         name=name,
         netns=netns,
         network_mode=str(spec.get("network_mode") or ""),
@@ -218,12 +284,25 @@ def _parse_service(name: str, spec: Mapping[str, Any], prefix: str, where: _Wher
         routes=_parse_routes(ext.get("routes"), ext_where.at("routes")),
         replicas=_replicas(spec),
     )
+    if name == HOST and (node.addresses or node.routes):
+        raise ext_where.error(_HOST_SERVICE)
+    return node
+
+
+_HOST_SERVICE = (
+    "a service called host cannot be wired: 'host' in endpoints names the host's own namespace; rename the service"
+)
 
 
 def _replicas(spec: Mapping[str, Any]) -> int:
     deploy = spec.get("deploy") or {}
-    value = spec.get("scale", deploy.get("replicas", 1))
-    return int(value) if isinstance(value, int | str) and str(value).isdigit() else 1
+    value = spec.get("scale", deploy.get("replicas", 1) if isinstance(deploy, dict) else 1)
+    if isinstance(value, bool):
+        return 1
+    if isinstance(value, int):
+        return value if value >= 0 else 1
+    # str.isdigit accepts '²', which int() refuses: only ASCII digits are a count.
+    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else 1
 
 
 def _check_unique_netns(services: Mapping[str, Node], source: str) -> None:
@@ -238,18 +317,22 @@ def _check_unique_netns(services: Mapping[str, Node], source: str) -> None:
         owners[node.netns] = node.name
 
 
+def valid_ifname(name: object) -> bool:
+    return (
+        isinstance(name, str)
+        and _IFNAME.fullmatch(name) is not None
+        and len(name.encode()) < IFNAMSIZ
+        and name not in (".", "..")
+    )
+
+
 def check_ifname(name: Any, where: _Where) -> str:
-    if (
-        not isinstance(name, str)
-        or not name
-        or len(name) >= IFNAMSIZ
-        or name in (".", "..")
-        or any(c in name for c in "/:")
-        or any(c.isspace() for c in name)
-    ):
+    if not valid_ifname(name):
         raise where.error(
-            f"{name!r} is not a valid interface name (1 to {IFNAMSIZ - 1} characters, no '/', ':' or spaces)"
+            f"{name!r} is not a valid interface name (1 to {IFNAMSIZ - 1} letters, digits or '_.-@+', "
+            "not starting with '-')"
         )
+    assert isinstance(name, str)
     return name
 
 
@@ -263,12 +346,14 @@ def _parse_addresses(value: Any, where: _Where) -> dict[str, tuple[str, ...]]:
         here = where.at(str(ifname))
         check_ifname(ifname, here)
         items = addresses if isinstance(addresses, list) else [addresses]
-        parsed[ifname] = tuple(str(_parse_interface_address(a, here)) for a in items)
+        parsed[ifname] = tuple(dict.fromkeys(str(_parse_interface_address(a, here)) for a in items))
     return parsed
 
 
 def _parse_interface_address(value: Any, where: _Where) -> IPInterface:
     text = str(value)
+    if "%" in text:
+        raise where.error(f"{text!r}: a scope id ('%') is not allowed; the interface names the scope")
     if "/" not in text:
         example = f"{text}/64" if ":" in text else f"{text}/24"
         raise where.error(f"{text!r} needs a prefix length, e.g. {example}")
@@ -280,6 +365,8 @@ def _parse_interface_address(value: Any, where: _Where) -> IPInterface:
 
 def parse_route(text: str) -> Route:
     """Parse `DEST via GATEWAY [dev IFNAME] [metric N]` as `ip route` writes it."""
+    if "%" in text:
+        raise ValueError("a scope id ('%') is not allowed; name the interface with 'dev IFNAME'")
     words = text.split()
     if len(words) < 3 or words[1] != "via":
         raise ValueError("expected 'DEST via GATEWAY [dev IFNAME] [metric N]'")
@@ -299,10 +386,15 @@ def parse_route(text: str) -> Route:
     options = dict(zip(words[3::2], words[4::2], strict=False))
     if len(words[3:]) % 2 or set(options) - {"dev", "metric"}:
         raise ValueError("after the gateway only 'dev IFNAME' and 'metric N' may follow")
+    dev = options.get("dev")
+    if dev is not None and not valid_ifname(dev):
+        raise ValueError(f"dev {dev!r} is not a valid interface name")
+    if gateway_ip.version == 6 and gateway_ip.is_link_local and dev is None:
+        raise ValueError(f"gateway {gateway} is link-local: name its interface with 'dev IFNAME'")
     metric = options.get("metric")
-    if metric is not None and not metric.isdigit():
-        raise ValueError(f"metric {metric!r} is not a whole number")
-    return Route(destination, str(gateway_ip), options.get("dev"), int(metric) if metric else None)
+    if metric is not None and not (metric.isascii() and metric.isdigit() and int(metric) <= METRIC_MAX):
+        raise ValueError(f"metric {metric!r} is not a whole number from 0 to {METRIC_MAX}")
+    return Route(destination, str(gateway_ip), dev, int(metric) if metric is not None else None)
 
 
 def _parse_routes(value: Any, where: _Where) -> tuple[Route, ...]:
@@ -310,13 +402,19 @@ def _parse_routes(value: Any, where: _Where) -> tuple[Route, ...]:
         return ()
     if not isinstance(value, list):
         raise where.error("must be a list of 'DEST via GATEWAY' strings")
-    routes = []
+    routes: dict[tuple[int, str, int], Route] = {}
     for i, text in enumerate(value):
         try:
-            routes.append(parse_route(str(text)))
+            route = parse_route(str(text))
         except ValueError as e:
             raise where.at(i).error(f"{text!r}: {e}") from None
-    return tuple(routes)
+        if route.key in routes:
+            raise where.at(i).error(
+                f"{text!r}: a route to {route.destination} with metric {route.kernel_metric} is already declared "
+                f"({routes[route.key]}); give one of them another metric"
+            )
+        routes[route.key] = route
+    return tuple(routes.values())
 
 
 def _parse_links(value: Any, services: Mapping[str, Node], where: _Where) -> tuple[Link, ...]:
@@ -332,17 +430,83 @@ def _parse_links(value: Any, services: Mapping[str, Node], where: _Where) -> tup
         if not isinstance(endpoints, list) or len(endpoints) != 2:
             raise here.at("endpoints").error("must list exactly two 'SERVICE:IFNAME' endpoints")
         a, b = (_parse_endpoint(ep, services, here.at("endpoints").at(j)) for j, ep in enumerate(endpoints))
-        mtu = spec.get("mtu")
-        if mtu is not None and (not isinstance(mtu, int) or not 68 <= mtu <= 65535):
-            raise here.at("mtu").error(f"{mtu!r} is not an MTU (a whole number from 68 to 65535)")
-        links.append(Link(a, b, mtu))
+        if a.node == b.node == HOST:
+            raise here.at("endpoints").error("a link needs at least one service end")
+        links.append(Link(a, b, _parse_mtu(spec.get("mtu"), here.at("mtu"))))
     return tuple(links)
+
+
+def _parse_mtu(mtu: Any, where: _Where) -> int | None:
+    if mtu is not None and (isinstance(mtu, bool) or not isinstance(mtu, int) or not 68 <= mtu <= 65535):
+        raise where.error(f"{mtu!r} is not an MTU (a whole number from 68 to 65535)")
+    return mtu
+
+
+def _parse_lans(value: Any, services: Mapping[str, Node], where: _Where) -> tuple[Lan, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise where.error("must map LAN names to {endpoints: [SERVICE:IFNAME, ...]}")
+    raw_lans = []
+    for name, raw in value.items():
+        here = where.at(str(name))
+        check_ifname(name, here)
+        spec = _section(raw, here, LAN_KEYS)
+        endpoints = spec.get("endpoints")
+        if not isinstance(endpoints, list) or len(endpoints) < 2:
+            raise here.at("endpoints").error("must list two or more 'SERVICE:IFNAME' endpoints")
+        members = tuple(_parse_endpoint(ep, services, here.at("endpoints").at(j)) for j, ep in enumerate(endpoints))
+        raw_lans.append((name, members, _parse_mtu(spec.get("mtu"), here.at("mtu"))))
+    ports = _port_names([(name, members) for name, members, _ in raw_lans])
+    return tuple(Lan(name, members, tuple(ports[name, m] for m in members), mtu) for name, members, mtu in raw_lans)
+
+
+def _port_names(lans: list[tuple[str, tuple[Endpoint, ...]]]) -> dict[tuple[str, Endpoint], str]:
+    """Name each member's port in the hub: `service.ifname` where it fits and is unique, else a digest.
+
+    The name depends only on the member and the LAN (and on no other member's name fitting), so adding a
+    member never renames another member's port in practice.
+    """
+    from _blake2 import blake2s
+
+    bridges = {name for name, _ in lans}
+    readable = {(lan, m): f"{m.node}.{m.ifname}" for lan, members in lans for m in members}
+    counts: dict[str, int] = {}
+    for name in readable.values():
+        counts[name] = counts.get(name, 0) + 1
+    ports = {}
+    for (lan, member), name in readable.items():
+        if valid_ifname(name) and counts[name] == 1 and name not in bridges:
+            ports[lan, member] = name
+        else:
+            digest = blake2s(f"{lan}\0{member}".encode(), digest_size=5).hexdigest()
+            ports[lan, member] = f"p{digest}"  # 11 bytes: no member name can produce it (no '.')
+    return ports
+
+
+def _parse_hub(value: Any, project: str, services: Mapping[str, Node], where: _Where) -> Node:
+    name = project if value is None else value
+    if not isinstance(name, str):
+        raise where.error("must be a string: the name of the LANs' namespace in ip netns")
+    check_netns_name(name, f"{where.source}: {where.path}")
+    for service in services.values():
+        if service.netns == name:
+            raise where.error(
+                f"the hub namespace {name!r} has the netns name of service {service.name}; "
+                f"set {EXTENSION}.hub to another name"
+            )
+    return Node(HUB, name, network_mode="none")
 
 
 def _parse_endpoint(value: Any, services: Mapping[str, Node], where: _Where) -> Endpoint:
     if not isinstance(value, str) or value.count(":") != 1:
         raise where.error(f"{value!r} is not 'SERVICE:IFNAME'")
     node, ifname = value.split(":")
+    if node == HOST and HOST in services:
+        raise where.error(
+            f"{value!r} is ambiguous: 'host' names the host's own namespace, and this project has a "
+            "service called host; rename the service to wire it"
+        )
     if node != HOST:
         if node not in services:
             raise where.error(f"unknown service {node!r}")
@@ -356,24 +520,26 @@ def _parse_endpoint(value: Any, services: Mapping[str, Node], where: _Where) -> 
     return Endpoint(node, check_ifname(ifname, where))
 
 
-def _check_wiring(topology: Topology) -> None:
-    source = topology.source
-    seen: dict[Endpoint, int] = {}
-    for i, link in enumerate(topology.links):
-        for ep in (link.a, link.b):
+def _check_wiring(topo: Topology) -> None:
+    source = topo.source
+    seen: dict[Endpoint, str] = {}
+    places: list[tuple[str, tuple[Endpoint, ...]]] = [
+        (f"links[{i}]", (link.a, link.b)) for i, link in enumerate(topo.links)
+    ]
+    places += [(f"lans.{lan.name}", lan.members) for lan in topo.lans]
+    for place, endpoints in places:
+        for ep in endpoints:
             if ep in seen:
-                raise ConfigError(
-                    f"{source}: {EXTENSION}.links[{i}]: endpoint {ep} is already used by links[{seen[ep]}]"
-                )
-            seen[ep] = i
-    for node in (*topology.services.values(), topology.host):
+                raise ConfigError(f"{source}: {EXTENSION}.{place}: endpoint {ep} is already used by {seen[ep]}")
+            seen[ep] = place
+    for node in (*topo.services.values(), topo.host):
         where = f"{EXTENSION}.host" if node.name == HOST else f"services.{node.name}.{EXTENSION}"
-        declared = topology.interfaces_of(node.name)
+        declared = topo.interfaces_of(node.name)
         for ifname in node.addresses:
             if ifname not in declared:
                 raise ConfigError(
-                    f"{source}: {where}.addresses.{ifname}: {node.name} has no link with that interface "
-                    f"(declare it in {EXTENSION}.links)"
+                    f"{source}: {where}.addresses.{ifname}: {node.name} has no link or LAN with that interface "
+                    f"(declare it in {EXTENSION}.links or {EXTENSION}.lans)"
                 )
         _check_routes(node, declared, f"{source}: {where}.routes")
 
@@ -381,127 +547,33 @@ def _check_wiring(topology: Topology) -> None:
 def _check_routes(node: Node, declared: tuple[str, ...], where: str) -> None:
     subnets = [ipaddress.ip_interface(a).network for addrs in node.addresses.values() for a in addrs]
     for i, route in enumerate(node.routes):
+        if node.name == HOST:
+            # The host's own routes are not composens' business: only routes through the host ends it made.
+            if route.dev is not None and route.dev not in declared:
+                raise ConfigError(
+                    f"{where}[{i}]: dev {route.dev} is not a host-side end of a link; a host route must go "
+                    "through one (its dev, or a gateway on a host end's subnet)"
+                )
+            if route.dev is None and not _on_subnet(route.gateway, subnets):
+                raise ConfigError(
+                    f"{where}[{i}]: gateway {route.gateway} is on none of the host ends' subnets; a host route "
+                    "must go through a host-side end (its dev, or a gateway on a host end's subnet)"
+                )
+            continue
         if route.dev is not None and route.dev not in declared and not node.has_docker_network:
             raise ConfigError(f"{where}[{i}]: dev {route.dev} is not an interface of {node.name}")
-        gateway = ipaddress.ip_address(route.gateway)
-        if node.name != HOST and not node.has_docker_network and not any(gateway in net for net in subnets):
+        if not node.has_docker_network and not _on_subnet(route.gateway, subnets) and not _link_local(route.gateway):
             raise ConfigError(
                 f"{where}[{i}]: gateway {route.gateway} is on none of {node.name}'s subnets; "
                 "add an address on that subnet or fix the gateway"
             )
 
 
-# --------------------------------------------------------------------------- planning
+def _on_subnet(gateway: str, subnets: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    address = ipaddress.ip_address(gateway)
+    return any(address in net for net in subnets)
 
 
-@dataclass(frozen=True)
-class CreateVeth:
-    a: Endpoint
-    b: Endpoint
-    mtu: int | None
-
-
-@dataclass(frozen=True)
-class EnableIPv6:
-    node: str
-    ifname: str
-
-
-@dataclass(frozen=True)
-class AddAddress:
-    node: str
-    ifname: str
-    address: str
-
-
-@dataclass(frozen=True)
-class SetUp:
-    node: str
-    ifname: str
-
-
-@dataclass(frozen=True)
-class AddRoute:
-    node: str
-    route: Route
-
-
-Step = CreateVeth | EnableIPv6 | AddAddress | SetUp | AddRoute
-
-
-def plan(
-    topology: Topology,
-    *,
-    available: frozenset[str] | None = None,
-    touching: frozenset[str] | None = None,
-) -> tuple[Step, ...]:
-    """Order the steps that wire the topology: links, then addresses and up, then routes.
-
-    Only links whose two ends are `available` (services with a reachable namespace; the host
-    always is) and that touch a service in `touching` are planned; None means all.
-    """
-
-    def wanted(link: Link) -> bool:
-        nodes = (link.a.node, link.b.node)
-        if available is not None and not all(n == HOST or n in available for n in nodes):
-            return False
-        return touching is None or any(n in touching for n in nodes)
-
-    links = [link for link in topology.links if wanted(link)]
-    steps: list[Step] = [CreateVeth(link.a, link.b, link.mtu) for link in links]
-    ends = [ep for link in links for ep in (link.a, link.b)]
-    for ep in ends:
-        addresses = topology.node(ep.node).addresses.get(ep.ifname, ())
-        if any(ipaddress.ip_interface(a).version == 6 for a in addresses):
-            steps.append(EnableIPv6(ep.node, ep.ifname))
-        steps.extend(AddAddress(ep.node, ep.ifname, a) for a in addresses)
-        steps.append(SetUp(ep.node, ep.ifname))
-    planned = set(ends)
-    for name in dict.fromkeys(ep.node for ep in ends):
-        node = topology.node(name)
-        unplanned = {ifname for ifname in topology.interfaces_of(name) if Endpoint(name, ifname) not in planned}
-        steps.extend(AddRoute(name, r) for r in node.routes if not _through(node, r, unplanned))
-    return tuple(steps)
-
-
-def _through(node: Node, route: Route, ifnames: set[str]) -> bool:
-    """Tell whether a route leaves through one of `ifnames` (by its dev, or its gateway's subnet)."""
-    if route.dev is not None:
-        return route.dev in ifnames
-    gateway = ipaddress.ip_address(route.gateway)
-    return any(gateway in ipaddress.ip_interface(a).network for i in ifnames for a in node.addresses.get(i, ()))
-
-
-def batch_line(step: AddAddress | SetUp | AddRoute | CreateVeth, topology: Topology) -> tuple[str | None, str]:
-    """Say in which netns (None: the host's) a step runs and its `ip -batch` line there."""
-    match step:
-        case CreateVeth(a, b, mtu):
-            mtu_opt = f" mtu {mtu}" if mtu else ""
-
-            def end(ep: Endpoint) -> str:
-                netns = topology.node(ep.node).netns
-                return f"name {ep.ifname}{mtu_opt}" + (f" netns {netns}" if netns else "")
-
-            # `name` and `dev` everywhere: an interface may be called `up` or `mtu`.
-            return None, f"link add {end(a)} type veth peer {end(b)}"
-        case AddAddress(node, ifname, address):
-            nodad = " nodad" if ipaddress.ip_interface(address).version == 6 else ""
-            return topology.node(node).netns, f"addr add {address} dev {ifname}{nodad}"
-        case SetUp(node, ifname):
-            return topology.node(node).netns, f"link set dev {ifname} up"
-        case AddRoute(node, route):
-            return topology.node(node).netns, f"route add {route}"
-    raise AssertionError(step)
-
-
-def ip_command(step: Step, topology: Topology) -> str:
-    """Write a step as the command that does the same: what `composens plan` prints and wiring runs."""
-    if isinstance(step, EnableIPv6):
-        netns = topology.node(step.node).netns
-        prefix = f"ip netns exec {netns} " if netns else ""
-        # The slash form where the name has a dot, which the dotted form would split.
-        sep = "/" if "." in step.ifname else "."
-        conf = sep.join(("net", "ipv6", "conf", step.ifname))
-        return f"{prefix}sysctl -qw {conf}{sep}accept_dad=0 {conf}{sep}disable_ipv6=0"
-    netns, line = batch_line(step, topology)
-    return f"ip -n {netns} {line}" if netns else f"ip {line}"
+def _link_local(gateway: str) -> bool:
+    """An IPv6 link-local gateway is on every IPv6 link (with a dev to say which)."""
+    return ipaddress.ip_address(gateway).is_link_local and ":" in gateway

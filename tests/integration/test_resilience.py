@@ -54,7 +54,8 @@ def leftovers(project: Project, host_prefix: str | None = None) -> list[str]:
         found += [f"host interface {line.split(':')[1].strip()}" for line in links.splitlines() if host_prefix in line]
     state = json.loads(STATE.read_text()) if STATE.exists() else {}
     found += [f"record {n}" for n, r in state.get("entries", {}).items() if r["project"] == project.name]
-    found += [f"wired record {p}" for p in state.get("wired", {}) if p == project.name]
+    found += [f"project record {p}" for p in state.get("projects", {}) if p == project.name]
+    found += [f"hub record {n}" for n, h in state.get("hubs", {}).items() if h["project"] == project.name]
     mounts = Path("/proc/mounts").read_text()
     found += [f"mount {line.split()[1]}" for line in mounts.splitlines() if f"/netns/{project.name}" in line]
     return found

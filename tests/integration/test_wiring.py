@@ -122,9 +122,9 @@ services:
         failed = project.cli("up", "-d", check=False)
         assert failed.returncode == 6, failed.stderr
         assert f"interface {foreign} already exists in the host's namespace" in failed.stderr
-        for service in ("a", "b", "c"):
-            links = run("ip", "-n", f"{project.name}-{service}", "-o", "link", "show").stdout
-            assert len(links.splitlines()) == 1, links  # only lo: the first two pairs were undone
+        # Refused before compose ran: no container, no entry, nothing wired.
+        assert run("docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project.name}").stdout == ""
+        assert not [p for p in NETNS_DIR.iterdir() if p.name.startswith(project.name)]
         assert run("ip", "link", "show", foreign, check=False).returncode == 0  # the foreign one survives
         plan = project.cli("plan").stdout
         assert f"ip link add name c_host netns {project.name}-c type veth peer name {foreign}" in plan
@@ -145,14 +145,15 @@ services:
     assert refused.returncode == 3
     assert refused.stderr.strip() == (
         "composens: error: docker-compose.yml: x-composens.links[0].endpoints[0]: 'eth_with_a_long_name' is not a "
-        "valid interface name (1 to 15 characters, no '/', ':' or spaces)"
+        "valid interface name (1 to 15 letters, digits or '_.-@+', not starting with '-')"
     )
     assert run("docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project.name}").stdout == ""
 
 
 def test_kernel_refusal_midway_undoes_this_runs_links(project: Project) -> None:
-    # b keeps docker's default network, so the gateway check is the kernel's, not the planner's:
-    # pairs and addresses go in, then the route fails and everything this run made must go.
+    # b's route goes through b_a to a gateway on b's docker network: the planner sees the gateway on one of
+    # b's subnets, the kernel refuses it on b_a. Pairs and addresses go in first; then the route fails and
+    # everything this run made must go.
     project.write(f"""
 x-composens:
   netns_prefix: {project.name}-
@@ -167,17 +168,21 @@ services:
       addresses: {{a_b: [192.0.2.1/30], a_c: [192.0.2.5/30]}}
   b:
     image: IMAGE
+    networks: [lab]
     x-composens:
       addresses: {{b_a: [192.0.2.2/30]}}
-      routes: [198.18.7.0/24 via 192.0.2.200]
+      routes: [198.18.7.0/24 via 198.19.77.200 dev b_a]
   c: {{image: IMAGE, network_mode: none}}
+networks:
+  lab:
+    ipam: {{config: [{{subnet: 198.19.77.0/24}}]}}
 """)
     failed = project.cli("up", "-d", check=False)
     assert failed.returncode == 7, failed.stderr
     assert failed.stderr.splitlines()[-1].startswith(
-        f"composens: error: `ip -n {project.name}-b route add 198.18.7.0/24 via 192.0.2.200` failed:"
+        f"composens: error: `ip -n {project.name}-b route add 198.18.7.0/24 via 198.19.77.200 dev b_a` failed:"
     )
-    assert failed.stderr.rstrip().endswith("undid what this run had created")
+    assert failed.stderr.rstrip().endswith("undid what this run had done: the lab is as it was before")
     for service in ("a", "b", "c"):
         names = run("ip", "-n", f"{project.name}-{service}", "-o", "link", "show").stdout
         assert "a_b" not in names
@@ -185,7 +190,7 @@ services:
         assert "c_a" not in names
     # entries stay: they were right; a corrected file then wires cleanly
     assert project.status()[f"{project.name}-a"] == "linked"
-    text = (project.folder / "docker-compose.yml").read_text().replace("192.0.2.200", "192.0.2.1")
+    text = (project.folder / "docker-compose.yml").read_text().replace("198.19.77.200 dev b_a", "192.0.2.1")
     (project.folder / "docker-compose.yml").write_text(text)
     project.cli("up", "-d")
     assert run("ip", "-n", f"{project.name}-b", "route", "get", "198.18.7.1").stdout.split()[2] == "192.0.2.1"

@@ -14,8 +14,8 @@ import yaml
 from composens import cli, render
 from composens.compose import ComposeOptions, Container
 from composens.errors import ConfigError, EngineError
-from composens.lab import InterfaceRow, NetnsRow
 from composens.netns import Action, EntryChange, Status
+from composens.report import Drift, InterfaceRow, NetnsRow
 from composens.topology import parse
 
 SEED = Path(__file__).resolve().parents[1] / "topology" / "seed" / "docker-compose.yml"
@@ -41,8 +41,11 @@ class FakeCompose:
     def containers(self, project: str) -> list[Container]:
         return []
 
-    def inspect(self, ids: Sequence[str]) -> list[Container]:
+    def inspect(self, ids: Sequence[str], *, missing_ok: bool = False) -> list[Container]:
         return []
+
+    def project_running(self, project: str) -> bool:
+        return False
 
     def run(self, args: Sequence[str]) -> int:
         self.ran.append(list(args))
@@ -124,14 +127,14 @@ def test_unknown_commands_pass_through_with_their_exit_code(
 def test_graph_mermaid_and_dot(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], seed: dict[str, Any]
 ) -> None:
+    from composens import picture
+
+    topo = parse(seed, source="docker-compose.yml")
     code, out, _ = invoke(monkeypatch, capsys, FakeCompose(seed), "graph")
     assert code == 0
-    assert out.splitlines()[0] == "graph LR"
-    assert '  n_node1 ---|"node1_router1 10.0.0.1/24 — router1_node1 10.0.0.10/24"| n_router1' in out
+    assert out == picture.mermaid(topo) + "\n"
     code, out, _ = invoke(monkeypatch, capsys, FakeCompose(seed), "graph", "--format", "dot")
-    assert (
-        '"node1" -- "router1" [taillabel="node1_router1 10.0.0.1/24", headlabel="router1_node1 10.0.0.10/24"];' in out
-    )
+    assert out == picture.dot(topo) + "\n"
 
 
 @pytest.mark.parametrize(
@@ -166,6 +169,10 @@ ROWS = [
         "/var/run/docker/netns/abc",
         Status.LINKED,
         (InterfaceRow("node1_router1", True, True), InterfaceRow("node1_router2", True, False)),
+        (
+            Drift("node1", "down", "interface node1_router2", ifname="node1_router2"),
+            Drift("node1", "extra", "address 10.9.9.9/24 on node1_router1", ours=False, ifname="node1_router1"),
+        ),
     ),
     NetnsRow("router1", "lab-router1-1", None, "router1", "/var/run/netns/router1", None, Status.NONE),
 ]
@@ -175,12 +182,16 @@ def test_table_renders_exactly() -> None:
     buffer = io.StringIO()
     from rich.console import Console
 
-    Console(file=buffer, width=120, color_system=None).print(render.netns_table(ROWS))
+    Console(file=buffer, width=250, color_system=None).print(render.netns_table(ROWS))
     assert [line.rstrip() for line in buffer.getvalue().splitlines()] == [
-        "SERVICE  CONTAINER      PID   NETNS    TARGET                     STATUS  INTERFACES",
-        "node1    lab-node1-1    4242  node1    /var/run/docker/netns/abc  linked  node1_router1 up, node1_router2 down",
-        "router1  lab-router1-1  -     router1  -                          none    -",
+        "SERVICE  CONTAINER      PID   NETNS    TARGET                     STATUS  INTERFACES                            DRIFT",
+        "node1    lab-node1-1    4242  node1    /var/run/docker/netns/abc  linked  node1_router1 up, node1_router2 down  down interface node1_router2; extra address 10.9.9.9/24 on node1_router1 (not made by composens)",
+        "router1  lab-router1-1  -     router1  -                          none    -                                     -",
     ]
+    assert render.drift_summary(ROWS) == (
+        "2 differences from the file: `composens plan` lists the changes, `composens up -d` makes them"
+    )
+    assert render.drift_summary(ROWS[1:]) == "the lab matches its file"
 
 
 def test_json_has_the_documented_keys() -> None:
@@ -193,6 +204,11 @@ def test_json_has_the_documented_keys() -> None:
     assert rows[1]["pid"] is None
     assert rows[1]["target"] is None
     assert rows[1]["status"] == "none"
+    assert rows[0]["drift"] == [
+        {"problem": "down", "item": "interface node1_router2", "ours": None},
+        {"problem": "extra", "item": "address 10.9.9.9/24 on node1_router1", "ours": False},
+    ]
+    assert rows[1]["drift"] == []
 
 
 def test_entry_change_lines_follow_the_seed() -> None:
@@ -249,7 +265,7 @@ def test_parse_fuzz_never_escapes_config_error() -> None:
 
 
 def test_repair_line_is_one_line_or_nothing() -> None:
-    from composens.lab import LinkReport
+    from composens.report import LinkReport
 
     assert render.repair_line(LinkReport(entries=[EntryChange("n", "n", Action.KEEP, "/t")])) is None
     line = render.repair_line(

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from composens import topology
+from composens import changes, converge, live, topology
 from composens.errors import ConfigError
 
 CASES = Path(__file__).resolve().parents[1] / "topology"
@@ -22,10 +22,15 @@ def load(path: Path) -> dict[str, Any]:
     return data
 
 
+def full_plan(topo: topology.Topology) -> list[str]:
+    """What `composens plan --full` prints for a topology."""
+    return [changes.command(c, lambda node: topo.node(node).netns) for c in converge.from_scratch(topo).changes]
+
+
 @pytest.mark.parametrize("case", GOLDEN, ids=lambda p: p.name)
 def test_plan_matches_golden(case: Path) -> None:
     topo = topology.parse(load(case / "docker-compose.yml"), source="docker-compose.yml")
-    got = [topology.ip_command(step, topo) for step in topology.plan(topo)]
+    got = full_plan(topo)
     expected = (case / "expected.txt").read_text().splitlines()
     diff = "\n".join(difflib.unified_diff(expected, got, "expected", "planned", lineterm=""))
     assert got == expected, diff
@@ -47,10 +52,13 @@ def test_golden_and_invalid_suites_are_not_empty() -> None:
 
 def test_plan_only_wires_links_whose_ends_are_available() -> None:
     topo = topology.parse(load(CASES / "seed" / "docker-compose.yml"), source="f")
-    steps = topology.plan(topo, available=frozenset({"node1", "router1"}))
-    veths = [s for s in steps if isinstance(s, topology.CreateVeth)]
-    assert [(v.a.ifname, v.b.ifname) for v in veths] == [("node1_router1", "router1_node1")]
-    routes = [s for s in steps if isinstance(s, topology.AddRoute)]
+    found = converge.from_scratch(topo, frozenset({"node1"}))
+    veths = [c for c in found.changes if isinstance(c, changes.CreatePair)]
+    assert [(v.a.ifname, v.b.ifname) for v in veths] == [
+        ("node1_router1", "router1_node1"),
+        ("node1_router2", "router2_node1"),
+    ]
+    routes = [c for c in found.changes if isinstance(c, changes.AddRoute)]
     assert {r.node for r in routes} == {"node1"}
 
 
@@ -102,9 +110,14 @@ def test_parse_route_rejects(text: str) -> None:
 def test_routes_through_a_link_that_is_not_planned_wait_for_it() -> None:
     # router1 is down: node1's IPv4 route goes through it and must wait; its IPv6 route through router2 must not.
     topo = topology.parse(load(CASES / "seed" / "docker-compose.yml"), source="f")
-    steps = topology.plan(topo, available=frozenset({"node1", "node2", "router2"}))
-    routes = [str(s.route) for s in steps if isinstance(s, topology.AddRoute) and s.node == "node1"]
+    nodes = frozenset({"node1", "node2", "router2", topology.HOST})
+    found = converge.diff(topo, dict.fromkeys(nodes, live.EMPTY), {}, converge.Scope(nodes))
+    routes = [str(c.route) for c in found.changes if isinstance(c, changes.AddRoute) and c.node == "node1"]
     assert routes == ["2001:2222:2222::/64 via 2001:1111:1111::10"]
+    assert found.unwired == [
+        "node1:node1_router1 <-> router1:router1_node1: router1 not running",
+        "node2:node2_router1 <-> router1:router1_node2: router1 not running",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -117,7 +130,7 @@ def test_essentials_keep_everything_parse_reads(path: Path) -> None:
     for data in (config, topology.essentials(config)):
         try:
             topo = topology.parse(data, source="docker-compose.yml")
-            outcomes.append([topology.ip_command(step, topo) for step in topology.plan(topo)] + [repr(topo)])
+            outcomes.append([*full_plan(topo), repr(topo)])
         except ConfigError as e:
             outcomes.append([e.message])
     assert outcomes[0] == outcomes[1]

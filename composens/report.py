@@ -1,0 +1,73 @@
+"""The data composens reports: rows, reports and drift. lab.py fills them, render.py shows them.
+
+Data types only, so that render.py needs neither lab.py nor the adapters it imports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from composens.netns import Action, EntryChange, Status
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One way a namespace differs from its file."""
+
+    node: str
+    problem: str  # "missing", "down", "differs", "extra", "conflict"
+    item: str  # "address 10.0.0.1/24 on eth1", "interface eth1", "route 10.0.0.0/24 via 10.0.0.1"
+    ours: bool | None = None  # for extras: made by composens (True) or by someone else (False)
+    ifname: str | None = None  # the interface it concerns, when one does
+
+    def __str__(self) -> str:
+        made = {True: " (made by composens; no longer declared)", False: " (not made by composens)", None: ""}
+        return f"{self.problem} {self.item}{made[self.ours]}"
+
+
+@dataclass(frozen=True)
+class InterfaceRow:
+    ifname: str
+    present: bool
+    up: bool
+
+
+@dataclass(frozen=True)
+class NetnsRow:
+    service: str
+    container: str
+    pid: int | None
+    netns: str
+    path: str
+    target: str | None
+    status: Status
+    interfaces: tuple[InterfaceRow, ...] = ()
+    drift: tuple[Drift, ...] = ()
+
+
+@dataclass
+class LinkReport:
+    entries: list[EntryChange] = field(default_factory=list)
+    wired: list[str] = field(default_factory=list)  # the commands of what wiring changed
+    unwired: list[str] = field(default_factory=list)  # links not wired, and why
+
+    @property
+    def conflicts(self) -> list[EntryChange]:
+        return [c for c in self.entries if c.action is Action.CONFLICT]
+
+
+@dataclass(frozen=True)
+class Pruned:
+    kind: str  # "entry", "host interface", "hub"
+    name: str
+    project: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PlanLine:
+    sign: str  # "+", "-", "~"; "" in a plan from scratch
+    command: str
+
+    def __str__(self) -> str:
+        return f"{self.sign} {self.command}" if self.sign else self.command

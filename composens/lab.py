@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from composens.converge import Scope
     from composens.live import LiveNamespace
     from composens.picture import LiveOverlay
+    from composens.probe import CheckResult, CheckUpdate
     from composens.wiring import Target
 
 STATE_DIR = Path("/run/composens")
@@ -164,9 +165,14 @@ class Lab:
         ]
         return containers, by_id, names, running
 
-    def _targets(self, topo: Topology, state: State, running: list[Wanted]) -> dict[str, Target]:
+    def _targets(
+        self, topo: Topology, state: State, running: list[Wanted], *, linked: bool = True
+    ) -> dict[str, Target]:
         """The namespaces wiring may read and change: services whose entry is ours and reaches their namespace
-        now (the batch lines name entries), the host's when the project has host ends, the hub when it is ours."""
+        now (the batch lines name entries), the host's when the project has host ends, the hub when it is ours.
+
+        With linked=False (for plan), also services whose entry `netns link` would make or repoint.
+        """
         from composens.wiring import HOST_TARGET, Target
 
         record = state.projects.get(topo.project)
@@ -181,7 +187,9 @@ class Lab:
             owned = (
                 entry_record is not None and entry_record.project == topo.project and entry_record.target == w.target
             )
-            if owned and entry.symlink_target == w.target and entry.reaches == w.inode:
+            reaches = owned and entry.symlink_target == w.target and entry.reaches == w.inode
+            free = not entry.exists or (entry_record is not None and entry_record.project == topo.project)
+            if reaches or (not linked and free):
                 targets[service] = Target(w.name, w.target, w.target)
         host_ends = any(ep.node == HOST for pair in topo.pairs() for ep in (pair.a, pair.b))
         if host_ends or topo.host.routes or HOST in recorded:
@@ -237,6 +245,30 @@ class Lab:
         if not (topo.pairs() or state.projects.get(topo.project)):
             return rows
         return self._with_wiring(topo, state, running, services, rows)
+
+    def run_checks(
+        self, topo: Topology, names: Iterable[str], *, fail_fast: bool, on_update: Callable[[CheckUpdate], None]
+    ) -> tuple[CheckResult, ...]:
+        """Run the declared checks (those named, or all) against the running lab."""
+        import functools
+
+        from composens import probe
+
+        if not topo.checks:
+            raise ConfigError(f"{topo.source}: no checks are declared (x-composens.checks)")
+        chosen = list(names)
+        unknown = sorted(set(chosen) - {c.name for c in topo.checks})
+        if unknown:
+            raise ConfigError(f"{topo.source}: no such check: {', '.join(repr(n) for n in unknown)}")
+        checks = [c for c in topo.checks if not chosen or c.name in chosen]
+        containers, by_id = self._containers(topo)
+        targets: dict[str, probe.Target] = {}
+        for c in sorted(containers, key=lambda c: (c.service, c.number)):
+            if c.service in topo.services and c.service not in targets:
+                path, _, _ = netns.resolve_target(c, by_id)  # docker's mount, verified to be its namespace now
+                targets[c.service] = probe.Target(c.service, c.id, path, c.running)
+        attempt = functools.partial(probe.attempt, docker=self.compose.docker)
+        return probe.run_checks(checks, targets, fail_fast=fail_fast, on_update=on_update, probe=attempt)
 
     def overlay(self, topo: Topology) -> LiveOverlay:
         """What the running lab looks like next to its file, for `graph --live`."""
@@ -351,22 +383,18 @@ class Lab:
         chosen = services if services is not None else set(topo.services)
         running: list[Wanted] = [] if full else self._running(topo)[3]
         if full or not running:
-            found = converge.from_scratch(topo, None if services is None else frozenset(services))
-            lines = wiring.hub_lines(topo.hub.netns) if topo.hub is not None and topo.hub.netns and topo.lans else []
-            netns_of = lambda node: topo.node(node).netns  # noqa: E731 - a one-line lookup
-            lines += [ch.command(c, netns_of) for c in found.changes]
-            return [PlanLine("", line) for line in lines], found.unwired
+            lines, unwired = converge.full_plan(topo, None if services is None else frozenset(services))
+            return [PlanLine("", line) for line in lines], unwired
         state = self.store.read()
         plan_lines = self._entry_plan(topo, state, running, chosen)
-        targets = self._targets(topo, state, running)
+        targets = self._targets(topo, state, running, linked=False)
         if topo.hub is not None and topo.hub.netns and topo.lans and HUB not in targets:
-            plan_lines += [PlanLine("+", line) for line in wiring.hub_lines(topo.hub.netns)]
+            plan_lines += [PlanLine("+", line) for line in ch.hub_commands(topo.hub.netns)]
             from composens.wiring import Target
 
             targets[HUB] = Target(topo.hub.netns, "", "hub:new")
-        seen = {
-            n: (wiring.read_namespace(t.netns) if t.identity != "hub:new" else live.EMPTY) for n, t in targets.items()
-        }
+        seen = wiring.read_all({n: t for n, t in targets.items() if t.identity != "hub:new"})
+        seen.update({n: live.EMPTY for n, t in targets.items() if t.identity == "hub:new"})
         scope = self._scope(topo, state, targets, chosen)
         found = converge.diff(topo, seen, self._records(state, topo.project, targets), scope, check_gateways=True)
         if found.problems:

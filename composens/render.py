@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, TextIO
 
 from composens.netns import Action, EntryChange
@@ -18,6 +19,10 @@ from composens.topology import HUB
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
+
+    from composens.probe import CheckResult, CheckUpdate
+
+RESULT_STYLES = {"pass": "green", "fail": "bold red", "error": "bold red", "skipped": "yellow", "waiting": "yellow"}
 
 JSON_KEYS = ("service", "container", "pid", "netns", "path", "target", "status", "interfaces", "drift")
 
@@ -51,6 +56,27 @@ class Output:
             buffer.flush()
         else:  # a text stream without bytes underneath (a test's StringIO)
             self.out.write(content.decode())
+
+    @contextmanager
+    def check_progress(self, *, live: bool) -> Iterator[CheckProgress]:
+        """Show checks as they run: a live table on a terminal, else one line per check that ends (stderr)."""
+        progress = CheckProgress(self)
+        if not (live and self.out.isatty()):
+            yield progress
+            return
+        from rich.live import Live
+
+        with Live(progress.table(), console=self.console(), transient=True, refresh_per_second=8) as screen:
+            progress.screen = screen
+            yield progress
+
+    def check_results(self, results: Sequence[CheckResult], *, fmt: str) -> None:
+        if fmt == "json":
+            self.line(checks_json(results))
+            return
+        self.console().print(checks_table(results))
+        passed = sum(r.result == "pass" for r in results)
+        self.line(f"{passed}/{len(results)} checks passed")
 
     def message(self, text: str) -> None:
         print(text, file=self.err, flush=True)
@@ -90,8 +116,10 @@ class Output:
         self.line(netns_json(rows))
 
     def show(self, rows: Sequence[NetnsRow]) -> None:
-        """The seed's link-show: `name: path -> target` and the status."""
+        """The seed's link-show: `name: path -> target` and the status, for every entry (the host has none)."""
         for row in rows:
+            if row.netns == "-":
+                continue
             target = row.target or "-"
             self.line(f"{row.netns}: {row.path} -> {target} ({row.status})")
 
@@ -173,6 +201,91 @@ def netns_json(rows: Sequence[NetnsRow]) -> str:
                 "drift": [{"problem": d.problem, "item": d.item, "ours": d.ours} for d in r.drift],
             }
             for r in rows
+        ],
+        indent=2,
+    )
+
+
+class CheckProgress:
+    """What `composens test` shows while checks run; called with each CheckUpdate."""
+
+    def __init__(self, output: Output) -> None:
+        self.output = output
+        self.states: dict[int, CheckUpdate] = {}
+        self.screen: object | None = None  # a rich Live, on a terminal
+
+    def __call__(self, update: CheckUpdate) -> None:
+        first_wait = update.state == "waiting" and self.states.get(update.index) is None
+        self.states[update.index] = update
+        if self.screen is not None:
+            self.screen.update(self.table())  # type: ignore[attr-defined]
+        elif update.state != "waiting" or first_wait:
+            self.output.message(f"composens: check {update.name!r}: {_progress_text(update)}")
+
+    def table(self) -> Table:
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(box=None, pad_edge=False, header_style="bold", title="checks", title_justify="left")
+        for column in ("CHECK", "STATE", "ATTEMPTS", "LEFT"):
+            table.add_column(column, no_wrap=True)
+        for _, update in sorted(self.states.items()):
+            left = f"{update.remaining:.0f} s" if update.remaining is not None else "-"
+            table.add_row(
+                update.name, Text(update.state, style=RESULT_STYLES[update.state]), str(update.attempts), left
+            )
+        return table
+
+
+def _progress_text(update: CheckUpdate) -> str:
+    if update.state == "waiting":
+        left = f", {update.remaining:.0f} s left" if update.remaining is not None else ""
+        return f"waiting ({update.reason}{left})"
+    return f"{update.state} after {update.attempts} attempt{'s' if update.attempts != 1 else ''}"
+
+
+def _detail(result: CheckResult) -> str:
+    if result.reason:
+        return result.reason
+    if result.rtts_ms:
+        rtts = result.rtts_ms
+        return f"{len(rtts)} replies, rtt min/avg/max {min(rtts):.2f}/{sum(rtts) / len(rtts):.2f}/{max(rtts):.2f} ms"
+    return ""
+
+
+def checks_table(results: Sequence[CheckResult]) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("CHECK", "SERVICE", "RESULT", "ATTEMPTS", "TIME", "DETAIL"):
+        table.add_column(column, no_wrap=column != "DETAIL")
+    for r in results:
+        table.add_row(
+            r.name,
+            r.service,
+            Text(r.result, style=RESULT_STYLES[r.result]),
+            str(r.attempts),
+            f"{r.seconds:.1f} s",
+            _detail(r),
+        )
+    return table
+
+
+def checks_json(results: Sequence[CheckResult]) -> str:
+    return json.dumps(
+        [
+            {
+                "name": r.name,
+                "service": r.service,
+                "kind": r.kind,
+                "result": r.result,
+                "attempts": r.attempts,
+                "seconds": round(r.seconds, 3),
+                "reason": r.reason,
+                "rtts_ms": [round(t, 3) for t in r.rtts_ms],
+            }
+            for r in results
         ],
         indent=2,
     )

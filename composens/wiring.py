@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import shlex
 import subprocess
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -95,19 +94,45 @@ def _ip(netns: str | None, *args: str, stdin: str | None = None) -> subprocess.C
 
 def read_namespace(netns: str | None) -> LiveNamespace:
     """Read a namespace's links, addresses and routes with one `ip -json -batch`."""
-    done = _ip(netns, "-details", "-json", "-batch", "-", stdin=READ_LINES)
+    return _parse_read(_ip(netns, "-details", "-json", "-batch", "-", stdin=READ_LINES), netns or "the host")
+
+
+def _parse_read(done: subprocess.CompletedProcess[str], what: str) -> LiveNamespace:
     if done.returncode != 0:
-        raise WiringError(f"cannot read the interfaces of {netns or 'the host'}: {done.stderr.strip()}")
+        raise WiringError(f"cannot read the interfaces of {what}: {done.stderr.strip()}")
     documents = list(live.json_documents(done.stdout))
     if len(documents) != 3:
-        raise WiringError(f"cannot read the interfaces of {netns or 'the host'}: ip printed {len(documents)} answers")
+        raise WiringError(f"cannot read the interfaces of {what}: ip printed {len(documents)} answers")
     return live.parse_namespace(*documents)
+
+
+def read_target(target: Target) -> LiveNamespace:
+    """Read a namespace through its path, whether or not an entry names it: `ip` runs in a thread inside it
+    (a child process starts in the namespace of the thread that starts it)."""
+    if target.path == HOST_TARGET.path:
+        return read_namespace(None)
+    done: list[subprocess.CompletedProcess[str]] = []
+
+    def read() -> None:
+        done.append(_ip(None, "-details", "-json", "-batch", "-", stdin=READ_LINES))
+
+    try:
+        fd = os.open(target.path, os.O_RDONLY)
+    except OSError as e:
+        raise WiringError(f"cannot read the interfaces of {target.netns}: {e.strerror or e}") from e
+    try:
+        run_in_netns(fd, read)
+    except OSError as e:
+        raise WiringError(f"cannot read the interfaces of {target.netns}: {e.strerror or e}") from e
+    finally:
+        os.close(fd)
+    return _parse_read(done[0], target.netns or target.path)
 
 
 def read_all(targets: Mapping[str, Target]) -> dict[str, LiveNamespace]:
     """Read every target namespace, side by side."""
     nodes = list(targets)
-    return dict(zip(nodes, in_parallel(read_namespace, [targets[n].netns for n in nodes]), strict=True))
+    return dict(zip(nodes, in_parallel(read_target, [targets[n] for n in nodes]), strict=True))
 
 
 @dataclass
@@ -293,7 +318,7 @@ class _Run:
         seen = {}
         for node in nodes:
             try:
-                seen[node] = read_namespace(self.netns_of(node))
+                seen[node] = read_target(self.targets[node]) if node in self.targets else live.EMPTY
             except WiringError:
                 seen[node] = live.EMPTY  # the namespace is gone: nothing in it took effect
         return seen
@@ -428,8 +453,9 @@ def _apply(run: _Run, plan: converge.Diff, scope: converge.Scope) -> None:
     made = [c for c in creations if isinstance(c, ch.CreatePair | ch.CreateBridge)]
     rest = [c for c in creations if not isinstance(c, ch.CreatePair | ch.CreateBridge)]
     try:
-        run.claim(creations)
-        run.execute([plan.removals, made])
+        run.execute([plan.removals])
+        run.claim(creations)  # after the removals, which forget what they delete: a new end may reuse a name
+        run.execute([made])
         if made:
             crash_point("after-veths")
         run.execute([rest])
@@ -480,14 +506,11 @@ def remove_project(
         run.close()
 
 
-HUB_SYSCTLS = (("all", "disable_ipv6", "1"), ("default", "disable_ipv6", "1"))
-
-
 def prepare_hub(path: str) -> None:
     """Switch IPv6 off in a hub namespace (its bridges and ports follow `default`): no ND, MLD or RA of its own."""
 
     def write() -> None:
-        for conf, key, value in HUB_SYSCTLS:
+        for conf, key, value in ch.HUB_SYSCTLS:
             with open(f"/proc/sys/net/ipv6/conf/{conf}/{key}", "r+") as f:
                 if f.read().strip() != value:
                     f.seek(0)
@@ -500,9 +523,3 @@ def prepare_hub(path: str) -> None:
         raise WiringError(f"cannot switch IPv6 off in the hub namespace {path}: {e.strerror or e}") from e
     finally:
         os.close(fd)
-
-
-def hub_lines(name: str) -> list[str]:
-    """The commands that make a hub namespace, as `composens plan` prints them."""
-    keys = [f"net.ipv6.conf.{conf}.{key}={value}" for conf, key, value in HUB_SYSCTLS]
-    return [shlex.join(["ip", "netns", "add", name]), shlex.join(["ip", "netns", "exec", name, "sysctl", "-qw", *keys])]

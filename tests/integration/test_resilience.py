@@ -15,12 +15,10 @@ from pathlib import Path
 import pytest
 
 from composens.faults import POINTS
-from tests.integration.conftest import NETNS_DIR, Project, run
+from tests.integration.conftest import NETNS_DIR, STATE, Project, run
 from tests.integration.test_wiring import ping, seed_lab
 
 pytestmark = pytest.mark.integration
-
-STATE = Path("/run/composens/state.json")
 
 
 def wait_until(condition: object, timeout: float = 30, step: float = 0.1) -> float:

@@ -186,6 +186,17 @@ ENABLE_IPV6 = (("accept_dad", "0"), ("disable_ipv6", "0"))  # accept_dad first: 
 PROMOTE_SECONDARIES = (("promote_secondaries", "1"),)
 
 
+# In the hub: IPv6 off for everything made there (its bridges and ports follow `default`), so the hub itself
+# sends no ND, MLD or RA into the lab.
+HUB_SYSCTLS = (("all", "disable_ipv6", "1"), ("default", "disable_ipv6", "1"))
+
+
+def hub_commands(name: str) -> list[str]:
+    """The commands that make a hub namespace, as `composens plan` prints them."""
+    keys = [f"net.ipv6.conf.{conf}.{key}={value}" for conf, key, value in HUB_SYSCTLS]
+    return [shlex.join(["ip", "netns", "add", name]), shlex.join(["ip", "netns", "exec", name, "sysctl", "-qw", *keys])]
+
+
 def batch_line(change: Change, netns_of: NetnsOf) -> str:
     return _safe(change.words(netns_of))
 

@@ -103,6 +103,16 @@ def from_scratch(topo: Topology, services: frozenset[str] | None = None) -> Diff
     return diff(topo, dict.fromkeys(nodes, live.EMPTY), {}, Scope(frozenset(nodes), services))
 
 
+def full_plan(topo: Topology, services: frozenset[str] | None = None) -> tuple[list[str], list[str]]:
+    """What `composens plan --full` prints: the hub's making, then every change from scratch; and what cannot be
+    planned (links to services not chosen are simply left out)."""
+    found = from_scratch(topo, services)
+    hub = topo.hub.netns if topo.hub is not None and topo.lans else None
+    lines = ch.hub_commands(hub) if hub else []
+    lines += [ch.command(c, lambda node: topo.node(node).netns) for c in found.changes]
+    return lines, found.unwired
+
+
 def route_diff(
     topo: Topology, state: Mapping[str, LiveNamespace], records: Mapping[str, NodeRecord], scope: Scope
 ) -> Diff:
@@ -218,8 +228,7 @@ class _Work:
         for end, want in self.wants.items():
             if end not in self.fresh and self.link(end) is not None and end not in self.gone:
                 self._attributes(want, self.link(end))  # type: ignore[arg-type]
-            if end.node != HUB:
-                self._addresses(want)
+            self._addresses(want)
 
     def _pair(self, a: Want, b: Want) -> None:
         links = {want.end: self.link(want.end) for want in (a, b)}

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from composens.topology import HOST, Endpoint, Link, Topology
+from composens.topology import HOST, Endpoint, Lan, Link, Topology
 
 STATES = ("up", "down", "missing")
 DRIFT_MARK = "≠"
@@ -35,7 +35,7 @@ class LiveOverlay:
 
 
 _STATIC = LiveOverlay()
-_Kind = Literal["service", "host", "extra"]  # "extra": a container running for a service the file lacks
+_Kind = Literal["service", "host", "extra", "lan"]  # "extra": a container running for a service the file lacks
 
 
 # --------------------------------------------------------------------------- the scene
@@ -91,12 +91,24 @@ def _scene(topo: Topology, live: LiveOverlay) -> _Scene:
     boxes = [_service_box(topo, name, keys[name], live) for name in topo.services]
     if any(ep.node == HOST for link in topo.links for ep in (link.a, link.b)):
         boxes.append(_node_box(topo, HOST, HOST_KEY, "host", live))
+    boxes += [_Box(f"l{i}", lan.name, "lan") for i, lan in enumerate(topo.lans, 1)]
     boxes += [_Box(f"e{i}", name, "extra") for i, name in enumerate(live.extra_nodes, 1)]
     ends = {**keys, HOST: HOST_KEY}  # in an endpoint "host" is always the host, never a service of that name
+    ends |= {_lan_node(lan): f"l{i}" for i, lan in enumerate(topo.lans, 1)}
     order = _left_to_right(topo)
     ports = _ports(topo)
-    wires = [_link_wire(link, order, ends, ports, live) for link in topo.links]
+    wires = [_link_wire(link, order, ends, ports, live) for link in (*topo.links, *_lan_links(topo))]
     return _Scene(tuple(boxes), tuple(wires))
+
+
+def _lan_node(lan: Lan) -> str:
+    """The LAN as a node of the picture: a name no service or host can have (':' is not allowed in either)."""
+    return f"lan:{lan.name}"
+
+
+def _lan_links(topo: Topology) -> list[Link]:
+    """Each LAN member joined to its LAN's box, as a link whose far end is the box as a whole."""
+    return [Link(member, Endpoint(_lan_node(lan), ""), lan.mtu) for lan in topo.lans for member in lan.members]
 
 
 def _service_box(topo: Topology, name: str, key: str, live: LiveOverlay) -> _Box:
@@ -127,7 +139,7 @@ def _node_box(topo: Topology, name: str, key: str, kind: _Kind, live: LiveOverla
 
 def _ports(topo: Topology) -> dict[Endpoint, str]:
     """Name each link end's row as _node_box does: by its place among its node's interfaces."""
-    nodes = dict.fromkeys(ep.node for link in topo.links for ep in (link.a, link.b))
+    nodes = dict.fromkeys(ep.node for link in topo.pairs() for ep in (link.a, link.b))
     return {Endpoint(n, ifname): f"p{i}" for n in nodes for i, ifname in enumerate(topo.interfaces_of(n), 1)}
 
 
@@ -141,7 +153,7 @@ def _link_wire(
     left, right = (link.a, link.b) if order[link.a.node] <= order[link.b.node] else (link.b, link.a)
 
     def end(ep: Endpoint) -> _End:
-        return _End(keys[ep.node], ports[ep], ep.ifname, live.conditions.get((ep.node, ep.ifname), ""))
+        return _End(keys[ep.node], ports.get(ep), ep.ifname, live.conditions.get((ep.node, ep.ifname), ""))
 
     return _Wire(end(left), end(right), link.mtu)
 
@@ -152,9 +164,9 @@ def _left_to_right(topo: Topology) -> dict[str, tuple[int, int]]:
     Drawing each link from the lower node to the higher makes a chain read left to right
     (node1, the routers, node2) instead of folding back, and never makes a cycle for dot to break.
     """
-    names = [HOST, *topo.services]
+    names = [HOST, *topo.services, *(_lan_node(lan) for lan in topo.lans)]
     neighbours: dict[str, list[str]] = {name: [] for name in names}
-    for link in topo.links:
+    for link in (*topo.links, *_lan_links(topo)):
         neighbours[link.a.node].append(link.b.node)
         neighbours[link.b.node].append(link.a.node)
     hops: dict[str, int] = {}
@@ -189,8 +201,8 @@ _GREY_PALE = "#efefef"
 _RED = "#c62828"
 _ORANGE = "#d9730d"
 _CONDITION = "#6a3d9a"
-_HEAD = {"service": _PALE, "host": "#e9e9e9", "extra": "#fff1e0"}
-_BORDER_STYLE = {"service": "ROUNDED", "host": "DASHED", "extra": "DASHED"}
+_HEAD = {"service": _PALE, "host": "#e9e9e9", "extra": "#fff1e0", "lan": "#e3efdc"}
+_BORDER_STYLE = {"service": "ROUNDED", "host": "DASHED", "extra": "DASHED", "lan": "ROUNDED"}
 
 
 def dot(topo: Topology, live: LiveOverlay | None = None) -> str:
@@ -230,6 +242,8 @@ def _dot_title(box: _Box, ink: str) -> str:
         words.append(f'<FONT POINT-SIZE="8" COLOR="{ink}">stopped</FONT>')
     if box.kind == "extra":
         words.append(f'<FONT POINT-SIZE="8" COLOR="{_ORANGE}">{DRIFT_MARK} not declared</FONT>')
+    if box.kind == "lan":
+        words.append(f'<FONT POINT-SIZE="8" COLOR="{_ADDRESS}">LAN</FONT>')
     return "<BR/>".join(words)
 
 
@@ -317,6 +331,8 @@ def _mermaid_label(box: _Box) -> str:
         title += " (stopped)"
     if box.kind == "extra":
         title += f" {DRIFT_MARK} not declared"
+    if box.kind == "lan":
+        title += " (LAN)"
     lines = [title]
     for row in box.rows:
         lines.append(_mermaid_text(_row_text(row)))
@@ -330,9 +346,9 @@ def _row_text(row: _Row) -> str:
 
 
 def _mermaid_wire_label(wire: _Wire) -> str:
-    ends = [_mermaid_end(wire.tail), _mermaid_end(wire.head)]
+    ends = [_mermaid_end(end) for end in (wire.tail, wire.head) if end.ifname]  # a LAN's box has no interface
     mtu = f" (mtu {wire.mtu})" if wire.mtu else ""
-    return f"{ends[0]} — {ends[1]}{mtu}"
+    return " — ".join(ends) + mtu
 
 
 def _mermaid_end(end: _End) -> str:
@@ -343,6 +359,7 @@ def _mermaid_classes(scene: _Scene) -> list[str]:
     """Style boxes by class; a class is defined only when a box uses it, so the static picture stays plain."""
     styles = {
         "host": "fill:#f4f4f4,stroke:#777777,stroke-dasharray:4 3",
+        "lan": "fill:#e3efdc,stroke:#5b7083",
         "extra": f"fill:#fff1e0,stroke:{_ORANGE},stroke-dasharray:4 3",
         "stopped": f"fill:{_GREY_PALE},stroke:{_GREY},color:#888888",
         "fault": f"stroke:{_RED},stroke-width:2px",

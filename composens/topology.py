@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from composens.errors import ConfigError
@@ -210,15 +210,14 @@ def parse(config: Mapping[str, Any], *, source: str) -> Topology:
     )
     links = _parse_links(top.get("links"), services, where_top.at("links"))
     lans = _parse_lans(top.get("lans"), services, where_top.at("lans"))
-    hub = _parse_hub(top.get("hub"), project, services, where_top.at("hub")) if lans else None
-    topo = Topology(project, source, prefix, services, host, links, lans, hub)
+    topo = Topology(project, source, prefix, services, host, links, lans)
     _check_wiring(topo)
+    if lans:
+        topo = replace(topo, hub=_parse_hub(top.get("hub"), project, services, where_top.at("hub")))
     if "checks" in top:
         from composens import checks  # only projects that declare checks pay for reading them
 
-        topo = Topology(
-            project, source, prefix, services, host, links, lans, hub, checks.parse_checks(top["checks"], topo)
-        )
+        topo = replace(topo, checks=checks.parse_checks(top["checks"], topo))
     return topo
 
 

@@ -29,6 +29,7 @@ class FakeCompose:
         self.code = code
         self.ran: list[list[str]] = []
         self.options = ComposeOptions(files=("docker-compose.yml",))
+        self.docker = ["docker"]
 
     def config(self) -> dict[str, Any]:
         if isinstance(self._config, Exception):

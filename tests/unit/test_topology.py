@@ -24,7 +24,7 @@ def load(path: Path) -> dict[str, Any]:
 
 def full_plan(topo: topology.Topology) -> list[str]:
     """What `composens plan --full` prints for a topology."""
-    return [changes.command(c, lambda node: topo.node(node).netns) for c in converge.from_scratch(topo).changes]
+    return converge.full_plan(topo)[0]
 
 
 @pytest.mark.parametrize("case", GOLDEN, ids=lambda p: p.name)

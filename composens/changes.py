@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from composens import live
+from composens.conditions import Conditions, LiveQdisc
 from composens.live import LiveLink, LiveNamespace, LiveRoute
 from composens.topology import HOST, Endpoint, Route
 
@@ -180,7 +181,44 @@ class WriteSysctls:
         return ["sysctl", "-qw", *self.keys()]
 
 
-Change = CreatePair | CreateBridge | DeleteLink | SetLink | AddAddress | DelAddress | AddRoute | DelRoute | WriteSysctls
+@dataclass(frozen=True)
+class SetQdisc:
+    """Conditions on an interface's egress: its root qdisc, replaced (tc, not ip)."""
+
+    node: str
+    ifname: str
+    conditions: Conditions
+    sign: str = "+"
+    tool: str = "tc"
+
+    def words(self, netns_of: NetnsOf) -> list[str]:
+        return ["qdisc", "replace", "dev", self.ifname, "root", *self.conditions.tc_words()]
+
+
+@dataclass(frozen=True)
+class DelQdisc:
+    node: str
+    ifname: str
+    sign: str = "-"
+    tool: str = "tc"
+
+    def words(self, netns_of: NetnsOf) -> list[str]:
+        return ["qdisc", "del", "dev", self.ifname, "root"]
+
+
+Change = (
+    CreatePair
+    | CreateBridge
+    | DeleteLink
+    | SetLink
+    | AddAddress
+    | DelAddress
+    | AddRoute
+    | DelRoute
+    | WriteSysctls
+    | SetQdisc
+    | DelQdisc
+)
 
 ENABLE_IPV6 = (("accept_dad", "0"), ("disable_ipv6", "0"))  # accept_dad first: no tentative link-local address
 PROMOTE_SECONDARIES = (("promote_secondaries", "1"),)
@@ -207,7 +245,12 @@ def command(change: Change, netns_of: NetnsOf) -> str:
     words = change.words(netns_of)
     if isinstance(change, WriteSysctls):
         return shlex.join([*(["ip", "netns", "exec", netns] if netns else []), *words])
-    return shlex.join(["ip", *(["-n", netns] if netns else []), *words])
+    return shlex.join([tool(change), *(["-n", netns] if netns else []), *words])
+
+
+def tool(change: Change) -> str:
+    """The iproute2 program a change's line is for: `tc` for conditions, `ip` for the rest."""
+    return "tc" if isinstance(change, SetQdisc | DelQdisc) else "ip"
 
 
 # --------------------------------------------------------------------------- the kernel's answer
@@ -270,6 +313,12 @@ def simulate(state: Live, change: Change) -> dict[str, LiveNamespace]:
             )
         case DelRoute(node, route):
             update(node, live.drop_route(get(node), route.key))
+        case SetQdisc(node, ifname, conditions):
+            ns = get(node)
+            update(node, replace(ns, qdiscs={**ns.qdiscs, ifname: LiveQdisc(conditions.kind, conditions)}))
+        case DelQdisc(node, ifname):
+            ns = get(node)
+            update(node, replace(ns, qdiscs={k: v for k, v in ns.qdiscs.items() if k != ifname}))
         case WriteSysctls(node, ifname, _, values):
             ns = get(node)
             settings = dict(values)
@@ -321,6 +370,15 @@ def visible(change: Change, state: Live, project: str) -> bool:
             return found_route is not None and found_route.gateway == route.gateway
         case DelRoute(node, route):
             return all(r.key != route.key for r in state.get(node, live.EMPTY).routes)
+        case SetQdisc(node, ifname, conditions):
+            found_qdisc = state.get(node, live.EMPTY).qdiscs.get(ifname)
+            return (
+                found_qdisc is not None
+                and found_qdisc.conditions is not None
+                and conditions.same_as(found_qdisc.conditions)
+            )
+        case DelQdisc(node, ifname):
+            return ifname not in state.get(node, live.EMPTY).qdiscs
         case WriteSysctls():
             return True  # written in-process: its outcome is known without looking
     raise AssertionError(change)

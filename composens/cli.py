@@ -14,7 +14,7 @@ from typer.core import TyperGroup
 
 from composens import __version__
 from composens.compose import Compose, ComposeOptions
-from composens.errors import ComposeFailed, ComposensError, ConflictError, ExitCode
+from composens.errors import ComposeFailed, ComposensError, ConfigError, ConflictError, ExitCode
 from composens.faults import crash_point
 
 if TYPE_CHECKING:
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from composens.lab import Lab
     from composens.render import Output
     from composens.report import LinkReport
+    from composens.topology import Endpoint, Topology
 
 # Options of compose commands that take a value, so their values are not taken for service names.
 VALUE_OPTIONS = {
@@ -142,6 +143,10 @@ netns_app = typer.Typer(
     help="Link, show or unlink the netns entries of a running project (the seed's link-on/show/off)."
 )
 app.add_typer(netns_app, name="netns")
+link_app = typer.Typer(help="Cut a link at one end (its peer loses carrier) and restore it.")
+app.add_typer(link_app, name="link")
+netem_app = typer.Typer(help="Link conditions at run time: delay, jitter, loss, corruption, duplication, rate.")
+app.add_typer(netem_app, name="netem")
 
 
 def _version(value: bool) -> None:
@@ -391,6 +396,125 @@ def check_lab(
     out.check_results(results, fmt=str(format))
     if any(r.result != "pass" for r in results):
         raise typer.Exit(ExitCode.FAILURE)
+
+
+EndArg = Annotated[
+    str, typer.Argument(help="SERVICE:IFNAME, an end of a declared link or LAN.", metavar="SERVICE:IFNAME")
+]
+
+
+@link_app.command("down")
+def link_down(ctx: typer.Context, end: EndArg) -> None:
+    """Set an interface down; it stays down across restarts until `composens link up`."""
+    _hold(ctx, end, down=True)
+
+
+@link_app.command("up")
+def link_up(ctx: typer.Context, end: EndArg) -> None:
+    """Set an interface up again (and put back the routes through it)."""
+    _hold(ctx, end, down=False)
+
+
+def _hold(ctx: typer.Context, text: str, *, down: bool) -> None:
+    state = _app(ctx)
+    lab = state.lab()
+    topo = lab.load()
+    _report_link(state.output(), lab.hold(topo, lab.endpoint(topo, text), down=down))
+
+
+@netem_app.command("set")
+def netem_set(
+    ctx: typer.Context,
+    end: EndArg,
+    delay: Annotated[str | None, typer.Option(help="e.g. 40ms")] = None,
+    jitter: Annotated[str | None, typer.Option(help="e.g. 5ms (needs --delay)")] = None,
+    loss: Annotated[str | None, typer.Option(help="e.g. 1%")] = None,
+    corrupt: Annotated[str | None, typer.Option(help="e.g. 0.1%")] = None,
+    duplicate: Annotated[str | None, typer.Option(help="e.g. 1%")] = None,
+    reorder: Annotated[str | None, typer.Option(help="e.g. 25% (needs --delay)")] = None,
+    rate: Annotated[str | None, typer.Option(help="e.g. 10mbit")] = None,
+    limit: Annotated[int | None, typer.Option(help="packets queued")] = None,
+    both: Annotated[bool, typer.Option("--both", help="The same on the peer end (both directions).")] = False,
+) -> None:
+    """Replace an interface's egress conditions at run time; they survive restarts until `netem reset`."""
+    from composens.conditions import ConditionsError
+    from composens.conditions import parse as parse_conditions
+
+    state = _app(ctx)
+    lab = state.lab()
+    topo = lab.load()
+    first = lab.endpoint(topo, end)
+    given: dict[str, str | int | None] = {"delay": delay, "jitter": jitter, "loss": loss, "corrupt": corrupt}
+    given |= {"duplicate": duplicate, "reorder": reorder, "rate": rate, "limit": limit}
+    try:
+        conditions = parse_conditions({k: v for k, v in given.items() if v is not None})
+    except ConditionsError as e:
+        raise ConfigError(f"netem set: {e}") from None
+    ends = [first, *([_peer(topo, first)] if both else [])]
+    _report_link(state.output(), lab.set_conditions(topo, ends, conditions))
+
+
+def _peer(topo: Topology, end: Endpoint) -> Endpoint:
+    for pair in topo.pairs():
+        if end in (pair.a, pair.b):
+            return pair.b if end == pair.a else pair.a
+    raise AssertionError(end)  # lab.endpoint accepted only declared ends
+
+
+@netem_app.command("reset")
+def netem_reset(
+    ctx: typer.Context,
+    end: Annotated[str | None, typer.Argument(help="SERVICE:IFNAME", metavar="SERVICE:IFNAME")] = None,
+    all_ends: Annotated[bool, typer.Option("--all", help="Every interface set at run time.")] = False,
+) -> None:
+    """Put an interface's conditions back to what the file declares (nothing, where it declares nothing)."""
+    state = _app(ctx)
+    lab = state.lab()
+    topo = lab.load()
+    if all_ends == (end is not None):
+        raise typer.BadParameter("name one SERVICE:IFNAME, or --all")
+    if end is None:
+        report = lab.reset_all_conditions(topo)
+    else:
+        first = lab.endpoint(topo, end)
+        report = lab.set_conditions(topo, [first], None)
+    _report_link(state.output(), report)
+
+
+@netem_app.command("show")
+def netem_show(
+    ctx: typer.Context,
+    services: ServicesArg = None,
+    format: Annotated[TableFormat, typer.Option("--format", help="table, or json for scripts.")] = TableFormat.table,
+) -> None:
+    """Every lab interface with conditions, as the kernel has them now, and who set them."""
+    state = _app(ctx)
+    lab = state.lab()
+    topo = lab.load()
+    state.output().conditions(lab.conditions(topo, lab.select(topo, services or [])), fmt=str(format))
+
+
+@app.command(context_settings=EXTRA_ARGS)
+def capture(
+    ctx: typer.Context,
+    what: Annotated[str, typer.Argument(help="SERVICE:IFNAME, or a LAN's name (the whole segment).")],
+    write: Annotated[str | None, typer.Option("-w", help="Write pcap to FILE (- for stdout).")] = None,
+    count: Annotated[int | None, typer.Option("-c", help="Stop after COUNT packets.")] = None,
+) -> None:
+    """tcpdump on a lab interface in its namespace: pcap to a file or a pipe, readable lines on a terminal.
+
+    Arguments after `--` go to tcpdump (a filter, say).
+    """
+    from composens import capture as capturing
+
+    state = _app(ctx)
+    lab = state.lab()
+    topo = lab.load()
+    netns_name, ifname = lab.capture(topo, what)
+    argv = capturing.tcpdump_argv(
+        netns_name, ifname, write=write, count=count, extra=list(ctx.args), to_terminal=sys.stdout.isatty()
+    )
+    capturing.run(argv)
 
 
 class GraphFormat(StrEnum):

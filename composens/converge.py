@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from composens import changes as ch
 from composens.changes import Change
+from composens.conditions import Conditions
 from composens.live import LiveAddress, LiveLink, LiveNamespace, LiveRoute
 from composens.report import Drift
 from composens.state import Claim, NodeRecord
@@ -40,6 +41,7 @@ class Want:
     master: str | None
     addresses: tuple[str, ...]
     up: bool
+    conditions: Conditions | None = None  # on its egress: set at run time, or else declared
 
 
 @dataclass
@@ -64,6 +66,8 @@ class Scope:
     available: frozenset[str]  # nodes with a namespace to read and change (services, HOST, HUB)
     chosen: frozenset[str] | None = None  # services; None: all of them, and the host and hub
     down: frozenset[Endpoint] = frozenset()  # ends set down at run time (`composens link down`)
+    conditions: Mapping[Endpoint, Conditions] = field(default_factory=dict)  # set at run time (`netem set`)
+    qdiscs: bool = False  # whether the namespaces' qdiscs were read (only then are conditions compared)
 
     def full(self, node: str) -> bool:
         """Tell whether everything composens made in `node` is converged, not only what touches the chosen."""
@@ -160,6 +164,7 @@ class _Work:
                     self._bridge_of(end),
                     self.topo.node(end.node).addresses.get(end.ifname, ()) if end.node != HUB else (),
                     end not in self.scope.down,
+                    self.scope.conditions.get(end) or self.topo.conditions_of(end),
                 )
         if HUB in available:
             for lan in self.topo.lans:
@@ -340,6 +345,9 @@ class _Work:
             restore.append(
                 ch.SetLink(ep.node, ep.ifname, master=ln.master, alias=ln.alias, state="up" if ln.up else None)
             )
+            qdisc = self.state[ep.node].qdiscs.get(ep.ifname)
+            if qdisc is not None and qdisc.conditions is not None:
+                restore.append(ch.SetQdisc(ep.node, ep.ifname, qdisc.conditions))
             addresses = [a.address for a in self.state[ep.node].addresses_of(ep.ifname) if not a.link_local]
             if any(":" in a for a in addresses):
                 restore.append(ch.WriteSysctls(ep.node, ep.ifname, 6, ch.ENABLE_IPV6))
@@ -397,6 +405,7 @@ class _Work:
                     end.node, end.ifname, master=want.master, alias=self.mark, state="up" if want.up else None, sign="+"
                 )
             )
+        self._qdisc(want, record)
         if end.node == HUB:
             return
         present = [] if fresh else list(self._present(end, want, recorded))
@@ -436,6 +445,29 @@ class _Work:
         if any(":" in a for a in adds):
             self.out.creations.append(ch.WriteSysctls(end.node, end.ifname, 6, ch.ENABLE_IPV6))
         self.out.creations += [ch.AddAddress(end.node, end.ifname, a) for a in adds]
+
+    def _qdisc(self, want: Want, record: NodeRecord) -> None:
+        """Set the conditions wanted on an interface's egress; take off those composens set that are no longer."""
+        end, wanted = want.end, want.conditions
+        if end in self.fresh:
+            if wanted is not None:
+                self.out.creations.append(ch.SetQdisc(end.node, end.ifname, wanted))
+            return
+        if not self.scope.qdiscs:
+            return
+        found = self.state[end.node].qdiscs.get(end.ifname)
+        if wanted is not None:
+            if found is None or found.conditions is None or not wanted.same_as(found.conditions):
+                now = str(found.conditions) if found and found.conditions else (found.kind if found else "none")
+                item = f"conditions on {end.ifname}: {now}, wanted {wanted}"
+                self.out.drift.append(Drift(end.node, "differs" if found else "missing", item, ifname=end.ifname))
+                self.out.creations.append(ch.SetQdisc(end.node, end.ifname, wanted, sign="~" if found else "+"))
+        elif found is not None:
+            ours = end.ifname in record.qdiscs
+            what = str(found.conditions) if found.conditions else f"a {found.kind} qdisc"
+            self.out.drift.append(Drift(end.node, "extra", f"conditions on {end.ifname}: {what}", ours, end.ifname))
+            if ours:
+                self.out.removals.append(ch.DelQdisc(end.node, end.ifname))
 
     def _present(self, end: Endpoint, want: Want, recorded: set[str]) -> Iterable[LiveAddress]:
         """The addresses on an interface that count: all but the kernel's own IPv6 link-local one."""
@@ -543,15 +575,17 @@ class _Work:
 
 
 def _in_waves(found: list[Change]) -> list[Change]:
-    """Order changes as wiring runs them: interfaces made first, then each namespace's sysctls, then its batch
-    (in the order found), and interfaces deleted last, once nothing else needs them."""
+    """Order changes as wiring runs them: interfaces made first, then each namespace's sysctls, then its ip
+    batch (in the order found), then its tc batch, and interfaces deleted last, once nothing else needs them."""
 
     def wave(change: Change) -> int:
         if isinstance(change, ch.CreatePair | ch.CreateBridge):
             return 0
         if isinstance(change, ch.WriteSysctls):
             return 1
-        return 3 if isinstance(change, ch.DeleteLink) else 2
+        if isinstance(change, ch.SetQdisc | ch.DelQdisc):
+            return 3  # tc's batch runs after ip's
+        return 4 if isinstance(change, ch.DeleteLink) else 2
 
     return sorted(found, key=wave)
 

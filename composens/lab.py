@@ -22,11 +22,12 @@ from composens import netns, topology
 from composens.compose import Compose, Container
 from composens.errors import ComposensError, ConfigError, ConflictError
 from composens.netns import Action, EntryChange, NetnsDirectory, Status, Wanted
-from composens.report import InterfaceRow, LinkReport, NetnsRow, PlanLine, Pruned
+from composens.report import ConditionsRow, InterfaceRow, LinkReport, NetnsRow, PlanLine, Pruned
 from composens.state import NodeRecord, State, StateStore
-from composens.topology import HOST, HUB, Topology
+from composens.topology import HOST, HUB, Endpoint, Topology
 
 if TYPE_CHECKING:
+    from composens.conditions import Conditions
     from composens.converge import Scope
     from composens.live import LiveNamespace
     from composens.picture import LiveOverlay
@@ -203,13 +204,21 @@ class Lab:
 
     @staticmethod
     def _scope(topo: Topology, state: State, targets: dict[str, Target], services: set[str]) -> Scope:
+        from composens.conditions import parse as parse_conditions
         from composens.converge import Scope
         from composens.topology import Endpoint
 
         record = state.projects.get(topo.project)
         down = {Endpoint(*item.split(":", 1)) for item in record.down} if record else set()
+        conditions = (
+            {Endpoint(*end.split(":", 1)): parse_conditions(spelled) for end, spelled in record.conditions.items()}
+            if record
+            else {}
+        )
+        declared = any(pair.conditions for pair in topo.pairs())
+        recorded = record is not None and any(node.qdiscs for node in record.nodes.values())
         chosen = None if services >= set(topo.services) else frozenset(services)
-        return Scope(frozenset(targets), chosen, frozenset(down))
+        return Scope(frozenset(targets), chosen, frozenset(down), conditions, declared or bool(conditions) or recorded)
 
     @staticmethod
     def _records(state: State, project: str, targets: dict[str, Target]) -> dict[str, NodeRecord]:
@@ -270,6 +279,95 @@ class Lab:
         attempt = functools.partial(probe.attempt, docker=self.compose.docker)
         return probe.run_checks(checks, targets, fail_fast=fail_fast, on_update=on_update, probe=attempt)
 
+    # ------------------------------------------------------------------ run-time changes
+
+    def endpoint(self, topo: Topology, text: str) -> Endpoint:
+        """Read SERVICE:IFNAME naming a declared end of a link or a LAN member; an error (exit 3) otherwise."""
+        service, _, ifname = text.partition(":")
+        end = Endpoint(service, ifname)
+        if service not in topo.services:
+            raise ConfigError(f"{topo.source}: no such service: {service!r} (expected SERVICE:IFNAME)")
+        if ifname not in topo.interfaces_of(service):
+            declared = ", ".join(topo.interfaces_of(service)) or "none"
+            raise ConfigError(
+                f"{topo.source}: {service} has no interface {ifname!r} of a link or LAN (it has: {declared})"
+            )
+        return end
+
+    def _require_running(self, topo: Topology, service: str) -> None:
+        if not any(c.running and c.service == service for c in self.compose.containers(topo.project)):
+            raise ComposensError(f"service {service} is not running: `composens up -d {service}` first")
+
+    def hold(self, topo: Topology, end: Endpoint, *, down: bool) -> LinkReport:
+        """Set an end down (the peer loses carrier) or up again; kept across restarts until `link up` or down."""
+        self._require_running(topo, end.node)
+        with self.store.locked() as state:
+            record = state.project(topo.project)
+            (record.down.add if down else record.down.discard)(str(end))
+        return self.link(topo, {end.node})
+
+    def set_conditions(self, topo: Topology, ends: list[Endpoint], conditions: Conditions | None) -> LinkReport:
+        """Replace the conditions on ends' egress at run time (None: back to what the file declares)."""
+        services = {end.node for end in ends if end.node in topo.services}
+        for service in services:
+            self._require_running(topo, service)
+        with self.store.locked() as state:
+            record = state.project(topo.project)
+            for end in ends:
+                if conditions is None:
+                    record.conditions.pop(str(end), None)
+                else:
+                    record.conditions[str(end)] = conditions.spelled()
+        return self.link(topo, services)
+
+    def reset_all_conditions(self, topo: Topology) -> LinkReport:
+        with self.store.locked() as state:
+            ends = list(state.project(topo.project).conditions)
+            state.project(topo.project).conditions.clear()
+        return self.link(topo, {end.split(":", 1)[0] for end in ends} or set(topo.services))
+
+    def conditions(self, topo: Topology, services: set[str]) -> list[ConditionsRow]:
+        """Every lab interface with conditions: what the kernel has now, and whether the file or a person set them."""
+        from composens import wiring
+
+        _, _, _, running = self._running(topo)
+        state = self.store.read()
+        targets = self._targets(topo, state, running)
+        seen = wiring.read_all({n: t for n, t in targets.items() if n in services}, qdiscs=True)
+        scope = self._scope(topo, state, targets, services)
+        rows = []
+        for node, ns in seen.items():
+            for ifname in topo.interfaces_of(node):
+                end = Endpoint(node, ifname)
+                found = ns.qdiscs.get(ifname)
+                declared = topo.conditions_of(end)
+                at_run_time = scope.conditions.get(end)
+                if found is None and declared is None and at_run_time is None:
+                    continue
+                source = "run time" if at_run_time else ("declared" if declared else "not composens'")
+                live_text = (str(found.conditions) if found.conditions else found.kind) if found else None
+                wanted = at_run_time or declared
+                rows.append(ConditionsRow(node, ifname, live_text, str(wanted) if wanted else None, source))
+        return rows
+
+    def capture(self, topo: Topology, what: str) -> tuple[str, str]:
+        """Say where to capture: (netns entry, interface) of a service's end, or of a LAN's bridge in the hub."""
+        lan = next((lan for lan in topo.lans if lan.name == what), None)
+        state = self.store.read()
+        if lan is not None:
+            hub = topo.hub.netns if topo.hub is not None else None
+            if hub is None or not netns.hub_is_ours(self.directory, state, topo.project, hub):
+                raise ComposensError(f"the hub of LAN {what} is not up: `composens up -d` first")
+            return hub, lan.name
+        end = self.endpoint(topo, what)
+        _, _, _, running = self._running(topo)
+        targets = self._targets(topo, state, running)
+        if end.node not in targets:
+            raise ComposensError(f"service {end.node} is not running or not linked: `composens up -d` first")
+        netns_name = targets[end.node].netns
+        assert netns_name is not None
+        return netns_name, end.ifname
+
     def overlay(self, topo: Topology) -> LiveOverlay:
         """What the running lab looks like next to its file, for `graph --live`."""
         from composens.picture import LiveOverlay
@@ -280,11 +378,14 @@ class Lab:
             raise ComposensError(f"project {topo.project} is not running: `composens up -d` first, or drop --live")
         node_of = {HOST_ROW: HOST, HUB_ROW: HUB}
         interfaces: dict[tuple[str, str], str] = {}
+        conditions: dict[tuple[str, str], str] = {}
         drift: dict[tuple[str, str], list[str]] = {}
         for row in rows:
             node = node_of.get(row.service, row.service)
             for i in row.interfaces:
                 interfaces[node, i.ifname] = "up" if i.up else ("down" if i.present else "missing")
+                if i.conditions:
+                    conditions[node, i.ifname] = i.conditions
             for d in row.drift:
                 if d.ifname is not None:
                     drift.setdefault((node, d.ifname), []).append(f"{d.problem} {d.item.split(' on ')[0]}")
@@ -292,6 +393,7 @@ class Lab:
             stopped=frozenset(set(topo.services) - running),
             interfaces=interfaces,
             drift={key: tuple(notes) for key, notes in drift.items()},
+            conditions=conditions,
         )
 
     def _special_rows(self, topo: Topology, state: State) -> list[NetnsRow]:
@@ -315,20 +417,19 @@ class Lab:
         from composens import converge, wiring
 
         targets = self._targets(topo, state, running)
-        seen = wiring.read_all(targets)
-        found = converge.diff(
-            topo,
-            seen,
-            self._records(state, topo.project, targets),
-            self._scope(topo, state, targets, set(topo.services)),
-        )
+        scope = self._scope(topo, state, targets, set(topo.services))
+        seen = wiring.read_all(targets, qdiscs=scope.qdiscs)
+        found = converge.diff(topo, seen, self._records(state, topo.project, targets), scope)
         node_of = {HOST_ROW: HOST, HUB_ROW: HUB}
         result = []
         for row in rows:
             node = node_of.get(row.service, row.service)
             linked = node in seen and (node in (HOST, HUB) or targets[node].netns == row.netns)
             declared = _declared_interfaces(topo, node)
-            interfaces = tuple(_interface_row(seen[node] if linked else None, name) for name in declared)
+            interfaces = tuple(
+                _interface_row(seen[node] if linked else None, name, Endpoint(node, name) in scope.down)
+                for name in declared
+            )
             drift = tuple(d for d in found.drift if d.node == node) if linked else ()
             result.append(replace(row, interfaces=interfaces, drift=drift))
         return result
@@ -393,9 +494,9 @@ class Lab:
             from composens.wiring import Target
 
             targets[HUB] = Target(topo.hub.netns, "", "hub:new")
-        seen = wiring.read_all({n: t for n, t in targets.items() if t.identity != "hub:new"})
-        seen.update({n: live.EMPTY for n, t in targets.items() if t.identity == "hub:new"})
         scope = self._scope(topo, state, targets, chosen)
+        seen = wiring.read_all({n: t for n, t in targets.items() if t.identity != "hub:new"}, qdiscs=scope.qdiscs)
+        seen.update({n: live.EMPTY for n, t in targets.items() if t.identity == "hub:new"})
         found = converge.diff(topo, seen, self._records(state, topo.project, targets), scope, check_gateways=True)
         if found.problems:
             raise ConfigError(found.problems[0])
@@ -616,9 +717,11 @@ def _declared_interfaces(topo: Topology, node: str) -> tuple[str, ...]:
     return topo.interfaces_of(node)
 
 
-def _interface_row(ns: LiveNamespace | None, ifname: str) -> InterfaceRow:
+def _interface_row(ns: LiveNamespace | None, ifname: str, held_down: bool) -> InterfaceRow:
     link = ns.links.get(ifname) if ns is not None else None
-    return InterfaceRow(ifname, link is not None, link is not None and link.up)
+    qdisc = ns.qdiscs.get(ifname) if ns is not None else None
+    conditions = (str(qdisc.conditions) if qdisc.conditions else qdisc.kind) if qdisc else None
+    return InterfaceRow(ifname, link is not None, link is not None and link.up, held_down, conditions)
 
 
 def _is_lifecycle(line: str) -> bool:

@@ -11,7 +11,10 @@ import os
 import sys
 
 # Commands composens handles itself (or wraps); everything else is compose's.
-OWN_COMMANDS = {"up", "down", "netns", "watch", "plan", "graph", "test", "start", "restart", "stop", "kill", "rm"}
+OWN_COMMANDS = {
+    "up", "down", "netns", "watch", "plan", "graph", "test", "link", "netem", "capture",
+    "start", "restart", "stop", "kill", "rm",
+}  # fmt: skip
 GLOBALS_WITH_VALUE = {
     "-f", "--file", "-p", "--project-name", "--profile", "--env-file", "--project-directory",
     "--ansi", "--progress", "--parallel",

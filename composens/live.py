@@ -13,6 +13,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from composens.conditions import LiveQdisc
+
 # Routes written by hand (`ip route add` says "boot") or by a static configuration: the ones a
 # person may have added on a composens interface. Routing daemons' routes (zebra, bird, ...) come
 # and go with the protocol and are no drift.
@@ -80,6 +82,7 @@ class LiveNamespace:
     links: Mapping[str, LiveLink] = field(default_factory=dict)
     addresses: Mapping[str, tuple[LiveAddress, ...]] = field(default_factory=dict)
     routes: tuple[LiveRoute, ...] = ()
+    qdiscs: Mapping[str, LiveQdisc] = field(default_factory=dict)  # root qdiscs other than the default, when read
     promoting: frozenset[str] = frozenset()  # interfaces whose IPv4 secondaries are promoted (simulation only)
 
     def addresses_of(self, ifname: str) -> tuple[LiveAddress, ...]:
@@ -176,7 +179,9 @@ def without_link(ns: LiveNamespace, ifname: str) -> LiveNamespace:
     links = {name: link for name, link in ns.links.items() if name != ifname}
     addresses = {name: addrs for name, addrs in ns.addresses.items() if name != ifname}
     links = {name: (replace(link, master=None) if link.master == ifname else link) for name, link in links.items()}
-    return replace(ns, links=links, addresses=addresses, routes=tuple(r for r in ns.routes if r.dev != ifname))
+    qdiscs = {name: q for name, q in ns.qdiscs.items() if name != ifname}
+    routes = tuple(r for r in ns.routes if r.dev != ifname)
+    return replace(ns, links=links, addresses=addresses, routes=routes, qdiscs=qdiscs)
 
 
 def with_link(ns: LiveNamespace, link: LiveLink) -> LiveNamespace:

@@ -108,7 +108,12 @@ def _lan_node(lan: Lan) -> str:
 
 def _lan_links(topo: Topology) -> list[Link]:
     """Each LAN member joined to its LAN's box, as a link whose far end is the box as a whole."""
-    return [Link(member, Endpoint(_lan_node(lan), ""), lan.mtu) for lan in topo.lans for member in lan.members]
+    return [
+        Link(member, box, lan.mtu, {box: lan.conditions} if lan.conditions else {})
+        for lan in topo.lans
+        for member in lan.members
+        for box in [Endpoint(_lan_node(lan), "")]  # the ports' conditions: what the LAN sends each member
+    ]
 
 
 def _service_box(topo: Topology, name: str, key: str, live: LiveOverlay) -> _Box:
@@ -153,7 +158,10 @@ def _link_wire(
     left, right = (link.a, link.b) if order[link.a.node] <= order[link.b.node] else (link.b, link.a)
 
     def end(ep: Endpoint) -> _End:
-        return _End(keys[ep.node], ports.get(ep), ep.ifname, live.conditions.get((ep.node, ep.ifname), ""))
+        # What the lab has now (--live), else what the file declares.
+        declared = link.conditions.get(ep)
+        condition = live.conditions.get((ep.node, ep.ifname)) or (str(declared) if declared else "")
+        return _End(keys[ep.node], ports.get(ep), ep.ifname, condition)
 
     return _Wire(end(left), end(right), link.mtu)
 

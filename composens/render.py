@@ -5,6 +5,7 @@ Data goes to stdout, messages to stderr.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -13,7 +14,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, TextIO
 
 from composens.netns import Action, EntryChange
-from composens.report import LinkReport, NetnsRow, PlanLine
+from composens.report import ConditionsRow, LinkReport, NetnsRow, PlanLine
 from composens.topology import HUB
 
 if TYPE_CHECKING:
@@ -106,6 +107,19 @@ class Output:
         self.console().print(netns_table(rows))
         self.line(drift_summary(rows))
 
+    def conditions(self, rows: Sequence[ConditionsRow], *, fmt: str) -> None:
+        if fmt == "json":
+            self.line(json.dumps([dataclasses.asdict(row) for row in rows], indent=2))
+            return
+        from rich.table import Table
+
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for column in ("SERVICE", "INTERFACE", "LIVE", "WANTED", "SET BY"):
+            table.add_column(column, no_wrap=True)
+        for row in rows:
+            table.add_row(row.service, row.ifname, row.live or "none", row.wanted or "none", row.source)
+        self.console().print(table)
+
     def plan(self, lines: Sequence[PlanLine], unwired: Sequence[str]) -> None:
         for line in lines:
             self.line(str(line))
@@ -151,7 +165,9 @@ def _interfaces_text(row: NetnsRow) -> str:
     words = []
     for iface in row.interfaces:
         state = "up" if iface.up else ("down" if iface.present else "missing")
-        words.append(f"{iface.ifname} {state}")
+        held = " (set)" if iface.set_down else ""
+        conditions = f" [{iface.conditions}]" if iface.conditions else ""
+        words.append(f"{iface.ifname} {state}{held}{conditions}")
     return ", ".join(words) or "-"
 
 
@@ -197,7 +213,16 @@ def netns_json(rows: Sequence[NetnsRow]) -> str:
                 "path": r.path,
                 "target": r.target,
                 "status": str(r.status),
-                "interfaces": [{"ifname": i.ifname, "present": i.present, "up": i.up} for i in r.interfaces],
+                "interfaces": [
+                    {
+                        "ifname": i.ifname,
+                        "present": i.present,
+                        "up": i.up,
+                        "set_down": i.set_down,
+                        "conditions": i.conditions,
+                    }
+                    for i in r.interfaces
+                ],
                 "drift": [{"problem": d.problem, "item": d.item, "ours": d.ours} for d in r.drift],
             }
             for r in rows

@@ -30,6 +30,8 @@ class InterfaceRow:
     ifname: str
     present: bool
     up: bool
+    set_down: bool = False  # held down with `composens link down`
+    conditions: str | None = None  # on its egress, as the kernel has them
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,17 @@ class Pruned:
     name: str
     project: str
     reason: str
+
+
+@dataclass(frozen=True)
+class ConditionsRow:
+    """Conditions on one lab interface's egress."""
+
+    service: str
+    ifname: str
+    live: str | None  # what the kernel has now ("delay 40ms loss 1%"; another qdisc's kind); None: nothing
+    wanted: str | None  # what composens sets there: set at run time, or else declared
+    source: str  # "run time", "declared", or "not composens'"
 
 
 @dataclass(frozen=True)

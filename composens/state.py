@@ -80,21 +80,24 @@ class NodeRecord:
     addresses: dict[str, set[str]] = field(default_factory=dict)  # ifname -> addresses composens added
     routes: dict[RouteKey, str] = field(default_factory=dict)  # routes composens added, by the kernel's key
     sysctls: dict[str, dict[str, str]] = field(default_factory=dict)  # "6:ifname" -> the values it replaced
+    qdiscs: dict[str, dict[str, str]] = field(default_factory=dict)  # ifname -> the conditions it set, as spelled
 
     def forget(self, ifname: str) -> None:
         self.interfaces.pop(ifname, None)
         self.addresses.pop(ifname, None)
+        self.qdiscs.pop(ifname, None)
         for key in [k for k in self.sysctls if k.split(":", 1)[1] == ifname]:
             del self.sysctls[key]
 
     def empty(self) -> bool:
-        return not (self.interfaces or self.addresses or self.routes or self.sysctls)
+        return not (self.interfaces or self.addresses or self.routes or self.sysctls or self.qdiscs)
 
 
 @dataclass
 class ProjectRecord:
     nodes: dict[str, NodeRecord] = field(default_factory=dict)
     down: set[str] = field(default_factory=set)  # "node:ifname" set down with `composens link down`
+    conditions: dict[str, dict[str, str]] = field(default_factory=dict)  # "node:ifname" -> set with `netem set`
 
     def node(self, name: str, netns: str) -> NodeRecord:
         """The record of a node's current namespace; one of a namespace that is gone is dropped."""
@@ -104,7 +107,7 @@ class ProjectRecord:
         return record
 
     def empty(self) -> bool:
-        return not self.down and all(node.empty() for node in self.nodes.values())
+        return not self.down and not self.conditions and all(node.empty() for node in self.nodes.values())
 
 
 @dataclass
@@ -313,7 +316,17 @@ def _project(data: Any) -> ProjectRecord:
     return ProjectRecord(
         nodes={_str(k, "node", _NODE): _node(v) for k, v in _mapping(data, "nodes").items()},
         down={_endpoint(item) for item in down},
+        conditions={_endpoint(k): _conditions(v) for k, v in _mapping(data, "conditions").items()},
     )
+
+
+def _conditions(value: Any) -> dict[str, str]:
+    from composens.conditions import ConditionsError, parse
+
+    try:
+        return parse(value).spelled()
+    except ConditionsError as e:
+        raise ValueError(f"conditions {value!r}: {e}") from None
 
 
 def _endpoint(value: Any) -> str:
@@ -351,6 +364,8 @@ def _node(data: Any) -> NodeRecord:
             _str(k, "sysctl", re.compile(r"[a-z0-9_]+")): _str(v, "sysctl value", re.compile(r"-?[0-9]+"))
             for k, v in values.items()
         }
+    for ifname, spelled in _mapping(data, "qdiscs").items():
+        record.qdiscs[_str(ifname, "interface name", _IFNAME)] = _conditions(spelled)
     return record
 
 
@@ -379,11 +394,13 @@ def _project_json(record: ProjectRecord) -> dict[str, Any]:
                 "addresses": {i: sorted(a) for i, a in sorted(node.addresses.items()) if a},
                 "routes": {f"{k[0]}|{k[1]}|{k[2]}": v for k, v in sorted(node.routes.items())},
                 "sysctls": dict(sorted(node.sysctls.items())),
+                "qdiscs": dict(sorted(node.qdiscs.items())),
             }
             for name, node in sorted(record.nodes.items())
             if not node.empty()
         },
         "down": sorted(record.down),
+        "conditions": dict(sorted(record.conditions.items())),
     }
 
 

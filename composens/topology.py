@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from composens.conditions import Conditions, ConditionsError
+from composens.conditions import parse as parse_conditions
 from composens.errors import ConfigError
 
 HOST = "host"
@@ -21,8 +23,8 @@ HUB = "@hub"  # the LANs' own namespace; '@' is not allowed in a compose service
 EXTENSION = "x-composens"
 TOP_LEVEL_KEYS = ("netns_prefix", "links", "lans", "hub", "host", "checks")
 SERVICE_KEYS = ("netns", "addresses", "routes")
-LINK_KEYS = ("endpoints", "mtu")
-LAN_KEYS = ("endpoints", "mtu")
+LINK_KEYS = ("endpoints", "mtu", "netem")
+LAN_KEYS = ("endpoints", "mtu", "netem")
 HOST_KEYS = ("addresses", "routes")
 
 NETNS_NAME_MAX = 64
@@ -87,6 +89,7 @@ class Link:
     a: Endpoint
     b: Endpoint
     mtu: int | None = None
+    conditions: Mapping[Endpoint, Conditions] = field(default_factory=dict)  # each end's egress
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,7 @@ class Lan:
     members: tuple[Endpoint, ...]
     ports: tuple[str, ...]  # the hub-side end of each member's veth pair, in member order
     mtu: int | None = None
+    conditions: Conditions | None = None  # on every port's egress: what each member receives
 
     def port_of(self, member: Endpoint) -> Endpoint:
         return Endpoint(HUB, self.ports[self.members.index(member)])
@@ -149,8 +153,16 @@ class Topology:
 
     def pairs(self) -> tuple[Link, ...]:
         """Every veth pair the file declares: the links, then one per LAN member (member end, hub port)."""
-        ports = tuple(Link(member, lan.port_of(member), lan.mtu) for lan in self.lans for member in lan.members)
+        ports = tuple(
+            Link(member, lan.port_of(member), lan.mtu, {lan.port_of(member): lan.conditions} if lan.conditions else {})
+            for lan in self.lans
+            for member in lan.members
+        )
         return self.links + ports
+
+    def conditions_of(self, end: Endpoint) -> Conditions | None:
+        """The conditions the file declares on an end's egress."""
+        return next((pair.conditions[end] for pair in self.pairs() if end in pair.conditions), None)
 
     def interfaces_of(self, node: str) -> tuple[str, ...]:
         """The declared interfaces of a node that carry addresses: link ends and LAN members (not hub ports)."""
@@ -431,7 +443,8 @@ def _parse_links(value: Any, services: Mapping[str, Node], where: _Where) -> tup
         a, b = (_parse_endpoint(ep, services, here.at("endpoints").at(j)) for j, ep in enumerate(endpoints))
         if a.node == b.node == HOST:
             raise here.at("endpoints").error("a link needs at least one service end")
-        links.append(Link(a, b, _parse_mtu(spec.get("mtu"), here.at("mtu"))))
+        netem = _parse_link_conditions(spec.get("netem"), (a, b), here.at("netem"))
+        links.append(Link(a, b, _parse_mtu(spec.get("mtu"), here.at("mtu")), netem))
     return tuple(links)
 
 
@@ -455,9 +468,35 @@ def _parse_lans(value: Any, services: Mapping[str, Node], where: _Where) -> tupl
         if not isinstance(endpoints, list) or len(endpoints) < 2:
             raise here.at("endpoints").error("must list two or more 'SERVICE:IFNAME' endpoints")
         members = tuple(_parse_endpoint(ep, services, here.at("endpoints").at(j)) for j, ep in enumerate(endpoints))
-        raw_lans.append((name, members, _parse_mtu(spec.get("mtu"), here.at("mtu"))))
-    ports = _port_names([(name, members) for name, members, _ in raw_lans])
-    return tuple(Lan(name, members, tuple(ports[name, m] for m in members), mtu) for name, members, mtu in raw_lans)
+        netem = _conditions(spec["netem"], here.at("netem")) if spec.get("netem") is not None else None
+        raw_lans.append((name, members, _parse_mtu(spec.get("mtu"), here.at("mtu")), netem))
+    ports = _port_names([(name, members) for name, members, _, _ in raw_lans])
+    return tuple(
+        Lan(name, members, tuple(ports[name, m] for m in members), mtu, netem) for name, members, mtu, netem in raw_lans
+    )
+
+
+def _conditions(value: Any, where: _Where) -> Conditions:
+    try:
+        return parse_conditions(value)
+    except ConditionsError as e:
+        raise where.error(str(e)) from None
+
+
+def _parse_link_conditions(value: Any, ends: tuple[Endpoint, Endpoint], where: _Where) -> dict[Endpoint, Conditions]:
+    """Read a link's `netem`: conditions for both ends' egress, or `{SERVICE:IFNAME: {...}}` per end."""
+    if value is None:
+        return {}
+    if isinstance(value, dict) and value and all(isinstance(k, str) and ":" in k for k in value):
+        by_name = {str(end): end for end in ends}
+        found = {}
+        for key, spec in value.items():
+            if key not in by_name:
+                raise where.at(key).error(f"is not an end of this link ({', '.join(by_name)})")
+            found[by_name[key]] = _conditions(spec, where.at(key))
+        return found
+    both = _conditions(value, where)
+    return dict.fromkeys(ends, both)
 
 
 def _port_names(lans: list[tuple[str, tuple[Endpoint, ...]]]) -> dict[tuple[str, Endpoint], str]:

@@ -19,17 +19,20 @@ first, and says whether that put the lab back as it was.
 from __future__ import annotations
 
 import ctypes
+import itertools
+import json
 import os
 import subprocess
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from composens import changes as ch
 from composens import converge, live
 from composens.changes import Change
+from composens.conditions import parse_qdiscs
 from composens.errors import ConfigError, ConflictError, EngineError, WiringError
 from composens.faults import crash_point
 from composens.live import LiveNamespace
@@ -84,37 +87,48 @@ class Target:
 HOST_TARGET = Target(None, "/proc/self/ns/net", "host")
 
 
-def _ip(netns: str | None, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    command = ["ip", *(["-n", netns] if netns else []), *args]
+def _ip(netns: str | None, *args: str, stdin: str | None = None, tool: str = "ip") -> subprocess.CompletedProcess[str]:
+    command = [tool, *(["-n", netns] if netns else []), *args]
     try:
         return subprocess.run(command, input=stdin, capture_output=True, text=True, check=False)
     except FileNotFoundError as e:
-        raise EngineError("the ip command is missing: install iproute2") from e
+        raise EngineError(f"the {tool} command is missing: install iproute2") from e
 
 
-def read_namespace(netns: str | None) -> LiveNamespace:
-    """Read a namespace's links, addresses and routes with one `ip -json -batch`."""
-    return _parse_read(_ip(netns, "-details", "-json", "-batch", "-", stdin=READ_LINES), netns or "the host")
+def read_namespace(netns: str | None, *, qdiscs: bool = False) -> LiveNamespace:
+    """Read a namespace's links, addresses and routes with one `ip -json -batch` (and its qdiscs with `tc`)."""
+    return _parse_read(_read_commands(netns, qdiscs=qdiscs), netns or "the host")
 
 
-def _parse_read(done: subprocess.CompletedProcess[str], what: str) -> LiveNamespace:
-    if done.returncode != 0:
-        raise WiringError(f"cannot read the interfaces of {what}: {done.stderr.strip()}")
-    documents = list(live.json_documents(done.stdout))
+def _read_commands(netns: str | None, *, qdiscs: bool) -> list[subprocess.CompletedProcess[str]]:
+    done = [_ip(netns, "-details", "-json", "-batch", "-", stdin=READ_LINES)]
+    if qdiscs:
+        done.append(_ip(netns, "-json", "qdisc", "show", tool="tc"))
+    return done
+
+
+def _parse_read(done: list[subprocess.CompletedProcess[str]], what: str) -> LiveNamespace:
+    for answer in done:
+        if answer.returncode != 0:
+            raise WiringError(f"cannot read the interfaces of {what}: {answer.stderr.strip()}")
+    documents = list(live.json_documents(done[0].stdout))
     if len(documents) != 3:
         raise WiringError(f"cannot read the interfaces of {what}: ip printed {len(documents)} answers")
-    return live.parse_namespace(*documents)
+    found = live.parse_namespace(*documents)
+    if len(done) > 1:
+        found = replace(found, qdiscs=parse_qdiscs(json.loads(done[1].stdout or "[]")))
+    return found
 
 
-def read_target(target: Target) -> LiveNamespace:
+def read_target(target: Target, *, qdiscs: bool = False) -> LiveNamespace:
     """Read a namespace through its path, whether or not an entry names it: `ip` runs in a thread inside it
     (a child process starts in the namespace of the thread that starts it)."""
     if target.path == HOST_TARGET.path:
-        return read_namespace(None)
+        return read_namespace(None, qdiscs=qdiscs)
     done: list[subprocess.CompletedProcess[str]] = []
 
     def read() -> None:
-        done.append(_ip(None, "-details", "-json", "-batch", "-", stdin=READ_LINES))
+        done.extend(_read_commands(None, qdiscs=qdiscs))
 
     try:
         fd = os.open(target.path, os.O_RDONLY)
@@ -126,13 +140,14 @@ def read_target(target: Target) -> LiveNamespace:
         raise WiringError(f"cannot read the interfaces of {target.netns}: {e.strerror or e}") from e
     finally:
         os.close(fd)
-    return _parse_read(done[0], target.netns or target.path)
+    return _parse_read(done, target.netns or target.path)
 
 
-def read_all(targets: Mapping[str, Target]) -> dict[str, LiveNamespace]:
+def read_all(targets: Mapping[str, Target], *, qdiscs: bool = False) -> dict[str, LiveNamespace]:
     """Read every target namespace, side by side."""
     nodes = list(targets)
-    return dict(zip(nodes, in_parallel(read_target, [targets[n] for n in nodes]), strict=True))
+    found = in_parallel(lambda t: read_target(t, qdiscs=qdiscs), [targets[n] for n in nodes])
+    return dict(zip(nodes, found, strict=True))
 
 
 @dataclass
@@ -142,13 +157,10 @@ class BatchResult:
 
 
 def run_batch(netns: str | None, lines: list[str], tool: str = "ip") -> BatchResult:
-    """Run every line through `ip -force -batch`; say which lines ip reported failing and whether all ran."""
+    """Run every line through `ip -force -batch` (or tc's); say which lines it reported failing and whether all ran."""
     if not lines:
         return BatchResult({}, True)
-    if tool == "ip":
-        done = _ip(netns, "-force", "-batch", "-", stdin="\n".join(lines) + "\n")
-    else:  # pragma: no cover - tc arrives with link conditions
-        raise AssertionError(tool)
+    done = _ip(netns, "-force", "-batch", "-", stdin="\n".join(lines) + "\n", tool=tool)
     failures: dict[int, str] = {}
     message: list[str] = []
     for text in done.stderr.splitlines():
@@ -187,6 +199,8 @@ class _Run:
         self.records: dict[str, NodeRecord] = {}
         self.ran: list[tuple[Change, tuple[Change, ...]]] = []  # each change that ran, with its undo
         self.report = WiringReport()
+        self.qdiscs = False  # whether the namespaces' qdiscs are read (when conditions are in play)
+        self._qdisc_before: dict[tuple[str, str], dict[str, str] | None] = {}
         self._fds: dict[str, int] = {}
 
     def netns_of(self, node: str) -> str | None:
@@ -210,6 +224,9 @@ class _Run:
                     self.records[node].addresses.setdefault(ifname, set()).add(address)
                 case ch.AddRoute(node, route):
                     self.records[node].routes[route.key] = str(route)
+                case ch.SetQdisc(node, ifname, conditions):
+                    self._qdisc_before[node, ifname] = self.records[node].qdiscs.get(ifname)
+                    self.records[node].qdiscs[ifname] = conditions.spelled()
         self.save()
 
     def note(self, change: Change, *, ran: bool) -> None:
@@ -232,6 +249,14 @@ class _Run:
                 self.records[node].routes.pop(route.key, None)
             case ch.DelRoute(node, route) if ran:
                 self.records[node].routes.pop(route.key, None)
+            case ch.SetQdisc(node, ifname) if not ran:
+                before = self._qdisc_before.get((node, ifname))
+                if before is None:
+                    self.records[node].qdiscs.pop(ifname, None)
+                else:
+                    self.records[node].qdiscs[ifname] = before
+            case ch.DelQdisc(node, ifname) if ran:
+                self.records[node].qdiscs.pop(ifname, None)
 
     def settle_claims(self) -> None:
         """After a run: learn the ifindex of what was made; forget what is no longer there."""
@@ -252,6 +277,9 @@ class _Run:
             keys = {r.key for r in ns.routes}
             for key in [k for k in record.routes if k not in keys]:
                 del record.routes[key]
+            if self.qdiscs:
+                for ifname in [i for i in record.qdiscs if i not in ns.qdiscs]:
+                    del record.qdiscs[ifname]
 
     # ------------------------------------------------------------------ running
 
@@ -286,12 +314,17 @@ class _Run:
             elif change.sign == "-":
                 self.records[node].sysctls.pop(f"{change.family}:{change.ifname}", None)
         lines = [c for c in changes if not isinstance(c, ch.WriteSysctls)]
-        return self._batch(node, lines)
+        # One batch per run of lines for one program, in the order planned (and printed).
+        for tool, segment in itertools.groupby(lines, key=ch.tool):
+            failed = self._batch(node, list(segment), tool)
+            if failed is not None:
+                return failed
+        return None
 
-    def _batch(self, node: str, changes: Sequence[Change]) -> _Failed | None:
+    def _batch(self, node: str, changes: Sequence[Change], tool: str) -> _Failed | None:
         if not changes:
             return None
-        result = run_batch(self.netns_of(node), [ch.batch_line(c, self.netns_of) for c in changes])
+        result = run_batch(self.netns_of(node), [ch.batch_line(c, self.netns_of) for c in changes], tool)
         if result.clean:
             for change in changes:
                 self._done(change, self._undo(change))
@@ -308,7 +341,10 @@ class _Run:
                 failed = (change, result.failures.get(i) or result.failures.get(-1) or "ip reported no reason")
         if failed is None:
             return None
-        return _Failed(self.command(failed[0]), failed[1])
+        message = failed[1]
+        if "qdisc kind is unknown" in message and "netem" in self.command(failed[0]):
+            message += " (this kernel has no sch_netem: delay, jitter, loss, corrupt, duplicate and reorder need it)"
+        return _Failed(self.command(failed[0]), message)
 
     def _look(self, changes: Sequence[Change]) -> dict[str, LiveNamespace]:
         nodes = {c.node for c in changes}
@@ -318,7 +354,7 @@ class _Run:
         seen = {}
         for node in nodes:
             try:
-                seen[node] = read_target(self.targets[node]) if node in self.targets else live.EMPTY
+                seen[node] = read_target(self.targets[node], qdiscs=True) if node in self.targets else live.EMPTY
             except WiringError:
                 seen[node] = live.EMPTY  # the namespace is gone: nothing in it took effect
         return seen
@@ -367,6 +403,11 @@ class _Run:
                 )
             case ch.DelRoute(node, route):
                 return (ch.AddRoute(node, converge.as_route(route)),) if route.gateway else ()
+            case ch.SetQdisc(node, ifname) | ch.DelQdisc(node, ifname):
+                old_qdisc = self.state.get(node, live.EMPTY).qdiscs.get(ifname)
+                if old_qdisc is not None and old_qdisc.conditions is not None:
+                    return (ch.SetQdisc(node, ifname, old_qdisc.conditions),)
+                return (ch.DelQdisc(node, ifname),) if isinstance(change, ch.SetQdisc) else ()
         return ()
 
     def _write_sysctls(self, change: ch.WriteSysctls) -> tuple[tuple[str, str], ...]:
@@ -408,7 +449,11 @@ class _Run:
         for _, undo in undone:
             if not undo:
                 continue
-            self.claim(c for c in undo if isinstance(c, ch.CreatePair | ch.CreateBridge | ch.AddAddress | ch.AddRoute))
+            self.claim(
+                c
+                for c in undo
+                if isinstance(c, ch.CreatePair | ch.CreateBridge | ch.AddAddress | ch.AddRoute | ch.SetQdisc)
+            )
             for step in undo:
                 try:
                     self._wave([step])
@@ -434,7 +479,8 @@ def converge_lab(
     """
     run = _Run(topo, targets, project, save)
     try:
-        run.state = read_all(targets)
+        run.qdiscs = scope.qdiscs
+        run.state = read_all(targets, qdiscs=scope.qdiscs)
         run.records = {node: project.node(node, target.identity) for node, target in targets.items()}
         plan = converge.diff(topo, run.state, run.records, scope, check_gateways=True)
         run.report.unwired = plan.unwired
@@ -463,14 +509,14 @@ def _apply(run: _Run, plan: converge.Diff, scope: converge.Scope) -> None:
             ep.node for c in made if isinstance(c, ch.CreatePair) for ep in (c.a, c.b)
         }
         if touched:
-            run.state.update(read_all({n: run.targets[n] for n in touched if n in run.targets}))
+            run.state.update(read_all({n: run.targets[n] for n in touched if n in run.targets}, qdiscs=run.qdiscs))
         routes = converge.route_diff(run.topo, run.state, run.records, scope)
         if routes.conflicts:
             raise ConflictError(routes.conflicts[0])
         run.claim(routes.routes)
         run.execute([routes.routes])
         if routes.routes:
-            run.state.update(read_all({n: run.targets[n] for n in {c.node for c in routes.routes}}))
+            run.state.update(read_all({n: run.targets[n] for n in {c.node for c in routes.routes}}, qdiscs=run.qdiscs))
         run.settle_claims()
     except (_Failed, ConflictError) as e:
         outcome = run.rollback()

@@ -199,8 +199,8 @@ def test_json_has_the_documented_keys() -> None:
     rows = json.loads(render.netns_json(ROWS))
     assert [list(r) for r in rows] == [list(render.JSON_KEYS)] * 2
     assert rows[0]["interfaces"] == [
-        {"ifname": "node1_router1", "present": True, "up": True},
-        {"ifname": "node1_router2", "present": True, "up": False},
+        {"ifname": "node1_router1", "present": True, "up": True, "set_down": False, "conditions": None},
+        {"ifname": "node1_router2", "present": True, "up": False, "set_down": False, "conditions": None},
     ]
     assert rows[1]["pid"] is None
     assert rows[1]["target"] is None

@@ -1,0 +1,280 @@
+"""Link conditions: delay, jitter, loss, corruption, duplication, reordering, a rate limit and a queue limit.
+
+Pure: the model, the validation of what a compose file or the command line says, the `tc` words that
+set it on an interface's egress, and the reading of what `tc -json qdisc show` says is there. A rate
+alone is a token bucket (tbf), the kernel's own shaper, present in every kernel that has traffic
+control; anything else is netem (sch_netem), which carries the rate too.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+KEYS = ("delay", "jitter", "loss", "corrupt", "duplicate", "reorder", "rate", "limit")
+PERCENT_KEYS = ("loss", "corrupt", "duplicate", "reorder")
+_TIME = re.compile(r"(\d+(?:\.\d+)?)(us|ms|s)")
+_PERCENT = re.compile(r"(\d+(?:\.\d+)?)%")
+_RATE = re.compile(r"(\d+(?:\.\d+)?)(bit|kbit|mbit|gbit)")
+_TIME_US = {"us": 1, "ms": 1000, "s": 1_000_000}
+_RATE_BIT = {"bit": 1, "kbit": 1000, "mbit": 1_000_000, "gbit": 1_000_000_000}
+MAX_DELAY_US = 60_000_000  # a minute: netem keeps every delayed packet in memory
+MAX_LIMIT = 1_000_000
+TBF_LATENCY = "200ms"  # how long a packet may wait for tokens before the bucket drops it
+TBF_MIN_BURST = 16 * 1024  # bytes: at least a jumbo frame, and smooth at low rates
+
+
+class ConditionsError(ValueError):
+    """A condition that cannot be set; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Conditions:
+    delay_us: int | None = None
+    jitter_us: int | None = None
+    loss: float | None = None  # percent
+    corrupt: float | None = None
+    duplicate: float | None = None
+    reorder: float | None = None
+    rate_bit: int | None = None  # bits per second
+    limit: int | None = None  # packets queued
+
+    @property
+    def empty(self) -> bool:
+        return all(getattr(self, f.name) is None for f in fields(self))
+
+    @property
+    def kind(self) -> str:
+        """The qdisc that carries them: tbf for a rate alone, netem for anything else."""
+        rate_only = self.rate_bit is not None and replace(self, rate_bit=None).empty
+        return "tbf" if rate_only else "netem"
+
+    def tc_words(self) -> list[str]:
+        """The qdisc's kind and parameters, as `tc qdisc replace dev X root ...` takes them."""
+        if self.kind == "tbf":
+            assert self.rate_bit is not None
+            burst = max(TBF_MIN_BURST, self.rate_bit // 8 // 100)  # 10 ms of traffic
+            return ["tbf", "rate", _rate(self.rate_bit), "burst", str(burst), "latency", TBF_LATENCY]
+        words = ["netem"]
+        if self.limit is not None:
+            words += ["limit", str(self.limit)]
+        if self.delay_us is not None:
+            words += ["delay", _time(self.delay_us)]
+            if self.jitter_us:
+                words.append(_time(self.jitter_us))
+        for key in PERCENT_KEYS:
+            value = getattr(self, key)
+            if value is not None:
+                words += [key, _percent(value)]
+        if self.rate_bit is not None:
+            words += ["rate", _rate(self.rate_bit)]
+        return words
+
+    def __str__(self) -> str:
+        """Say them as the file does: `delay 40ms jitter 5ms loss 1% rate 10mbit`."""
+        words = []
+        if self.delay_us is not None:
+            words.append(f"delay {_time(self.delay_us)}")
+        if self.jitter_us:
+            words.append(f"jitter {_time(self.jitter_us)}")
+        words += [f"{key} {_percent(getattr(self, key))}" for key in PERCENT_KEYS if getattr(self, key) is not None]
+        if self.rate_bit is not None:
+            words.append(f"rate {_rate(self.rate_bit)}")
+        if self.limit is not None:
+            words.append(f"limit {self.limit}")
+        return " ".join(words) or "none"
+
+    def spelled(self) -> dict[str, str]:
+        """The file's own spelling (read back with `parse`): for the record and for JSON."""
+        return _spelled(self)
+
+    def same_as(self, other: Conditions) -> bool:
+        """Compare with what the kernel reports, which rounds percentages to 1/2^32 and times to microseconds."""
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if (mine is None) != (theirs is None):
+                if f.name == "jitter_us" and not mine and not theirs:
+                    continue
+                if f.name == "limit" and mine is None:
+                    continue  # the kernel always reports a limit; the file need not give one
+                return False
+            if isinstance(mine, float) and isinstance(theirs, float) and not math.isclose(mine, theirs, abs_tol=1e-4):
+                return False
+            if isinstance(mine, int) and isinstance(theirs, int) and mine != theirs:
+                return False
+        return True
+
+
+def _spelled(conditions: Conditions) -> dict[str, str]:
+    spelled = {}
+    if conditions.delay_us is not None:
+        spelled["delay"] = _time(conditions.delay_us)
+    if conditions.jitter_us:
+        spelled["jitter"] = _time(conditions.jitter_us)
+    for key in PERCENT_KEYS:
+        value = getattr(conditions, key)
+        if value is not None:
+            spelled[key] = _percent(value)
+    if conditions.rate_bit is not None:
+        spelled["rate"] = _rate(conditions.rate_bit)
+    if conditions.limit is not None:
+        spelled["limit"] = str(conditions.limit)
+    return spelled
+
+
+def _time(us: int) -> str:
+    if us % 1_000_000 == 0 and us:
+        return f"{us // 1_000_000}s"
+    if us % 1000 == 0:
+        return f"{us // 1000}ms"
+    return f"{us}us"
+
+
+def _percent(value: float) -> str:
+    return f"{value:g}%"
+
+
+def _rate(bits: int) -> str:
+    for unit in ("gbit", "mbit", "kbit"):
+        size = _RATE_BIT[unit]
+        if bits % size == 0:
+            return f"{bits // size}{unit}"
+    return f"{bits}bit"
+
+
+# --------------------------------------------------------------------------- reading what people write
+
+
+def parse(value: Any) -> Conditions:
+    """Read `{delay: 40ms, jitter: 5ms, loss: 1%, ...}` (the file's, or the command line's); raise ConditionsError."""
+    if not isinstance(value, Mapping):
+        raise ConditionsError(f"must be a mapping of {', '.join(KEYS)}")
+    unknown = [str(key) for key in value if key not in KEYS]
+    if unknown:
+        raise ConditionsError(f"{unknown[0]}: unknown key (expected one of: {', '.join(KEYS)})")
+    found = Conditions(
+        delay_us=_parse_time(value, "delay"),
+        jitter_us=_parse_time(value, "jitter"),
+        loss=_parse_percent(value, "loss"),
+        corrupt=_parse_percent(value, "corrupt"),
+        duplicate=_parse_percent(value, "duplicate"),
+        reorder=_parse_percent(value, "reorder"),
+        rate_bit=_parse_rate(value),
+        limit=_parse_limit(value),
+    )
+    if found.jitter_us is not None and found.delay_us is None:
+        raise ConditionsError("jitter: needs a delay (jitter varies it)")
+    if found.reorder is not None and found.delay_us is None:
+        raise ConditionsError("reorder: needs a delay (reordered packets skip it)")
+    if found.empty:
+        raise ConditionsError(f"names no condition (one of: {', '.join(KEYS)})")
+    return found
+
+
+def _text(value: Mapping[str, Any], key: str) -> str | None:
+    raw = value.get(key)
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+        raise ConditionsError(f"{key}: {raw!r} is not a value")
+    return str(raw).strip()
+
+
+def _parse_time(value: Mapping[str, Any], key: str) -> int | None:
+    text = _text(value, key)
+    if text is None:
+        return None
+    match = _TIME.fullmatch(text)
+    if match is None:
+        raise ConditionsError(f"{key}: {text!r} is not a time (a number with us, ms or s: 40ms)")
+    us = round(float(match[1]) * _TIME_US[match[2]])
+    if us > MAX_DELAY_US:
+        raise ConditionsError(f"{key}: {text!r} is over a minute")
+    return us
+
+
+def _parse_percent(value: Mapping[str, Any], key: str) -> float | None:
+    text = _text(value, key)
+    if text is None:
+        return None
+    match = _PERCENT.fullmatch(text)
+    if match is None or float(match[1]) > 100:
+        raise ConditionsError(f"{key}: {text!r} is not a percentage (0% to 100%, written with %: 1%)")
+    return float(match[1])
+
+
+def _parse_rate(value: Mapping[str, Any]) -> int | None:
+    text = _text(value, "rate")
+    if text is None:
+        return None
+    match = _RATE.fullmatch(text)
+    if match is None:
+        raise ConditionsError(f"rate: {text!r} is not a rate (a number with bit, kbit, mbit or gbit: 10mbit)")
+    bits = round(float(match[1]) * _RATE_BIT[match[2]])
+    if bits < 8:
+        raise ConditionsError(f"rate: {text!r} is below a byte a second")
+    return bits
+
+
+def _parse_limit(value: Mapping[str, Any]) -> int | None:
+    raw = value.get("limit")
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= MAX_LIMIT:
+        raise ConditionsError(f"limit: {raw!r} is not a number of packets (1 to {MAX_LIMIT})")
+    return raw
+
+
+# --------------------------------------------------------------------------- reading what the kernel says
+
+
+@dataclass(frozen=True)
+class LiveQdisc:
+    kind: str  # "netem", "tbf", or another qdisc someone set ("htb", ...)
+    conditions: Conditions | None  # for netem and tbf
+
+
+DEFAULT_KINDS = ("noqueue", "pfifo_fast", "mq", "fq_codel", "pfifo", "bfifo", "noop")
+
+
+def parse_qdiscs(items: list[dict[str, Any]]) -> dict[str, LiveQdisc]:
+    """Read `tc -json qdisc show`: each interface's root qdisc, when it is not the kernel's default."""
+    found: dict[str, LiveQdisc] = {}
+    for item in items:
+        if not item.get("root") or item.get("kind") in DEFAULT_KINDS:
+            continue
+        kind = str(item.get("kind"))
+        options = item.get("options") or {}
+        found[str(item.get("dev"))] = LiveQdisc(kind, _from_kernel(kind, options))
+    return found
+
+
+def _from_kernel(kind: str, options: Mapping[str, Any]) -> Conditions | None:
+    if kind == "tbf":
+        return Conditions(rate_bit=int(options["rate"]) * 8) if "rate" in options else None
+    if kind != "netem":
+        return None
+    delay = options.get("delay") or {}
+    rate = options.get("rate") or {}
+
+    def percent(key: str, holder: Mapping[str, Any]) -> float | None:
+        value = holder.get(key)
+        return round(float(value) * 100, 6) if value else None
+
+    def micro(seconds: Any) -> int | None:
+        return round(float(seconds) * 1_000_000) if seconds else None
+
+    loss = options.get("loss-random") or {}
+    return Conditions(
+        delay_us=micro(delay.get("delay")),
+        jitter_us=micro(delay.get("jitter")),
+        loss=percent("loss", loss),
+        corrupt=percent("corrupt", options.get("corrupt") or {}) or percent("corrupt", options),
+        duplicate=percent("duplicate", options.get("duplicate") or {}) or percent("duplicate", options),
+        reorder=percent("reorder", options.get("reorder") or {}) or percent("reorder", options),
+        rate_bit=int(rate["rate"]) * 8 if rate.get("rate") else None,
+        limit=int(options["limit"]) if options.get("limit") is not None else None,
+    )

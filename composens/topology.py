@@ -366,8 +366,11 @@ def _parse_interface_address(value: Any, where: _Where) -> IPInterface:
     if "%" in text:
         raise where.error(f"{text!r}: a scope id ('%') is not allowed; the interface names the scope")
     if "/" not in text:
-        example = f"{text}/64" if ":" in text else f"{text}/24"
-        raise where.error(f"{text!r} needs a prefix length, e.g. {example}")
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            raise where.error(f"{text!r} is not an IPv4 or IPv6 address with prefix") from None
+        raise where.error(f"{text!r} needs a prefix length, e.g. {address}/{64 if address.version == 6 else 24}")
     try:
         return ipaddress.ip_interface(text)
     except ValueError as e:

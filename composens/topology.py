@@ -12,6 +12,7 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from composens.conditions import Conditions, ConditionsError
@@ -153,25 +154,40 @@ class Topology:
 
     def pairs(self) -> tuple[Link, ...]:
         """Every veth pair the file declares: the links, then one per LAN member (member end, hub port)."""
-        ports = tuple(
-            Link(member, lan.port_of(member), lan.mtu, {lan.port_of(member): lan.conditions} if lan.conditions else {})
-            for lan in self.lans
-            for member in lan.members
-        )
-        return self.links + ports
+        return self._pairs
+
+    @cached_property
+    def _pairs(self) -> tuple[Link, ...]:
+        ports = []
+        for lan in self.lans:
+            for member, port in zip(lan.members, lan.ports, strict=True):
+                hub_end = Endpoint(HUB, port)
+                ports.append(Link(member, hub_end, lan.mtu, {hub_end: lan.conditions} if lan.conditions else {}))
+        return self.links + tuple(ports)
 
     def conditions_of(self, end: Endpoint) -> Conditions | None:
         """The conditions the file declares on an end's egress."""
-        return next((pair.conditions[end] for pair in self.pairs() if end in pair.conditions), None)
+        return self._conditions.get(end)
+
+    @cached_property
+    def _conditions(self) -> dict[Endpoint, Conditions]:
+        return {end: conditions for pair in self.pairs() for end, conditions in pair.conditions.items()}
 
     def interfaces_of(self, node: str) -> tuple[str, ...]:
-        """The declared interfaces of a node that carry addresses: link ends and LAN members (not hub ports)."""
-        return tuple(ep.ifname for pair in self.pairs() for ep in (pair.a, pair.b) if ep.node == node)
+        """The declared interfaces of a node: its link ends, LAN member ends, and for the hub its ports."""
+        return self._interfaces.get(node, ())
+
+    @cached_property
+    def _interfaces(self) -> dict[str, tuple[str, ...]]:
+        found: dict[str, list[str]] = {}
+        for pair in self.pairs():
+            for ep in (pair.a, pair.b):
+                found.setdefault(ep.node, []).append(ep.ifname)
+        return {node: tuple(names) for node, names in found.items()}
 
     @property
     def wired_services(self) -> tuple[str, ...]:
-        seen = {ep.node for pair in self.pairs() for ep in (pair.a, pair.b)}
-        return tuple(s for s in self.services if s in seen)
+        return tuple(s for s in self.services if s in self._interfaces)
 
 
 # --------------------------------------------------------------------------- parsing

@@ -32,7 +32,7 @@ from typing import TypeVar
 from composens import changes as ch
 from composens import converge, live
 from composens.changes import Change
-from composens.conditions import parse_qdiscs
+from composens.conditions import LiveQdisc, parse_qdiscs
 from composens.errors import ConfigError, ConflictError, EngineError, WiringError
 from composens.faults import crash_point
 from composens.live import LiveNamespace
@@ -40,6 +40,7 @@ from composens.state import Claim, NodeRecord, ProjectRecord
 from composens.topology import Topology
 
 CLONE_NEWNET = 0x40000000
+PARALLEL = 8  # ip processes at once: on two cores 8 read and wired a LAN of 100 in 0.37 s, 4 in 0.40 s, 16 in 0.50 s
 READ_LINES = "link show\naddr show\nroute show table all\n"
 
 T = TypeVar("T")
@@ -71,7 +72,7 @@ def in_parallel(work: Callable[[T], R], items: list[T]) -> list[R]:
     """Run `work` on each item in a few threads (each mostly waits for an ip process); keep the order."""
     if len(items) < 2:
         return [work(item) for item in items]
-    with ThreadPoolExecutor(max_workers=min(8, len(items))) as pool:
+    with ThreadPoolExecutor(max_workers=min(PARALLEL, len(items))) as pool:
         return list(pool.map(work, items))
 
 
@@ -154,13 +155,20 @@ def read_all(targets: Mapping[str, Target], *, qdiscs: bool = False) -> dict[str
 class BatchResult:
     failures: dict[int, str]  # line index -> ip's message
     clean: bool  # every line ran and succeeded
+    after: LiveNamespace | None = None  # the namespace read back at the batch's end (ip: links, addresses, routes)
+    qdiscs: dict[str, LiveQdisc] | None = None  # read back at a tc batch's end
 
 
-def run_batch(netns: str | None, lines: list[str], tool: str = "ip") -> BatchResult:
-    """Run every line through `ip -force -batch` (or tc's); say which lines it reported failing and whether all ran."""
+def run_batch(netns: str | None, lines: list[str], tool: str = "ip", *, read_back: bool = False) -> BatchResult:
+    """Run every line through `ip -force -batch` (or tc's); say which lines it reported failing and whether all ran.
+
+    With read_back the batch ends by reading the namespace (no other process needed to see the result).
+    """
     if not lines:
         return BatchResult({}, True)
-    done = _ip(netns, "-force", "-batch", "-", stdin="\n".join(lines) + "\n", tool=tool)
+    reads = (READ_LINES if tool == "ip" else "qdisc show\n") if read_back else ""
+    options = (["-details", "-json"] if tool == "ip" else ["-json"]) if read_back else []
+    done = _ip(netns, *options, "-force", "-batch", "-", stdin="\n".join(lines) + "\n" + reads, tool=tool)
     failures: dict[int, str] = {}
     message: list[str] = []
     for text in done.stderr.splitlines():
@@ -172,7 +180,17 @@ def run_batch(netns: str | None, lines: list[str], tool: str = "ip") -> BatchRes
     if message and done.returncode != 0:
         # ip exits on some errors (a netns that vanished, say) without naming the line: the rest did not run.
         failures[-1] = " ".join(message)
-    return BatchResult(failures, done.returncode == 0)
+    result = BatchResult(failures, done.returncode == 0)
+    if read_back:
+        try:
+            documents = list(live.json_documents(done.stdout))
+        except ValueError:
+            documents = []
+        if tool == "ip" and len(documents) == 3:
+            result.after = live.parse_namespace(*documents)
+        elif tool == "tc" and len(documents) == 1:
+            result.qdiscs = parse_qdiscs(documents[0])
+    return result
 
 
 @dataclass
@@ -200,6 +218,11 @@ class _Run:
         self.ran: list[tuple[Change, tuple[Change, ...]]] = []  # each change that ran, with its undo
         self.report = WiringReport()
         self.qdiscs = False  # whether the namespaces' qdiscs are read (when conditions are in play)
+        self.after: dict[str, LiveNamespace] = {}  # namespaces as their last batch read them back
+        self._lock = threading.Lock()
+        self._tick = 0  # waves run so far
+        self._changed_at: dict[str, int] = {}  # node -> the last wave that changed it
+        self._read_at: dict[str, int] = {}  # node -> the last wave whose batch read it back
         self._qdisc_before: dict[tuple[str, str], dict[str, str] | None] = {}
         self._fds: dict[str, int] = {}
 
@@ -288,11 +311,33 @@ class _Run:
             if wave:
                 self._wave(wave)
 
+    def _affects(self, change: Change) -> set[str]:
+        """The namespaces a change alters: its own, and a pair's two ends' or a deleted veth's peer's."""
+        nodes = {change.node}
+        if isinstance(change, ch.CreatePair):
+            nodes |= {change.a.node, change.b.node}
+        if isinstance(change, ch.DeleteLink) and change.peer is not None:
+            nodes.add(change.peer.node)
+        return nodes
+
+    def refresh(self, nodes: set[str]) -> None:
+        """Bring `state` up to date for `nodes`: from their batches' read-backs where those came after every
+        change to them, else by reading them again."""
+        stale = {n for n in nodes if n in self.targets and self._changed_at.get(n, -1) > self._read_at.get(n, -1)}
+        for node in nodes - stale:
+            if node in self.after:
+                self.state[node] = self.after[node]
+        if stale:
+            self.state.update(read_all({n: self.targets[n] for n in stale}, qdiscs=self.qdiscs))
+
     def _wave(self, wave: Sequence[Change]) -> None:
         """Run one wave: per namespace its sysctls, then its batch; namespaces side by side."""
+        self._tick += 1
         by_node: dict[str, list[Change]] = {}
         for change in wave:
             by_node.setdefault(change.node, []).append(change)
+            for node in self._affects(change):
+                self._changed_at[node] = self._tick
         outcomes = in_parallel(self._node_changes, list(by_node.items()))
         failure = next((o for o in outcomes if o is not None), None)
         if failure is not None:
@@ -324,7 +369,18 @@ class _Run:
     def _batch(self, node: str, changes: Sequence[Change], tool: str) -> _Failed | None:
         if not changes:
             return None
-        result = run_batch(self.netns_of(node), [ch.batch_line(c, self.netns_of) for c in changes], tool)
+        result = run_batch(
+            self.netns_of(node), [ch.batch_line(c, self.netns_of) for c in changes], tool, read_back=True
+        )
+        with self._lock:
+            if result.after is not None:
+                self._read_at[node] = self._tick
+                qdiscs = self.after[node].qdiscs if node in self.after else self.state.get(node, live.EMPTY).qdiscs
+                self.after[node] = replace(
+                    result.after, qdiscs={k: v for k, v in qdiscs.items() if k in result.after.links}
+                )
+            if result.qdiscs is not None and node in self.after:
+                self.after[node] = replace(self.after[node], qdiscs=result.qdiscs)
         if result.clean:
             for change in changes:
                 self._done(change, self._undo(change))
@@ -505,18 +561,13 @@ def _apply(run: _Run, plan: converge.Diff, scope: converge.Scope) -> None:
         if made:
             crash_point("after-veths")
         run.execute([rest])
-        touched = {c.node for c in plan.removals + creations} | {
-            ep.node for c in made if isinstance(c, ch.CreatePair) for ep in (c.a, c.b)
-        }
-        if touched:
-            run.state.update(read_all({n: run.targets[n] for n in touched if n in run.targets}, qdiscs=run.qdiscs))
+        run.refresh({node for change in plan.removals + creations for node in run._affects(change)})
         routes = converge.route_diff(run.topo, run.state, run.records, scope)
         if routes.conflicts:
             raise ConflictError(routes.conflicts[0])
         run.claim(routes.routes)
         run.execute([routes.routes])
-        if routes.routes:
-            run.state.update(read_all({n: run.targets[n] for n in {c.node for c in routes.routes}}, qdiscs=run.qdiscs))
+        run.refresh({change.node for change in routes.routes})
         run.settle_claims()
     except (_Failed, ConflictError) as e:
         outcome = run.rollback()

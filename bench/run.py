@@ -196,11 +196,27 @@ def delete_pairs(netns: str, prefix: str, links: int) -> None:
     )
 
 
-def bench_wiring(folder: Path, links: int, rounds: int) -> list[tuple[str, float, float]]:
-    from composens import topology, wiring
+def converge_in_process(folder: Path) -> Callable[[], object]:
+    """composens' own share of `netns link`, in this process: lock and record, reading, diff, commands."""
+    from composens import wiring
     from composens.compose import Compose, ComposeOptions
     from composens.lab import Lab as CoreLab
 
+    core = CoreLab(Compose(ComposeOptions(files=(str(folder / "docker-compose.yml"),))))
+    topo = core.load()
+    core.link(topo, set(topo.services), wire=False)
+    _, _, _, running = core._running(topo)
+
+    def converge() -> object:
+        with core.store.locked() as state:
+            targets = core._targets(topo, state, running)
+            scope = core._scope(topo, state, targets, set(topo.services))
+            return wiring.converge_lab(topo, scope, targets, state.project(topo.project), state.save)
+
+    return converge
+
+
+def bench_wiring(folder: Path, links: int, rounds: int) -> list[tuple[str, float, float]]:
     lab = Lab(folder, 2, links)
     try:
         lab.compose("up", "-d")
@@ -210,16 +226,11 @@ def bench_wiring(folder: Path, links: int, rounds: int) -> list[tuple[str, float
             unwire()
         finally:
             cleanup()
-        core = CoreLab(Compose(ComposeOptions(files=(str(folder / "docker-compose.yml"),))))
-        topo = core.load()
-        core.link(topo, set(topo.services), wire=False)
-        boxes = lab.sandboxes()
-        steps = topology.plan(topo)
 
         def unwire_ours() -> None:
             delete_pairs(f"{lab.name}-s1", "a", links)
 
-        library = median_of(rounds, lambda: wiring.apply(steps, topo, boxes, set()), before=unwire_ours)
+        library = median_of(rounds, converge_in_process(folder), before=unwire_ours)
         command = median_of(rounds, lambda: lab.composens("netns", "link"), before=unwire_ours)
     finally:
         lab.destroy()
@@ -227,6 +238,38 @@ def bench_wiring(folder: Path, links: int, rounds: int) -> list[tuple[str, float
         (f"wiring {links} links (in process) / ip -batch", library, baseline),
         (f"composens netns link with {links} links (whole command) / ip -batch", command, baseline),
     ]
+
+
+def raw_batches(commands: list[str]) -> Callable[[], None]:
+    """The very lines composens planned, run as bare `ip -batch` / `tc -batch`, one process per namespace:
+    first the lines that make interfaces, then every namespace's side by side (as composens does)."""
+    import shlex
+    from concurrent.futures import ThreadPoolExecutor
+
+    waves: list[dict[tuple[str, str | None], list[str]]] = [{}, {}, {}]
+    for command in commands:
+        words = shlex.split(command)
+        if words[0] not in ("ip", "tc") or words[1:3] == ["netns", "add"]:
+            continue  # the hub's making and sysctls: set up once, outside the timing
+        netns, rest = (words[2], words[3:]) if words[1] == "-n" else (None, words[1:])
+        wave = 0 if rest[:2] == ["link", "add"] else (2 if words[0] == "tc" else 1)
+        waves[wave].setdefault((words[0], netns), []).append(" ".join(rest))
+
+    def run_one(job: tuple[tuple[str, str | None], list[str]]) -> None:
+        (tool, netns), lines = job
+        subprocess.run(
+            [tool, *(["-n", netns] if netns else []), "-batch", "-"],
+            input="\n".join(lines) + "\n",
+            text=True,
+            check=True,
+        )
+
+    def run() -> None:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for wave in waves:
+                list(pool.map(run_one, wave.items()))
+
+    return run
 
 
 def bench_lifecycle(folder: Path, services: int, rounds: int) -> list[tuple[str, float, float]]:
@@ -279,8 +322,11 @@ def bench_startup(folder: Path, rounds: int) -> list[tuple[str, float, float]]:
     ]
 
 
-def ring_lab(folder: Path, services: int) -> list[tuple[str, str]]:
-    """Write a ring of services, each link a /30 of 198.18.0.0/15; return (netns, peer address) to ping."""
+def ring_lab(folder: Path, services: int, *, netem: str = "", checks: bool = False) -> list[tuple[str, str]]:
+    """Write a ring of services, each link a /30 of 198.18.0.0/15; return (netns, peer address) to ping.
+
+    netem: conditions on every link (`{rate: 100mbit}`, say); checks: one ping check per link.
+    """
     name = f"cnscale{uuid.uuid4().hex[:6]}"
     lines = [f"name: {name}", "x-composens:", f"  netns_prefix: {name}-", "  links:"]
     addresses: dict[int, list[str]] = {n: [] for n in range(1, services + 1)}
@@ -288,16 +334,175 @@ def ring_lab(folder: Path, services: int) -> list[tuple[str, str]]:
     for i in range(services):
         a, b = i + 1, (i + 1) % services + 1
         lines.append(f'    - endpoints: ["s{a}:r{i}a", "s{b}:r{i}b"]')
+        if netem:
+            lines.append(f"      netem: {netem}")
         prefix, net = f"198.{18 + i // 16384}.{i // 64 % 256}", (i % 64) * 4
         addresses[a].append(f"        r{i}a: [{prefix}.{net + 1}/30]")
         addresses[b].append(f"        r{i}b: [{prefix}.{net + 2}/30]")
         pings.append((f"{name}-s{a}", f"{prefix}.{net + 2}"))
+    if checks:
+        lines.append("  checks:")
+        lines += [
+            f"    - {{name: link {i}, ping: {{from: s{i + 1}, to: {address}, count: 1}}}}"
+            for i, (_, address) in enumerate(pings)
+        ]
     lines.append("services:")
     for n in range(1, services + 1):
         lines += [f"  s{n}:", f"    image: {IMAGE}", "    network_mode: none", "    x-composens:", "      addresses:"]
         lines += addresses[n]
     (folder / "docker-compose.yml").write_text("\n".join(lines) + "\n")
     return pings
+
+
+READ_LINES = "link show\naddr show\nroute show table all\n"
+
+
+def read_every_namespace(entries: list[str]) -> Callable[[], None]:
+    """What reading a lab costs with bare iproute2: one `ip -json -batch` per namespace, 8 at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def read(entry: str) -> None:
+        subprocess.run(
+            ["ip", "-n", entry, "-d", "-j", "-batch", "-"], input=READ_LINES, capture_output=True, text=True, check=True
+        )
+
+    def run() -> None:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(read, entries))
+
+    return run
+
+
+def planned(folder: Path) -> list[str]:
+    """The lines `composens plan --full` prints for the lab in `folder`."""
+    return sh(*COMPOSENS, "plan", "--full", cwd=folder).splitlines()
+
+
+def bench_converge(folder: Path, sizes: list[int], rounds: int) -> list[tuple[str, float, float]]:
+    """Converging an unchanged ring (nothing to do), an edit of one link, and its checks at the largest size."""
+    results = []
+    for size in sizes:
+        lab_dir = folder / f"c{size}"
+        lab_dir.mkdir()
+        pings = ring_lab(lab_dir, size, checks=size == max(sizes))
+        entries = sorted({netns for netns, _ in pings})
+        try:
+            sh(*COMPOSENS, "up", "-d", cwd=lab_dir)
+            baseline = read_every_namespace(entries)
+            command, bare = paired(rounds, lambda: sh(*COMPOSENS, "netns", "link", cwd=lab_dir), baseline)  # noqa: B023
+            results.append(
+                (f"netns link, unchanged ring of {size} (whole command) / ip -batch reading it", command, bare)
+            )
+            own, bare = paired(rounds, converge_in_process(lab_dir), baseline)
+            results.append((f"converge, unchanged ring of {size} (in process) / ip -batch reading it", own, bare))
+            if size == max(sizes):
+                results += edit_one_link(lab_dir, size)
+                results += bench_checks(lab_dir, pings, rounds)
+        finally:
+            subprocess.run([*COMPOSENS, "down", "-t", "0"], cwd=lab_dir, capture_output=True, check=False)
+    return results
+
+
+def edit_one_link(lab_dir: Path, size: int) -> list[tuple[str, float, float]]:
+    """Move link 0 to a /29: converging must change only that link's two addresses."""
+    path = lab_dir / "docker-compose.yml"
+    text = path.read_text()
+    path.write_text(
+        text.replace("r0a: [198.18.0.1/30]", "r0a: [198.18.0.1/29]").replace(
+            "r0b: [198.18.0.2/30]", "r0b: [198.18.0.2/29]"
+        )
+    )
+    start = time.perf_counter()
+    done = sh(*COMPOSENS, "netns", "link", cwd=lab_dir)
+    seconds = time.perf_counter() - start
+    wired = [line for line in done.splitlines() if line.startswith("wired:")]
+    print(f"edit of one link in a ring of {size}: {len(wired)} commands ran:", *wired, sep="\n  ", flush=True)
+    if len(wired) != 4 or not all("r0a" in line or "r0b" in line for line in wired):
+        raise SystemExit("converging one edited link touched more than that link")
+    unchanged = timed(lambda: sh(*COMPOSENS, "netns", "link", cwd=lab_dir))
+    return [(f"netns link after editing 1 link of {size} (4 commands) / with nothing to change", seconds, unchanged)]
+
+
+def bench_checks(lab_dir: Path, pings: list[tuple[str, str]], rounds: int) -> list[tuple[str, float, float]]:
+    """composens test with one ping check per link against a loop of `ip netns exec NS ping -c 1`."""
+
+    def loop() -> None:
+        for netns, address in pings:
+            subprocess.run(
+                ["ip", "netns", "exec", netns, "busybox", "ping", "-c", "1", "-W", "1", address],
+                capture_output=True,
+                check=True,
+            )
+
+    ours, bare = paired(rounds, lambda: sh(*COMPOSENS, "test", "--format", "json", cwd=lab_dir), loop)
+    return [(f"{len(pings)} ping checks: composens test / a loop of ip netns exec ping -c 1", ours, bare)]
+
+
+def bench_lan(folder: Path, members: int, rounds: int) -> list[tuple[str, float, float]]:
+    """A LAN of `members` wired by composens against the same lines run as bare `ip -batch`."""
+    name = f"cnlan{uuid.uuid4().hex[:6]}"
+    lines = [f"name: {name}", "x-composens:", f"  netns_prefix: {name}-", f"  hub: {name}-hub", "  lans:"]
+    lines.append("    lan1: {endpoints: [" + ", ".join(f'"m{i}:eth1"' for i in range(1, members + 1)) + "]}")
+    lines.append("services:")
+    for i in range(1, members + 1):
+        address = f"198.18.{i // 250}.{i % 250 + 1}/16"
+        lines.append(
+            f"  m{i}: {{image: {IMAGE}, network_mode: none, x-composens: {{addresses: {{eth1: [{address}]}}}}}}"
+        )
+    (folder / "docker-compose.yml").write_text("\n".join(lines) + "\n")
+    hub = f"{name}-hub"
+    try:
+        sh(*COMPOSENS, "up", "-d", cwd=folder)
+        bare = raw_batches(planned(folder))
+
+        def clear() -> None:
+            ports = [f"m{i}.eth1" for i in range(1, members + 1)]
+            batch = "\n".join(f"link del {port}" for port in [*ports, "lan1"]) + "\n"
+            subprocess.run(
+                ["ip", "-n", hub, "-force", "-batch", "-"], input=batch, text=True, capture_output=True, check=False
+            )
+
+        own, base = paired(rounds, converge_in_process(folder), bare, before=clear)
+        command, base_again = paired(rounds, lambda: sh(*COMPOSENS, "netns", "link", cwd=folder), bare, before=clear)
+    finally:
+        subprocess.run([*COMPOSENS, "down", "-t", "0"], cwd=folder, capture_output=True, check=False)
+    return [
+        (f"a LAN of {members} members (in process) / the same lines as ip -batch", own, base),
+        (f"a LAN of {members} members: composens netns link (whole command) / ip -batch", command, base_again),
+    ]
+
+
+def bench_conditions(folder: Path, size: int, rounds: int) -> list[tuple[str, float, float]]:
+    """Conditions on every end of a ring (2 x size interfaces) against the same lines as bare `tc -batch`.
+
+    A rate (tbf): this machine's kernel has no sch_netem; the lines and their cost are the same kind.
+    """
+    pings = ring_lab(folder, size, netem="{rate: 100mbit}")
+    entries = sorted({netns for netns, _ in pings})
+    try:
+        sh(*COMPOSENS, "up", "-d", cwd=folder)
+        tc_lines = [line for line in planned(folder) if line.startswith("tc ")]
+        bare = raw_batches(tc_lines)
+
+        def clear() -> None:
+            for entry in entries:
+                out = subprocess.run(
+                    ["ip", "-n", entry, "-o", "link", "show"], capture_output=True, text=True, check=True
+                ).stdout
+                names = [line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if "lo:" not in line]
+                batch = "\n".join(f"qdisc del dev {n} root" for n in names) + "\n"
+                subprocess.run(
+                    ["tc", "-n", entry, "-force", "-batch", "-"],
+                    input=batch,
+                    text=True,
+                    capture_output=True,
+                    check=False,
+                )
+
+        own, base = paired(rounds, converge_in_process(folder), bare, before=clear)
+    finally:
+        subprocess.run([*COMPOSENS, "down", "-t", "0"], cwd=folder, capture_output=True, check=False)
+    return [(f"conditions on {len(tc_lines)} interfaces (in process, with reading) / tc -batch", own, base)]
 
 
 def scale_round(lab_dir: Path, size: int) -> dict[str, float]:
@@ -355,7 +560,10 @@ def main() -> None:
     )
     parser.add_argument("--links", type=int, default=100, help="links in the wiring lab (default 100)")
     parser.add_argument("--rounds", type=int, default=3, help="runs per figure; the median is shown (default 3)")
-    parser.add_argument("--only", choices=["wiring", "lifecycle", "scale"], help="run one part")
+    parser.add_argument(
+        "--only", choices=["wiring", "lifecycle", "scale", "converge", "lan", "conditions"], help="run one part"
+    )
+    parser.add_argument("--converge", default="50,200", help="ring sizes for the converge part (default 50,200)")
     parser.add_argument("--scale", default="50,200", help="ring sizes for the scale part (default 50,200)")
     args = parser.parse_args()
     if os.geteuid() != 0 or shutil.which("docker") is None:
@@ -379,6 +587,15 @@ def main() -> None:
                 for size in (int(n) for n in args.services.split(",")):
                     (Path(tmp) / f"l{size}").mkdir()
                     results += bench_lifecycle(Path(tmp) / f"l{size}", size, args.rounds)
+            if args.only in (None, "converge"):
+                (Path(tmp) / "c").mkdir()
+                results += bench_converge(Path(tmp) / "c", [int(n) for n in args.converge.split(",")], args.rounds)
+            if args.only in (None, "lan"):
+                (Path(tmp) / "lan").mkdir()
+                results += bench_lan(Path(tmp) / "lan", 100, args.rounds)
+            if args.only in (None, "conditions"):
+                (Path(tmp) / "cond").mkdir()
+                results += bench_conditions(Path(tmp) / "cond", 50, args.rounds)
             if args.only == "scale":
                 (Path(tmp) / "s").mkdir()
                 bench_scale(Path(tmp) / "s", [int(n) for n in args.scale.split(",")])

@@ -27,12 +27,12 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from composens import changes as ch
 from composens import converge, live
 from composens.changes import Change
-from composens.conditions import LiveQdisc, parse_qdiscs
+from composens.conditions import DEFAULT_KINDS, LiveQdisc, parse_qdiscs
 from composens.errors import ConfigError, ConflictError, EngineError, WiringError
 from composens.faults import crash_point
 from composens.live import LiveNamespace
@@ -103,9 +103,18 @@ def read_namespace(netns: str | None, *, qdiscs: bool = False) -> LiveNamespace:
 
 def _read_commands(netns: str | None, *, qdiscs: bool) -> list[subprocess.CompletedProcess[str]]:
     done = [_ip(netns, "-details", "-json", "-batch", "-", stdin=READ_LINES)]
-    if qdiscs:
+    # ip names each link's root qdisc: only a namespace where one is not the kernel's default needs tc's details.
+    if qdiscs and any(item.get("qdisc") not in DEFAULT_KINDS for item in _first_document(done[0].stdout)):
         done.append(_ip(netns, "-json", "qdisc", "show", tool="tc"))
     return done
+
+
+def _first_document(text: str) -> list[dict[str, Any]]:
+    try:
+        found: Any = next(live.json_documents(text), [])
+    except ValueError:
+        return []
+    return found if isinstance(found, list) else []
 
 
 def _parse_read(done: list[subprocess.CompletedProcess[str]], what: str) -> LiveNamespace:
@@ -218,11 +227,13 @@ class _Run:
         self.ran: list[tuple[Change, tuple[Change, ...]]] = []  # each change that ran, with its undo
         self.report = WiringReport()
         self.qdiscs = False  # whether the namespaces' qdiscs are read (when conditions are in play)
-        self.after: dict[str, LiveNamespace] = {}  # namespaces as their last batch read them back
+        self.after: dict[str, LiveNamespace] = {}  # links, addresses, routes as a node's last ip batch read them back
+        self.after_qdiscs: dict[str, dict[str, LiveQdisc]] = {}  # qdiscs as its last tc batch read them back
         self._lock = threading.Lock()
         self._tick = 0  # waves run so far
-        self._changed_at: dict[str, int] = {}  # node -> the last wave that changed it
-        self._read_at: dict[str, int] = {}  # node -> the last wave whose batch read it back
+        # node -> the last wave that changed its interfaces (ip) or its qdiscs (tc), and that read them back
+        self._changed_at: dict[tuple[str, str], int] = {}
+        self._read_at: dict[tuple[str, str], int] = {}
         self._qdisc_before: dict[tuple[str, str], dict[str, str] | None] = {}
         self._fds: dict[str, int] = {}
 
@@ -323,10 +334,15 @@ class _Run:
     def refresh(self, nodes: set[str]) -> None:
         """Bring `state` up to date for `nodes`: from their batches' read-backs where those came after every
         change to them, else by reading them again."""
-        stale = {n for n in nodes if n in self.targets and self._changed_at.get(n, -1) > self._read_at.get(n, -1)}
+
+        def behind(node: str, tool: str) -> bool:
+            return self._changed_at.get((node, tool), -1) > self._read_at.get((node, tool), -1)
+
+        stale = {n for n in nodes if n in self.targets and (behind(n, "ip") or behind(n, "tc"))}
         for node in nodes - stale:
-            if node in self.after:
-                self.state[node] = self.after[node]
+            current = self.after.get(node, self.state.get(node, live.EMPTY))
+            qdiscs = self.after_qdiscs.get(node, current.qdiscs)
+            self.state[node] = replace(current, qdiscs={k: v for k, v in qdiscs.items() if k in current.links})
         if stale:
             self.state.update(read_all({n: self.targets[n] for n in stale}, qdiscs=self.qdiscs))
 
@@ -337,7 +353,9 @@ class _Run:
         for change in wave:
             by_node.setdefault(change.node, []).append(change)
             for node in self._affects(change):
-                self._changed_at[node] = self._tick
+                self._changed_at[node, ch.tool(change)] = self._tick
+                if isinstance(change, ch.CreatePair | ch.DeleteLink):
+                    self._changed_at[node, "tc"] = self._tick  # an interface's qdisc comes and goes with it
         outcomes = in_parallel(self._node_changes, list(by_node.items()))
         failure = next((o for o in outcomes if o is not None), None)
         if failure is not None:
@@ -374,13 +392,11 @@ class _Run:
         )
         with self._lock:
             if result.after is not None:
-                self._read_at[node] = self._tick
-                qdiscs = self.after[node].qdiscs if node in self.after else self.state.get(node, live.EMPTY).qdiscs
-                self.after[node] = replace(
-                    result.after, qdiscs={k: v for k, v in qdiscs.items() if k in result.after.links}
-                )
-            if result.qdiscs is not None and node in self.after:
-                self.after[node] = replace(self.after[node], qdiscs=result.qdiscs)
+                self._read_at[node, "ip"] = self._tick
+                self.after[node] = result.after
+            if result.qdiscs is not None:
+                self._read_at[node, "tc"] = self._tick
+                self.after_qdiscs[node] = result.qdiscs
         if result.clean:
             for change in changes:
                 self._done(change, self._undo(change))

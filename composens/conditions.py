@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+from decimal import Decimal
 from typing import Any
 
 KEYS = ("delay", "jitter", "loss", "corrupt", "duplicate", "reorder", "rate", "limit")
@@ -22,6 +23,7 @@ _RATE = re.compile(r"(\d+(?:\.\d+)?)(bit|kbit|mbit|gbit)")
 _TIME_US = {"us": 1, "ms": 1000, "s": 1_000_000}
 _RATE_BIT = {"bit": 1, "kbit": 1000, "mbit": 1_000_000, "gbit": 1_000_000_000}
 MAX_DELAY_US = 60_000_000  # a minute: netem keeps every delayed packet in memory
+MAX_JITTER_US = 2_147_483  # netem caps jitter at 2^31 - 1 ns, silently: seen on Debian's 6.1 kernel
 MAX_LIMIT = 1_000_000
 TBF_LATENCY = "200ms"  # how long a packet may wait for tokens before the bucket drops it
 TBF_MIN_BURST = 16 * 1024  # bytes: at least a jumbo frame, and smooth at low rates
@@ -92,20 +94,28 @@ class Conditions:
         return _spelled(self)
 
     def same_as(self, other: Conditions) -> bool:
-        """Compare with what the kernel reports, which rounds percentages to 1/2^32 and times to microseconds."""
+        """Compare with what `tc -json` reports: the same qdisc and values, to the precision it prints them."""
+        if self.kind != other.kind:
+            return False  # a rate alone is a tbf, and a netem with a rate is not one
         for f in fields(self):
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
-            if (mine is None) != (theirs is None):
-                if f.name == "jitter_us" and not mine and not theirs:
-                    continue
-                if f.name == "limit" and mine is None:
-                    continue  # the kernel always reports a limit; the file need not give one
-                return False
-            if isinstance(mine, float) and isinstance(theirs, float) and not math.isclose(mine, theirs, abs_tol=1e-4):
-                return False
-            if isinstance(mine, int) and isinstance(theirs, int) and mine != theirs:
-                return False
+            if f.name == "limit":
+                if mine is not None and mine != theirs:
+                    return False  # the kernel always reports a limit; the file need not give one
+            elif f.name == "rate_bit":
+                if (mine is None) != (theirs is None) or (mine is not None and mine // 8 != theirs // 8):
+                    return False  # the kernel keeps whole bytes a second
+            elif f.name.endswith("_us"):
+                if not _close_us(mine or 0, theirs or 0):
+                    return False
+            elif not math.isclose(mine or 0.0, theirs or 0.0, abs_tol=1e-4):
+                return False  # a percentage; 0% is none at all
         return True
+
+
+def _close_us(mine: int, theirs: int) -> bool:
+    """netem keeps times in 64 ns ticks and tc prints them in whole microseconds, to six significant digits."""
+    return abs(mine - theirs) <= 1 + max(mine, theirs) * 1e-5
 
 
 def _spelled(conditions: Conditions) -> dict[str, str]:
@@ -134,7 +144,9 @@ def _time(us: int) -> str:
 
 
 def _percent(value: float) -> str:
-    return f"{value:g}%"
+    """Every digit it was given, never an exponent: `parse` reads it back as it was (33.333333%, 0.00001%)."""
+    text = format(Decimal(repr(value)), "f")
+    return (text.rstrip("0").rstrip(".") if "." in text else text) + "%"
 
 
 def _rate(bits: int) -> str:
@@ -167,6 +179,8 @@ def parse(value: Any) -> Conditions:
     )
     if found.jitter_us is not None and found.delay_us is None:
         raise ConditionsError("jitter: needs a delay (jitter varies it)")
+    if found.jitter_us is not None and found.jitter_us > MAX_JITTER_US:
+        raise ConditionsError(f"jitter: {value['jitter']!r} is over 2.147483s, the most netem takes")
     if found.reorder is not None and found.delay_us is None:
         raise ConditionsError("reorder: needs a delay (reordered packets skip it)")
     if found.empty:
@@ -223,9 +237,10 @@ def _parse_limit(value: Mapping[str, Any]) -> int | None:
     raw = value.get("limit")
     if raw is None:
         return None
-    if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= MAX_LIMIT:
+    number = int(raw) if isinstance(raw, str) and raw.isascii() and raw.isdigit() else raw  # as `spelled` writes it
+    if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= MAX_LIMIT:
         raise ConditionsError(f"limit: {raw!r} is not a number of packets (1 to {MAX_LIMIT})")
-    return raw
+    return number
 
 
 # --------------------------------------------------------------------------- reading what the kernel says
@@ -234,7 +249,9 @@ def _parse_limit(value: Mapping[str, Any]) -> int | None:
 @dataclass(frozen=True)
 class LiveQdisc:
     kind: str  # "netem", "tbf", or another qdisc someone set ("htb", ...)
-    conditions: Conditions | None  # for netem and tbf
+    # For netem and tbf; None for other kinds and for settings that Conditions cannot say (a correlation,
+    # a slot, ecn, a loss model, a peak rate, ...): those never match what composens wants.
+    conditions: Conditions | None
 
 
 DEFAULT_KINDS = ("noqueue", "pfifo_fast", "mq", "fq_codel", "pfifo", "bfifo", "noop")
@@ -247,34 +264,92 @@ def parse_qdiscs(items: list[dict[str, Any]]) -> dict[str, LiveQdisc]:
         if not item.get("root") or item.get("kind") in DEFAULT_KINDS:
             continue
         kind = str(item.get("kind"))
-        options = item.get("options") or {}
-        found[str(item.get("dev"))] = LiveQdisc(kind, _from_kernel(kind, options))
+        options = item.get("options")
+        conditions = _from_kernel(kind, options) if isinstance(options, Mapping) else None
+        found[str(item.get("dev"))] = LiveQdisc(kind, conditions)
     return found
 
 
+# What tc 6.1 prints for the qdiscs composens sets, read on Debian's kernel 6.1 (tests/unit/test_conditions.py
+# keeps the samples). Times are seconds, shares are fractions and rates are bytes a second:
+#   tbf:   {"rate": 125000, "burst": 16384, "lat": 200000}
+#   netem: {"limit": 1000, "delay": {"delay": 0.05, "jitter": 0.002, "correlation": 0},
+#           "loss-random": {"loss": 0.01, "correlation": 0}, "duplicate": {"duplicate": 0.002, "correlation": 0},
+#           "reorder": {"reorder": 0.25, "correlation": 0}, "corrupt": {"corrupt": 0.001, "correlation": 0},
+#           "rate": {"rate": 125000, "packetoverhead": 0, "cellsize": 0, "celloverhead": 0}, "ecn": false, "gap": 1}
+# Parts are left out when they are zero (no "delay" without one); "gap" is 1 when there is reordering.
+_TBF_KEYS = {"rate", "burst", "lat", "limit"}  # tc prints the limit instead of lat when lat would be negative
+# "seed" is the random generator's (newer kernels and tc report one always): not a condition.
+_NETEM_KEYS = {"limit", "delay", "loss-random", "duplicate", "reorder", "corrupt", "rate", "ecn", "gap", "seed"}
+_NETEM_SHARES = {"loss-random": "loss", "duplicate": "duplicate", "reorder": "reorder", "corrupt": "corrupt"}
+
+
+class _Unsaid(Exception):
+    """A setting Conditions cannot say, or an answer tc would not give."""
+
+
 def _from_kernel(kind: str, options: Mapping[str, Any]) -> Conditions | None:
-    if kind == "tbf":
-        return Conditions(rate_bit=int(options["rate"]) * 8) if "rate" in options else None
-    if kind != "netem":
+    try:
+        if kind == "tbf":
+            if set(options) - _TBF_KEYS:
+                return None  # a peak rate, an overhead: not composens' token bucket
+            return Conditions(rate_bit=_int(options, "rate") * 8)
+        if kind == "netem":
+            return _netem(options)
+    except _Unsaid:
         return None
-    delay = options.get("delay") or {}
-    rate = options.get("rate") or {}
+    return None
 
-    def percent(key: str, holder: Mapping[str, Any]) -> float | None:
-        value = holder.get(key)
-        return round(float(value) * 100, 6) if value else None
 
-    def micro(seconds: Any) -> int | None:
-        return round(float(seconds) * 1_000_000) if seconds else None
-
-    loss = options.get("loss-random") or {}
+def _netem(options: Mapping[str, Any]) -> Conditions:
+    if set(options) - _NETEM_KEYS or options.get("ecn", False) is not False:
+        raise _Unsaid  # a slot, a loss model (gemodel, state), ecn, ...
+    shares = {name: _part(options, key) for key, name in _NETEM_SHARES.items()}
+    percent = {name: round(_float(part, name) * 100, 6) if part else None for name, part in shares.items()}
+    gap = options.get("gap", 0)
+    if gap not in (0, 1):
+        raise _Unsaid  # reordering every nth packet
+    if gap == 0:
+        percent["reorder"] = None  # idle: tc sets a gap of 1 with a reorder, and a replace without one keeps it
+    rate = _part(options, "rate")
+    if any(rate.get(key, 0) != 0 for key in ("packetoverhead", "cellsize", "celloverhead")):
+        raise _Unsaid
+    delay_us = jitter_us = None
+    if delay := _part(options, "delay"):
+        delay_us, jitter_us = _micro(_float(delay, "delay")), _micro(_float(delay, "jitter", 0.0)) or None
     return Conditions(
-        delay_us=micro(delay.get("delay")),
-        jitter_us=micro(delay.get("jitter")),
-        loss=percent("loss", loss),
-        corrupt=percent("corrupt", options.get("corrupt") or {}) or percent("corrupt", options),
-        duplicate=percent("duplicate", options.get("duplicate") or {}) or percent("duplicate", options),
-        reorder=percent("reorder", options.get("reorder") or {}) or percent("reorder", options),
-        rate_bit=int(rate["rate"]) * 8 if rate.get("rate") else None,
-        limit=int(options["limit"]) if options.get("limit") is not None else None,
+        delay_us=delay_us,
+        jitter_us=jitter_us,
+        loss=percent["loss"],
+        corrupt=percent["corrupt"],
+        duplicate=percent["duplicate"],
+        reorder=percent["reorder"],
+        rate_bit=_int(rate, "rate") * 8 if rate else None,
+        limit=_int(options, "limit"),
     )
+
+
+def _part(options: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """One of netem's parts, {} when it is left out; a correlation is a setting Conditions cannot say."""
+    part = options.get(key) or {}
+    if not isinstance(part, Mapping) or part.get("correlation", 0) != 0:
+        raise _Unsaid
+    return part
+
+
+def _float(holder: Mapping[str, Any], key: str, default: float | None = None) -> float:
+    value = holder.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise _Unsaid
+    return float(value)
+
+
+def _int(holder: Mapping[str, Any], key: str) -> int:
+    value = holder.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _Unsaid
+    return value
+
+
+def _micro(seconds: float) -> int:
+    return round(seconds * 1_000_000)

@@ -461,7 +461,13 @@ class _Work:
                 now = str(found.conditions) if found and found.conditions else (found.kind if found else "none")
                 item = f"conditions on {end.ifname}: {now}, wanted {wanted}"
                 self.out.drift.append(Drift(end.node, "differs" if found else "missing", item, ifname=end.ifname))
-                self.out.creations.append(ch.SetQdisc(end.node, end.ifname, wanted, sign="~" if found else "+"))
+                # `tc qdisc replace` on a netem keeps whatever the new line does not name (corruption, a
+                # rate, correlations, seen on Debian's 6.1): a netem that differs is taken off first.
+                renew = found is not None and found.kind == "netem" and wanted.kind == "netem"
+                if renew:
+                    self.out.removals.append(ch.DelQdisc(end.node, end.ifname))
+                sign = "+" if found is None or renew else "~"
+                self.out.creations.append(ch.SetQdisc(end.node, end.ifname, wanted, sign=sign))
         elif found is not None:
             ours = end.ifname in record.qdiscs
             what = str(found.conditions) if found.conditions else f"a {found.kind} qdisc"

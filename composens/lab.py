@@ -22,7 +22,7 @@ from composens import netns, topology
 from composens.compose import Compose, Container
 from composens.errors import ComposensError, ConfigError, ConflictError
 from composens.netns import Action, EntryChange, NetnsDirectory, Status, Wanted
-from composens.report import ConditionsRow, InterfaceRow, LinkReport, NetnsRow, PlanLine, Pruned
+from composens.report import HOST_ROW, HUB_ROW, ConditionsRow, InterfaceRow, LinkReport, NetnsRow, PlanLine, Pruned
 from composens.state import NodeRecord, State, StateStore
 from composens.topology import HOST, HUB, Endpoint, Topology
 
@@ -37,8 +37,6 @@ if TYPE_CHECKING:
 STATE_DIR = Path("/run/composens")
 SETTLE_DELAY = 1.0  # s after a burst of events: one more pass
 MAX_RETRY_DELAY = 16.0  # s between passes while they keep failing
-HOST_ROW = "(host)"
-HUB_ROW = "(hub)"
 
 
 @dataclass(frozen=True)
@@ -370,31 +368,12 @@ class Lab:
 
     def overlay(self, topo: Topology) -> LiveOverlay:
         """What the running lab looks like next to its file, for `graph --live`."""
-        from composens.picture import LiveOverlay
+        from composens import picture
 
         rows = self.status(topo, set(topo.services))
-        running = {r.service for r in rows if r.pid is not None}
-        if not running:
+        if not any(r.pid is not None for r in rows):
             raise ComposensError(f"project {topo.project} is not running: `composens up -d` first, or drop --live")
-        node_of = {HOST_ROW: HOST, HUB_ROW: HUB}
-        interfaces: dict[tuple[str, str], str] = {}
-        conditions: dict[tuple[str, str], str] = {}
-        drift: dict[tuple[str, str], list[str]] = {}
-        for row in rows:
-            node = node_of.get(row.service, row.service)
-            for i in row.interfaces:
-                interfaces[node, i.ifname] = "up" if i.up else ("down" if i.present else "missing")
-                if i.conditions:
-                    conditions[node, i.ifname] = i.conditions
-            for d in row.drift:
-                if d.ifname is not None:
-                    drift.setdefault((node, d.ifname), []).append(f"{d.problem} {d.item.split(' on ')[0]}")
-        return LiveOverlay(
-            stopped=frozenset(set(topo.services) - running),
-            interfaces=interfaces,
-            drift={key: tuple(notes) for key, notes in drift.items()},
-            conditions=conditions,
-        )
+        return picture.overlay_of(topo, rows)
 
     def _special_rows(self, topo: Topology, state: State) -> list[NetnsRow]:
         rows = []

@@ -7,11 +7,12 @@ kind of box, a LAN say, is one more builder and both pictures show it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from composens.topology import HOST, Endpoint, Lan, Link, Topology
+from composens.report import HOST_ROW, HUB_ROW, NetnsRow
+from composens.topology import HOST, HUB, Endpoint, Lan, Link, Topology
 
 STATES = ("up", "down", "missing")
 DRIFT_MARK = "≠"
@@ -35,6 +36,32 @@ class LiveOverlay:
 
 
 _STATIC = LiveOverlay()
+
+
+def overlay_of(topo: Topology, rows: Sequence[NetnsRow]) -> LiveOverlay:
+    """Build the live overlay from `ps --netns`'s rows: interface states, conditions, drift, stopped services."""
+    node_of = {HOST_ROW: HOST, HUB_ROW: HUB}
+    interfaces: dict[tuple[str, str], str] = {}
+    conditions: dict[tuple[str, str], str] = {}
+    drift: dict[tuple[str, str], list[str]] = {}
+    for row in rows:
+        node = node_of.get(row.service, row.service)
+        for i in row.interfaces:
+            interfaces[node, i.ifname] = "up" if i.up else ("down" if i.present else "missing")
+            if i.conditions:
+                conditions[node, i.ifname] = i.conditions
+        for d in row.drift:
+            if d.ifname is not None:
+                drift.setdefault((node, d.ifname), []).append(f"{d.problem} {d.item.split(' on ')[0]}")
+    running = {r.service for r in rows if r.pid is not None}
+    return LiveOverlay(
+        stopped=frozenset(set(topo.services) - running),
+        interfaces=interfaces,
+        drift={key: tuple(notes) for key, notes in drift.items()},
+        conditions=conditions,
+    )
+
+
 _Kind = Literal["service", "host", "extra", "lan"]  # "extra": a container running for a service the file lacks
 
 

@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 
 from composens.netns import Action, EntryChange, Status
 
+HOST_ROW = "(host)"  # the service column of `ps --netns`'s rows for the host's namespace and the hub
+HUB_ROW = "(hub)"
+
 
 @dataclass(frozen=True)
 class Drift:

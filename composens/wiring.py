@@ -140,17 +140,22 @@ def read_target(target: Target, *, qdiscs: bool = False) -> LiveNamespace:
     def read() -> None:
         done.extend(_read_commands(None, qdiscs=qdiscs))
 
+    inside(target.path, read, f"cannot read the interfaces of {target.netns}")
+    return _parse_read(done, target.netns or target.path)
+
+
+def inside(path: str, work: Callable[[], None], failing: str) -> None:
+    """Run `work` in the namespace at `path` (see run_in_netns); an OSError becomes `failing: why`."""
     try:
-        fd = os.open(target.path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
     except OSError as e:
-        raise WiringError(f"cannot read the interfaces of {target.netns}: {e.strerror or e}") from e
+        raise WiringError(f"{failing}: {e.strerror or e}") from e
     try:
-        run_in_netns(fd, read)
+        run_in_netns(fd, work)
     except OSError as e:
-        raise WiringError(f"cannot read the interfaces of {target.netns}: {e.strerror or e}") from e
+        raise WiringError(f"{failing}: {e.strerror or e}") from e
     finally:
         os.close(fd)
-    return _parse_read(done, target.netns or target.path)
 
 
 def read_all(targets: Mapping[str, Target], *, qdiscs: bool = False) -> dict[str, LiveNamespace]:
@@ -629,10 +634,4 @@ def prepare_hub(path: str) -> None:
                     f.seek(0)
                     f.write(value)
 
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        run_in_netns(fd, write)
-    except OSError as e:
-        raise WiringError(f"cannot switch IPv6 off in the hub namespace {path}: {e.strerror or e}") from e
-    finally:
-        os.close(fd)
+    inside(path, write, f"cannot switch IPv6 off in the hub namespace {path}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -92,6 +93,14 @@ class Project:
             text=True,
             start_new_session=True,
         )
+
+    def crash(self, point: str, *args: str) -> None:
+        """Run composens with the crash hook set, and check it died there as `kill -9` would have it."""
+        crashed = run(
+            sys.executable, "-m", "composens", "-p", self.name, *args,
+            check=False, cwd=self.folder, env={**os.environ, "COMPOSENS_TEST_CRASH_AT": point},
+        )  # fmt: skip
+        assert crashed.returncode == -signal.SIGKILL, crashed.stderr
 
     def ps(self) -> list[dict[str, object]]:
         rows: list[dict[str, object]] = json.loads(self.cli("ps", "--netns", "--format", "json").stdout)

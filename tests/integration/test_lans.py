@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import sys
 from pathlib import Path
 
 import pytest
@@ -178,19 +175,7 @@ def test_down_leaves_no_hub_port_entry_or_container(project: Project) -> None:
 @pytest.mark.parametrize("point", ["after-first-entry", "after-veths"])
 def test_kill_9_midway_then_up_or_down_converges(project: Project, point: str) -> None:
     project.write(lan_lab(project))
-    crashed = run(
-        sys.executable,
-        "-m",
-        "composens",
-        "-p",
-        project.name,
-        "up",
-        "-d",
-        check=False,
-        cwd=project.folder,
-        env={**os.environ, "COMPOSENS_TEST_CRASH_AT": point},
-    )
-    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    project.crash(point, "up", "-d")
     project.cli("up", "-d")
     assert ping(project, "r1", "10.1.0.3").returncode == 0
     assert project.cli("plan", "--exit-code", check=False).returncode == 0

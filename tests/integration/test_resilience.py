@@ -7,7 +7,6 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -131,19 +130,7 @@ def test_watch_removes_a_dead_containers_entry_at_once_and_stops_on_a_double_ctr
 @pytest.mark.parametrize("point", POINTS)
 def test_kill_9_during_up_converges(project: Project, point: str) -> None:
     project.write(seed_lab(project))
-    crashed = run(
-        sys.executable,
-        "-m",
-        "composens",
-        "-p",
-        project.name,
-        "up",
-        "-d",
-        check=False,
-        cwd=project.folder,
-        env={**os.environ, "COMPOSENS_TEST_CRASH_AT": point},
-    )
-    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    project.crash(point, "up", "-d")
     project.cli("up", "-d")
     assert ping(project, "node1", "20.0.0.2").returncode == 0
     assert ping(project, "node1", "2001:2222:2222::2").returncode == 0

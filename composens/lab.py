@@ -189,7 +189,7 @@ class Lab:
             reaches = owned and entry.symlink_target == w.target and entry.reaches == w.inode
             free = not entry.exists or (entry_record is not None and entry_record.project == topo.project)
             if reaches or (not linked and free):
-                targets[service] = Target(w.name, w.target, w.target)
+                targets[service] = Target(w.name, w.target, w.target, linked=reaches)
         host_ends = any(ep.node == HOST for pair in topo.pairs() for ep in (pair.a, pair.b))
         if host_ends or topo.host.routes or HOST in recorded:
             targets[HOST] = HOST_TARGET

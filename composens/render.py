@@ -275,6 +275,8 @@ def _detail(result: CheckResult) -> str:
     if result.rtts_ms:
         rtts = result.rtts_ms
         return f"{len(rtts)} replies, rtt min/avg/max {min(rtts):.2f}/{sum(rtts) / len(rtts):.2f}/{max(rtts):.2f} ms"
+    if result.kind == "ping" and result.result == "pass":
+        return "no reply, as expected"
     return ""
 
 

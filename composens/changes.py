@@ -220,7 +220,9 @@ Change = (
     | DelQdisc
 )
 
-ENABLE_IPV6 = (("accept_dad", "0"), ("disable_ipv6", "0"))  # accept_dad first: no tentative link-local address
+# accept_dad first: no tentative link-local address; keep_addr_on_down: `composens link down` cuts a link, it
+# does not unconfigure it (by default the kernel flushes an interface's IPv6 addresses when it goes down).
+ENABLE_IPV6 = (("accept_dad", "0"), ("keep_addr_on_down", "1"), ("disable_ipv6", "0"))
 PROMOTE_SECONDARIES = (("promote_secondaries", "1"),)
 
 

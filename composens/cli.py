@@ -247,6 +247,8 @@ def down(ctx: typer.Context) -> None:
     code = state.compose().run(["down", *args])
     if code != 0:
         raise ComposeFailed(f"docker compose down exited with {code}", exit_code=code)
+    if "--dry-run" not in args and not service_args("down", args):
+        lab.forget(topo)  # the containers are gone, and with them what composens made in their namespaces
 
 
 class TableFormat(StrEnum):

@@ -217,9 +217,9 @@ class Compose:
             found = self._inspect_with_cli(out.split(), missing_ok=False)
         return [c for c in found if c.labels.get(ONEOFF_LABEL, "False") != "True"]
 
-    def project_running(self, project: str) -> bool:
-        """Tell whether any container of the project runs, as the engine sees it (not as the record does)."""
-        return any(c.running for c in self.containers(project))
+    def project_exists(self, project: str) -> bool:
+        """Tell whether the project has any container, running or stopped, as the engine sees it (not the record)."""
+        return bool(self.containers(project))
 
     def inspect(self, ids: Iterable[str], *, missing_ok: bool = False) -> list[Container]:
         """Inspect containers in one go; with missing_ok, ids of removed containers are left out."""

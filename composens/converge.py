@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from composens import changes as ch
 from composens.changes import Change
 from composens.conditions import Conditions
+from composens.conditions import parse as parse_conditions
 from composens.live import LiveAddress, LiveLink, LiveNamespace, LiveRoute
 from composens.report import Drift
 from composens.state import Claim, NodeRecord
-from composens.topology import HOST, HUB, Endpoint, Route, Topology
+from composens.topology import HOST, HUB, Endpoint, Route, Topology, parse_route
 
 VETH_MTU = 1500  # what a veth gets when no MTU is declared
 
@@ -191,7 +192,18 @@ class _Work:
         return self.records.get(node) or NodeRecord(netns="")
 
     def owned(self, end: Endpoint) -> bool:
-        return owned(self.link(end), self.record(end.node).interfaces.get(end.ifname), self.mark)
+        link, claim = self.link(end), self.record(end.node).interfaces.get(end.ifname)
+        if owned(link, claim, self.mark):
+            return True
+        # Claimed just before a run that ended (killed, say) before it could mark it: taken as composens' only
+        # when it is still paired with the peer the claim names (or is a bridge in the project's own hub).
+        if link is None or claim is None or link.alias is not None or claim.index is not None:
+            return False
+        if claim.peer is None:
+            return end.node == HUB and link.kind == "bridge"
+        node, ifname = claim.peer.split(":", 1)
+        peer = self.state.get(node, LiveNamespace()).links.get(ifname)
+        return peer is not None and peer.index == link.peer_index and peer.peer_index == link.index
 
     def _conflict(self, end: Endpoint, link: LiveLink) -> None:
         where = self._where(end.node)
@@ -445,7 +457,13 @@ class _Work:
                 sign = "+" if found is None or renew else "~"
                 self.out.creations.append(ch.SetQdisc(end.node, end.ifname, wanted, sign=sign))
         elif found is not None:
-            ours = end.ifname in record.qdiscs
+            spelled = record.qdiscs.get(end.ifname)
+            # composens' only if it is what composens set: a person may have replaced it since.
+            ours = (
+                spelled is not None
+                and found.conditions is not None
+                and parse_conditions(spelled).same_as(found.conditions)
+            )
             what = str(found.conditions) if found.conditions else f"a {found.kind} qdisc"
             self._drift(end.node, end.ifname, "extra", f"conditions on {end.ifname}: {what}", ours)
             if ours:
@@ -480,7 +498,7 @@ class _Work:
                         self.out.routes.append(ch.AddRoute(node, route))
                 elif found.gateway == route.gateway and (route.dev is None or found.dev == route.dev):
                     continue
-                elif route.key in record.routes:
+                elif route_ours(record, found):
                     if drift:
                         self._drift(
                             node, found.dev, "differs", f"route {route}: now via {found.gateway} dev {found.dev}"
@@ -501,7 +519,7 @@ class _Work:
             for live_route in ns.routes:
                 if live_route.key in declared_keys:
                     continue
-                if live_route.key in record.routes and (self.scope.full(node) or live_route.dev in ours):
+                if route_ours(record, live_route) and (self.scope.full(node) or live_route.dev in ours):
                     if drift:
                         self._drift(node, live_route.dev, "extra", f"route {_route_text(live_route)}", True)
                     if changes:
@@ -518,7 +536,9 @@ class _Work:
         return {w.end.ifname for w in self.wants.values() if w.end.node == node and w.up}
 
     def _managed_interfaces(self, node: str) -> set[str]:
-        return {w.end.ifname for w in self.wants.values() if w.end.node == node} | set(self.record(node).interfaces)
+        """The interfaces whose routes this run may touch in a node it does not fully converge: its wanted ones."""
+        wanted = {w.end.ifname for w in self.wants.values() if w.end.node == node}
+        return wanted | set(self.record(node).interfaces) if self.scope.full(node) else wanted
 
     def _through(self, node: str, route: Route, reach: set[str]) -> bool:
         """Tell whether a declared route is wanted now: it leaves through an interface this run wires and is up,
@@ -565,12 +585,18 @@ def _in_waves(found: list[Change]) -> list[Change]:
 
 def owned(link: LiveLink | None, claim: Claim | None, mark: str) -> bool:
     """Tell whether an interface is one composens made: its mark and the record's claim agree."""
-    if link is None or claim is None:
+    if link is None or claim is None or link.alias != mark:
         return False
-    if link.alias == mark:
-        return claim.index is None or claim.index == link.index
-    # Claimed just before a run that ended (killed, say) before it could mark it.
-    return link.alias is None and claim.index is None
+    return claim.index is None or claim.index == link.index
+
+
+def route_ours(record: NodeRecord, found: LiveRoute) -> bool:
+    """Tell whether a live route is the one composens recorded adding: the same key, gateway and device."""
+    text = record.routes.get(found.key)
+    if text is None:
+        return False
+    added = parse_route(text)
+    return added.gateway == found.gateway and added.dev in (None, found.dev)
 
 
 def _declared(topo: Topology) -> set[Endpoint]:

@@ -118,7 +118,10 @@ class Lab:
         claims = record.nodes[HOST].interfaces if record and HOST in record.nodes else {}
         for end in host_ends:
             link = host.links.get(end.ifname)
-            if link is not None and not converge.owned(link, claims.get(end.ifname), marker(topo.project)):
+            claim = claims.get(end.ifname)
+            # Unmarked but claimed while being made (a run killed midway): convergence checks its peer.
+            pending = link is not None and link.alias is None and claim is not None and claim.index is None
+            if link is not None and not pending and not converge.owned(link, claim, marker(topo.project)):
                 owner = link.alias.removeprefix("composens:") if link.alias else None
                 whose = f"belongs to project {owner}" if owner else "was not created by composens"
                 raise ConflictError(
@@ -451,6 +454,8 @@ class Lab:
         if services >= set(topo.services):
             for name in old_hubs:
                 report.entries.append(netns.remove_hub(self.directory, state, topo.project, name, "no longer declared"))
+            if old_hubs and not topo.lans:
+                state.project(topo.project).nodes.pop(HUB, None)  # what was made there went with it
 
     def plan(self, topo: Topology, services: set[str] | None, *, full: bool) -> tuple[list[PlanLine], list[str]]:
         """The commands that would bring the lab to its file: against the live lab, or from scratch.
@@ -520,7 +525,11 @@ class Lab:
         with self.store.locked() as state:
             return self._unwire_project(topo.project, state, topo)
 
-    def _unwire_project(self, project: str, state: State, topo: Topology | None = None) -> list[EntryChange | str]:
+    def _unwire_project(
+        self, project: str, state: State, topo: Topology | None = None, *, gone: bool = False
+    ) -> list[EntryChange | str]:
+        """Remove the host ends and hubs of a project, and its run-time settings. The records of its containers'
+        namespaces stay unless the project is gone: should compose down fail, the next up still knows them."""
         done: list[EntryChange | str] = []
         record = state.projects.get(project)
         if record is not None and HOST in record.nodes:
@@ -530,8 +539,19 @@ class Lab:
             done += wiring.remove_project(topo, {HOST: wiring.HOST_TARGET}, record, state.save)
         for name in [n for n, h in sorted(state.hubs.items()) if h.project == project]:
             done.append(netns.remove_hub(self.directory, state, project, name, "project down"))
-        state.projects.pop(project, None)
+        if gone or record is None:
+            state.projects.pop(project, None)
+        else:
+            for node in (HOST, HUB):
+                record.nodes.pop(node, None)
+            record.down.clear()
+            record.conditions.clear()
         return done
+
+    def forget(self, topo: Topology) -> None:
+        """Drop what the record says about a project whose containers compose has removed."""
+        with self.store.locked() as state:
+            state.projects.pop(topo.project, None)
 
     def recover(self) -> list[str]:
         """Rebuild a damaged record from the entries, the engine and the interfaces' marks."""
@@ -563,8 +583,8 @@ class Lab:
                     del state.entries[name]
             projects = set(state.projects) | {h.project for h in state.hubs.values()}
             for project in sorted(projects):
-                if self.compose.project_running(project):
-                    continue  # the engine says so: its containers run, whether or not their entries do
+                if self.compose.project_exists(project):
+                    continue  # the engine says so: it has containers (running or stopped), whether or not entries
                 pruned += self._prune_project(project, state, dry_run=dry_run)
             return pruned
 
@@ -577,7 +597,7 @@ class Lab:
                 Pruned("hub", n, project, "project not running") for n in hubs
             ]
         pruned = []
-        for item in self._unwire_project(project, state):
+        for item in self._unwire_project(project, state, gone=True):
             if isinstance(item, EntryChange):
                 if item.action is Action.REMOVE:
                     pruned.append(Pruned("hub", item.name, project, "project not running"))

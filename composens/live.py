@@ -153,7 +153,8 @@ def _parse_routes(routes: Iterable[dict[str, Any]]) -> tuple[LiveRoute, ...]:
         if item.get("table", "main") != "main" or item.get("type", "unicast") != "unicast":
             continue
         destination = str(item.get("dst", ""))
-        family = 6 if ":" in destination or ":" in str(item.get("gateway", "")) else 4
+        # Only IPv6 routes carry a preference; a default route without a gateway has nothing else to tell.
+        family = 6 if ":" in destination or ":" in str(item.get("gateway", "")) or "pref" in item else 4
         if destination != "default":
             if "/" not in destination:
                 destination += "/128" if family == 6 else "/32"  # ip prints a host route without its length
@@ -189,9 +190,9 @@ def with_link(ns: LiveNamespace, link: LiveLink) -> LiveNamespace:
 
 
 def set_down(ns: LiveNamespace, ifname: str) -> LiveNamespace:
-    """The kernel's answer to `link set down`: IPv6 addresses flushed (keep_addr_on_down is 0), routes via it gone."""
-    addresses = {**ns.addresses, ifname: tuple(a for a in ns.addresses_of(ifname) if a.family == 4)}
-    return replace(ns, addresses=addresses, routes=tuple(r for r in ns.routes if r.dev != ifname))
+    """The kernel's answer to `link set down`: the routes through it go. Its addresses stay: composens sets
+    keep_addr_on_down wherever it enables IPv6 (the kernel would flush IPv6 addresses otherwise)."""
+    return replace(ns, routes=tuple(r for r in ns.routes if r.dev != ifname))
 
 
 def add_address(ns: LiveNamespace, ifname: str, address: str) -> LiveNamespace:

@@ -21,7 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from composens.compose import Container
-from composens.errors import EngineError, PermissionProblem, WiringError
+from composens.errors import ComposensError, EngineError, PermissionProblem, WiringError
 from composens.faults import crash_point
 from composens.state import EntryRecord, HubRecord, State
 from composens.topology import HUB
@@ -286,8 +286,18 @@ def hub_is_ours(directory: NetnsDirectory, state: State, project: str, name: str
     if record is None or record.project != project or path.is_symlink():
         return False
     entry = directory.probe(name)
-    # Inode None: claimed just before a run that ended before it could note which namespace it made.
-    return entry.exists and entry.reaches is not None and record.inode in (None, entry.reaches)
+    if not entry.exists or entry.reaches is None:
+        return False
+    if record.inode is not None:
+        return record.inode == entry.reaches
+    # Claimed just before a run that ended before it could note which namespace it made: taken for that
+    # one only while it is as `ip netns add` leaves a namespace, with nothing in it but lo.
+    return _only_loopback(name)
+
+
+def _only_loopback(name: str) -> bool:
+    done = subprocess.run(["ip", "-n", name, "-o", "link", "show"], capture_output=True, text=True, check=False)
+    return done.returncode == 0 and [line.split(":")[1].strip() for line in done.stdout.splitlines()] == ["lo"]
 
 
 def ensure_hub(directory: NetnsDirectory, state: State, project: str, name: str) -> EntryChange:
@@ -300,7 +310,11 @@ def ensure_hub(directory: NetnsDirectory, state: State, project: str, name: str)
         return EntryChange(name, HUB, Action.KEEP, "namespace")
     state.hubs[name] = HubRecord(project, None)
     state.save()  # claimed before it exists
-    _ip_netns("add", name)
+    try:
+        _ip_netns("add", name)
+    except ComposensError:
+        del state.hubs[name]  # not made: not claimed
+        raise
     state.hubs[name] = HubRecord(project, directory.probe(name).reaches)
     return EntryChange(name, HUB, Action.CREATE, "namespace")
 

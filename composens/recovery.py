@@ -26,9 +26,10 @@ def recover(directory: NetnsDirectory, store: StateStore, compose: Compose) -> l
     """Rebuild the record if it was damaged; return one line per thing adopted or left."""
     with store.locked(recovering=True) as state:
         if state.damaged is None:
-            return ["the record is readable: nothing to recover"]
+            return _adopt_unrecorded(state) or ["the record is readable and knows every marked interface"]
         lines = [f"rebuilding the record (the damaged one is kept at {state.damaged})"]
-        running = [c for c in compose.containers(None) if c.running and c.sandbox]
+        # A container that joined another's namespace (network_mode service:X) reports X's sandbox: not its own.
+        running = [c for c in compose.containers(None) if c.running and c.sandbox and not c.netns_owner]
         by_sandbox = {c.sandbox: c for c in running}
         if directory.root.is_dir():
             for path in sorted(directory.root.iterdir()):
@@ -37,6 +38,17 @@ def recover(directory: NetnsDirectory, store: StateStore, compose: Compose) -> l
         lines += _adopt_interfaces(state, None, HOST, "host", None)
         state.damaged = None
         return lines
+
+
+def _adopt_unrecorded(state: State) -> list[str]:
+    """With a readable record: claim the interfaces marked for a project in its own namespaces that the record
+    does not know (a run cut short between making one and writing it down, or an older record)."""
+    lines = []
+    for name, entry in sorted(state.entries.items()):
+        lines += _adopt_interfaces(state, name, entry.service, entry.target, entry.project)
+    for name, hub in sorted(state.hubs.items()):
+        lines += _adopt_interfaces(state, name, HUB, f"hub:{hub.inode}", hub.project)
+    return lines + _adopt_interfaces(state, None, HOST, "host", None)
 
 
 def _adopt(directory: NetnsDirectory, state: State, name: str, by_sandbox: dict[str, Container]) -> list[str]:
@@ -92,6 +104,9 @@ def _adopt_interfaces(state: State, netns_name: str | None, node: str, identity:
             h.project for h in state.hubs.values()
         }:
             continue
-        state.project(owner).node(node, identity).interfaces[link.ifname] = Claim(link.index)
+        claims = state.project(owner).node(node, identity).interfaces
+        if link.ifname in claims:
+            continue  # known already, with its peer
+        claims[link.ifname] = Claim(link.index)
         lines.append(f"adopted interface {link.ifname} in {netns_name or 'the host'} (project {owner})")
     return lines

@@ -54,10 +54,11 @@ class Route:
 
     @property
     def kernel_metric(self) -> int:
-        """The metric the kernel gives the route: IPv6 routes default to 1024, IPv4 ones to 0."""
-        if self.metric is not None:
-            return self.metric
-        return 1024 if self.family == 6 else 0
+        """The metric the kernel gives the route: IPv6 routes default to 1024 (0 means the default there too),
+        IPv4 ones to 0."""
+        if self.family == 6 and not self.metric:
+            return 1024
+        return self.metric or 0
 
     @property
     def key(self) -> tuple[int, str, int]:
@@ -412,7 +413,8 @@ def parse_route(text: str) -> Route:
             raise ValueError(f"destination {destination!r} is not a network: {e}") from None
         if network.version != gateway_ip.version:
             raise ValueError(f"destination {destination} and gateway {gateway} are of different IP versions")
-        destination = str(network)
+        # The kernel reports 0.0.0.0/0 and ::/0 as "default": one spelling, or a route never matches itself.
+        destination = "default" if network.prefixlen == 0 else str(network)
     options = dict(zip(words[3::2], words[4::2], strict=False))
     if len(words[3:]) % 2 or set(options) - {"dev", "metric"}:
         raise ValueError("after the gateway only 'dev IFNAME' and 'metric N' may follow")

@@ -18,6 +18,7 @@ first, and says whether that put the lab back as it was.
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import itertools
 import json
@@ -231,7 +232,10 @@ class _Run:
         self.save = save
         self.state: dict[str, LiveNamespace] = {}
         self.records: dict[str, NodeRecord] = {}
-        self.ran: list[tuple[Change, tuple[Change, ...]]] = []  # each change that ran, with its undo
+        # each change that ran, with its place in the plan and its undo (workers finish in any order)
+        self.ran: list[tuple[int, Change, tuple[Change, ...]]] = []
+        self._place: dict[int, int] = {}  # id(change) -> its place in the plan
+        self.before: dict[str, NodeRecord] = {}  # the records as the run found them, put back by a rollback
         self.report = WiringReport()
         self.qdiscs = False  # whether the namespaces' qdiscs are read (when conditions are in play)
         self.after: dict[str, LiveNamespace] = {}  # links, addresses, routes as a node's last ip batch read them back
@@ -254,6 +258,11 @@ class _Run:
 
     def claim(self, changes: Iterable[Change]) -> None:
         """Write down what is about to be made, before it exists: a crash leaves nothing unclaimed."""
+        with self._lock:
+            self._claim(changes)
+            self.save()
+
+    def _claim(self, changes: Iterable[Change]) -> None:
         for change in changes:
             match change:
                 case ch.CreatePair(a, b):
@@ -268,10 +277,13 @@ class _Run:
                 case ch.SetQdisc(node, ifname, conditions):
                     self._qdisc_before[node, ifname] = self.records[node].qdiscs.get(ifname)
                     self.records[node].qdiscs[ifname] = conditions.spelled()
-        self.save()
 
     def note(self, change: Change, *, ran: bool) -> None:
         """Bring the record in line with one change that ran, or withdraw the claim of one that did not."""
+        with self._lock:  # workers of different namespaces touch each other's records (a veth's peer)
+            self._note(change, ran=ran)
+
+    def _note(self, change: Change, *, ran: bool) -> None:
         match change:
             case ch.CreatePair(a, b) if not ran:
                 self.records[a.node].interfaces.pop(a.ifname, None)
@@ -347,8 +359,10 @@ class _Run:
 
         stale = {n for n in nodes if n in self.targets and (behind(n, "ip") or behind(n, "tc"))}
         for node in nodes - stale:
-            current = self.after.get(node, self.state.get(node, live.EMPTY))
-            qdiscs = self.after_qdiscs.get(node, current.qdiscs)
+            known = self.state.get(node, live.EMPTY)
+            current = self.after.get(node, known)
+            # An ip read-back carries no qdiscs: they are tc's read-back's, else the ones known before.
+            qdiscs = self.after_qdiscs.get(node, known.qdiscs)
             self.state[node] = replace(current, qdiscs={k: v for k, v in qdiscs.items() if k in current.links})
         if stale:
             self.state.update(read_all({n: self.targets[n] for n in stale}, qdiscs=self.qdiscs))
@@ -357,13 +371,21 @@ class _Run:
         """Run one wave: per namespace its sysctls, then its batch; namespaces side by side."""
         self._tick += 1
         by_node: dict[str, list[Change]] = {}
+        crossed: set[str] = set()  # nodes another namespace's batch changes: their own read-back may predate it
         for change in wave:
+            self._place.setdefault(id(change), len(self._place))
             by_node.setdefault(change.node, []).append(change)
             for node in self._affects(change):
                 self._changed_at[node, ch.tool(change)] = self._tick
                 if isinstance(change, ch.CreatePair | ch.DeleteLink):
                     self._changed_at[node, "tc"] = self._tick  # an interface's qdisc comes and goes with it
+                if node != change.node:
+                    crossed.add(node)
         outcomes = in_parallel(self._node_changes, list(by_node.items()))
+        for node in crossed:
+            for tool in ("ip", "tc"):
+                if self._read_at.get((node, tool)) == self._tick:
+                    self._read_at[node, tool] = self._tick - 1
         failure = next((o for o in outcomes if o is not None), None)
         if failure is not None:
             raise failure
@@ -378,11 +400,12 @@ class _Run:
                 self.note(change, ran=False)
                 return _Failed(self.command(change), e.strerror or str(e))
             self._done(change, (ch.WriteSysctls(change.node, change.ifname, change.family, previous, sign="~"),))
-            if change.sign == "+":
+            with self._lock:
                 key = f"{change.family}:{change.ifname}"
-                self.records[node].sysctls.setdefault(key, dict(previous))
-            elif change.sign == "-":
-                self.records[node].sysctls.pop(f"{change.family}:{change.ifname}", None)
+                if change.sign == "+":
+                    self.records[node].sysctls.setdefault(key, dict(previous))
+                elif change.sign == "-":
+                    self.records[node].sysctls.pop(key, None)
         lines = [c for c in changes if not isinstance(c, ch.WriteSysctls)]
         # One batch per run of lines for one program, in the order planned (and printed).
         for tool, segment in itertools.groupby(lines, key=ch.tool):
@@ -439,8 +462,9 @@ class _Run:
         return seen
 
     def _done(self, change: Change, undo: tuple[Change, ...]) -> None:
-        self.ran.append((change, undo))
-        self.report.done.append(self.command(change))
+        with self._lock:
+            self.ran.append((self._place.get(id(change), len(self._place)), change, undo))
+            self.report.done.append(self.command(change))
         self.note(change, ran=True)
 
     def _undo(self, change: Change) -> tuple[Change, ...]:
@@ -462,7 +486,8 @@ class _Run:
                         ifname,
                         before.mtu if mtu is not None else None,
                         None,  # a port left of its bridge goes back when the pair is made again
-                        (before.alias or "") if alias is not None else None,
+                        # An alias that was empty stays as it is: the claim covers the interface either way.
+                        before.alias if alias is not None and before.alias else None,
                         ("up" if before.up else "down") if state is not None else None,
                     ),
                 )
@@ -521,26 +546,45 @@ class _Run:
         self._fds.clear()
 
     def rollback(self) -> str:
-        """Undo what ran, newest first; say whether that left the lab as it was before the run."""
+        """Undo what ran, newest first (in the plan's order), put the record back as the run found it, and
+        say whether that left the lab as it was before the run."""
         failures = []
-        undone = list(reversed(self.ran))
+        lost = []  # what nothing could put back
+        undone = sorted(self.ran, key=lambda item: item[0], reverse=True)
         self.ran = []
-        for _, undo in undone:
+        remade: dict[str, dict[str, Claim]] = {}
+        for _, change, undo in undone:
             if not undo:
+                if isinstance(change, ch.DeleteLink):
+                    lost.append(f"{change.ifname} in {self.netns_of(change.node) or 'the host'}")
                 continue
-            self.claim(
-                c
-                for c in undo
-                if isinstance(c, ch.CreatePair | ch.CreateBridge | ch.AddAddress | ch.AddRoute | ch.SetQdisc)
-            )
+            for step in undo:
+                if isinstance(step, ch.CreatePair):
+                    remade.setdefault(step.a.node, {})[step.a.ifname] = Claim(None, str(step.b))
+                    remade.setdefault(step.b.node, {})[step.b.ifname] = Claim(None, str(step.a))
+                elif isinstance(step, ch.CreateBridge):
+                    remade.setdefault(step.node, {})[step.name] = Claim(None)
+            self.claim(c for c in undo if isinstance(c, ch.CreatePair | ch.CreateBridge))  # before they exist
             for step in undo:
                 try:
                     self._wave([step])
-                except _Failed as e:
+                except (_Failed, WiringError) as e:
                     failures.append(str(e))
         self.ran = []
+        # The record goes back to what it said before the run (so nothing a rollback put back is taken for
+        # composens' that was not), with what was made again claimed afresh: it has new ifindexes.
+        for node, before in self.before.items():
+            restored = copy.deepcopy(before)
+            restored.interfaces.update(remade.get(node, {}))
+            self.project.nodes[node] = self.records[node] = restored
+        self.save()
         if failures:
             return f"undoing it failed too ({failures[0]}); run composens up -d again to converge"
+        if lost:
+            return (
+                f"undid what this run had done, except that nothing could put back {', '.join(lost)}; "
+                "run composens up -d again to converge"
+            )
         return "undid what this run had done: the lab is as it was before"
 
 
@@ -561,6 +605,7 @@ def converge_lab(
         run.qdiscs = scope.qdiscs
         run.state = read_all(targets, qdiscs=scope.qdiscs)
         run.records = {node: project.node(node, target.identity) for node, target in targets.items()}
+        run.before = copy.deepcopy(run.records)
         plan = converge.diff(topo, run.state, run.records, scope, check_gateways=True)
         run.report.unwired = plan.unwired
         if plan.problems:
@@ -592,11 +637,12 @@ def _apply(run: _Run, plan: converge.Diff, scope: converge.Scope) -> None:
         run.execute([routes.routes])
         run.refresh({change.node for change in routes.routes})
         run.settle_claims()
-    except (_Failed, ConflictError) as e:
+    except (_Failed, ConflictError, WiringError) as e:
         outcome = run.rollback()
         if isinstance(e, ConflictError):
             raise
-        raise WiringError(f"{e}; {outcome}") from e
+        message = e.message if isinstance(e, WiringError) else str(e)
+        raise WiringError(f"{message}; {outcome}") from e
 
 
 def remove_project(

@@ -92,7 +92,14 @@ class PaperLab:
             case changes.DelQdisc(node, ifname):
                 rec[node].qdiscs.pop(ifname, None)
             case changes.WriteSysctls(node, ifname, family, values, sign) if sign == "+":
-                rec[node].sysctls.setdefault(f"{family}:{ifname}", {key: "1" for key, _ in values})
+                # What a container's namespace has before: docker's defaults.
+                defaults = {
+                    "accept_dad": "1",
+                    "keep_addr_on_down": "0",
+                    "disable_ipv6": "1",
+                    "promote_secondaries": "0",
+                }
+                rec[node].sysctls.setdefault(f"{family}:{ifname}", {key: defaults[key] for key, _ in values})
             case changes.WriteSysctls(node, ifname, family, values, sign) if sign == "-":
                 rec[node].sysctls.pop(f"{family}:{ifname}", None)
         self.state = changes.simulate(self.state, change)

@@ -45,7 +45,7 @@ class FakeCompose:
     def inspect(self, ids: Sequence[str], *, missing_ok: bool = False) -> list[Container]:
         return []
 
-    def project_running(self, project: str) -> bool:
+    def project_exists(self, project: str) -> bool:
         return False
 
     def run(self, args: Sequence[str]) -> int:

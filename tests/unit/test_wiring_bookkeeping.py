@@ -1,0 +1,202 @@
+"""wiring's bookkeeping against a kernel modelled by changes.simulate: what the record says after edits,
+failures and rollbacks. The kernel's own answers are proven in tests/integration; this is the logic around them."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from composens import changes as ch
+from composens import converge, live, topology, wiring
+from composens.changes import Change
+from composens.errors import WiringError
+from composens.live import LiveRoute
+from composens.state import Claim, ProjectRecord
+from composens.topology import HOST, Endpoint
+
+
+class Kernel:
+    """Namespaces by node; each batch line is a change applied with changes.simulate."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.ns: dict[str, live.LiveNamespace] = {}
+        self.lines: dict[str, Change] = {}
+        self.node_of: dict[str | None, str] = {None: HOST}
+        self.refuse: Callable[[Change], str | None] = lambda change: None
+        self.log: list[str] = []
+        monkeypatch.setattr(wiring, "run_batch", self.run_batch)
+        monkeypatch.setattr(wiring, "read_all", lambda targets, *, qdiscs=False: {n: self.read(n) for n in targets})
+        monkeypatch.setattr(
+            wiring, "read_target", lambda target, *, qdiscs=False: self.read(self.node_of[target.netns])
+        )
+        monkeypatch.setattr(ch, "batch_line", self.batch_line)
+        monkeypatch.setattr(wiring._Run, "_write_sysctls", self.write_sysctls)
+
+    def read(self, node: str) -> live.LiveNamespace:
+        return self.ns.get(node, live.EMPTY)
+
+    def batch_line(self, change: Change, netns_of: Any) -> str:
+        token = f"L{len(self.lines)}"
+        self.lines[token] = change
+        return token
+
+    def run_batch(self, netns: str | None, lines: list[str], tool: str = "ip", *, read_back: bool = False) -> Any:
+        node = self.node_of[netns]
+        failures: dict[int, str] = {}
+        for i, token in enumerate(lines):
+            change = self.lines[token]
+            refused = self.refuse(change)
+            if refused:
+                failures[i] = refused
+                break
+            self.ns = ch.simulate(self.ns, change)
+            self.log.append(f"{change.sign} {ch.command(change, lambda n: None if n == HOST else n)}")
+        result = wiring.BatchResult(failures, not failures)
+        if read_back:
+            ns = self.read(node)
+            if tool == "ip":
+                result.after = replace(ns, qdiscs={}, promoting=frozenset())  # ip's read has no qdiscs
+            else:
+                result.qdiscs = dict(ns.qdiscs)
+        return result
+
+    def write_sysctls(self, change: ch.WriteSysctls) -> tuple[tuple[str, str], ...]:
+        self.ns = ch.simulate(self.ns, change)
+        return tuple((key, "1") for key, _ in change.values if key != "promote_secondaries")
+
+    def targets(self, topo: topology.Topology) -> dict[str, wiring.Target]:
+        found = {HOST: wiring.HOST_TARGET}
+        for service in topo.services:
+            found[service] = wiring.Target(service, f"/x/{service}", f"/x/{service}")
+            self.node_of[service] = service
+        for node in found:
+            self.ns.setdefault(node, live.EMPTY)
+        return found
+
+    def run(self, topo: topology.Topology, record: ProjectRecord, **scope: Any) -> list[str]:
+        targets = self.targets(topo)
+        self.log = []
+        wiring.converge_lab(
+            topo, converge.Scope(frozenset(targets), qdiscs=True, **scope), targets, record, lambda: None
+        )
+        return self.log
+
+    def plan(self, topo: topology.Topology, record: ProjectRecord, **scope: Any) -> converge.Diff:
+        targets = self.targets(topo)
+        records = {n: record.nodes[n] for n in targets if n in record.nodes}
+        found_scope = converge.Scope(frozenset(targets), qdiscs=True, **scope)
+        return converge.diff(topo, {n: self.read(n) for n in targets}, records, found_scope)
+
+
+@pytest.fixture
+def kernel(monkeypatch: pytest.MonkeyPatch) -> Kernel:
+    return Kernel(monkeypatch)
+
+
+def pair(**a_extra: Any) -> dict[str, Any]:
+    return {
+        "name": "p",
+        "x-composens": {"links": [{"endpoints": ["a:a_b", "b:b_a"]}]},
+        "services": {
+            "a": {"network_mode": "none", "x-composens": {"addresses": {"a_b": ["10.0.0.1/24"]}, **a_extra}},
+            "b": {"network_mode": "none", "x-composens": {"addresses": {"b_a": ["10.0.0.2/24"]}}},
+            "c": {"network_mode": "none"},
+        },
+    }
+
+
+def parse(config: dict[str, Any]) -> topology.Topology:
+    return topology.parse(config, source="f")
+
+
+def test_conditions_stay_known_across_edits_that_only_ip_carries_out(kernel: Kernel) -> None:
+    config = pair()
+    config["x-composens"]["links"][0]["netem"] = {"delay": "10ms"}
+    record = ProjectRecord()
+    kernel.run(parse(config), record)
+    edited = copy.deepcopy(config)
+    edited["services"]["a"]["x-composens"]["routes"] = ["30.0.0.0/24 via 10.0.0.2"]
+    assert kernel.run(parse(edited), record) == ["+ ip -n a route add 30.0.0.0/24 via 10.0.0.2"]
+    assert record.nodes["a"].qdiscs == {"a_b": {"delay": "10ms"}}
+    del edited["x-composens"]["links"][0]["netem"]
+    assert kernel.run(parse(edited), record) == ["- tc -n a qdisc del dev a_b root", "- tc -n b qdisc del dev b_a root"]
+    assert kernel.plan(parse(edited), record).changes == []
+
+
+def test_a_rollback_takes_nothing_a_person_made_for_composens(kernel: Kernel) -> None:
+    record = ProjectRecord()
+    kernel.run(parse(pair()), record)
+    kernel.ns["a"] = live.add_address(kernel.ns["a"], "a_b", "10.0.0.99/24")
+    kernel.ns["a"] = live.put_route(kernel.ns["a"], LiveRoute(4, "40.0.0.0/24", "10.0.0.2", "a_b", 0))
+    before = copy.deepcopy(record)
+    moved = copy.deepcopy(pair())
+    moved["x-composens"]["links"][0]["endpoints"] = ["a:a_b", "c:c_a"]
+    moved["services"]["c"]["x-composens"] = {"addresses": {"c_a": ["10.0.0.3/24"]}}
+    del moved["services"]["b"]["x-composens"]
+    kernel.refuse = lambda change: "boom" if isinstance(change, ch.AddAddress) and change.node == "c" else None
+    with pytest.raises(WiringError, match="undid what this run had done: the lab is as it was before"):
+        kernel.run(parse(moved), record)
+    kernel.refuse = lambda change: None
+    assert record.nodes["a"].addresses == before.nodes["a"].addresses
+    assert record.nodes["a"].routes == before.nodes["a"].routes == {}
+    assert kernel.run(parse(pair()), record) == []  # the person's address and route stay theirs
+    assert [str(d) for d in kernel.plan(parse(pair()), record).drift] == [
+        "extra address 10.0.0.99/24 on a_b (not made by composens)",
+        "extra route 40.0.0.0/24 via 10.0.0.2 dev a_b metric 0 (not made by composens)",
+    ]
+
+
+@pytest.mark.parametrize("route", ["0.0.0.0/0 via 10.0.0.2", "default via 10.0.0.2"])
+def test_a_default_route_reaches_a_fixed_point_whatever_its_spelling(kernel: Kernel, route: str) -> None:
+    record = ProjectRecord()
+    config = pair(routes=[route])
+    kernel.run(parse(config), record)
+    kernel.ns["a"] = replace(  # as the kernel reports it: "default"
+        kernel.ns["a"], routes=tuple(replace(r, destination="default") for r in kernel.ns["a"].routes)
+    )
+    assert kernel.run(parse(config), record) == []
+
+
+def test_an_ipv6_metric_of_zero_is_the_kernels_1024(kernel: Kernel) -> None:
+    assert topology.parse_route("2001:db9::/64 via 2001:db8::2 metric 0").kernel_metric == 1024
+
+
+def test_undoing_the_mark_of_an_adopted_interface_does_not_crash(kernel: Kernel) -> None:
+    topo = parse(pair())
+    kernel.targets(topo)
+    kernel.ns = ch.simulate(kernel.ns, ch.CreatePair(Endpoint("a", "a_b"), Endpoint("b", "b_a")))  # killed midway
+    record = ProjectRecord()
+    record.node("a", "/x/a").interfaces["a_b"] = Claim(None, "b:b_a")
+    record.node("b", "/x/b").interfaces["b_a"] = Claim(None, "a:a_b")
+    kernel.refuse = lambda change: "boom" if isinstance(change, ch.AddAddress) and change.node == "b" else None
+    with pytest.raises(WiringError, match="the lab is as it was before"):
+        kernel.run(topo, record)
+
+
+def test_a_link_set_down_stays_a_fixed_point_with_ipv6(kernel: Kernel) -> None:
+    config = pair()
+    config["services"]["a"]["x-composens"]["addresses"]["a_b"].append("2001:db8::1/64")
+    record = ProjectRecord()
+    kernel.run(parse(config), record)
+    held = frozenset({Endpoint("a", "a_b")})
+    assert kernel.run(parse(config), record, down=held) == ["~ ip -n a link set dev a_b down"]
+    assert kernel.run(parse(config), record, down=held) == []
+
+
+def test_a_restore_that_cannot_put_a_pair_back_says_so(kernel: Kernel) -> None:
+    record = ProjectRecord()
+    kernel.run(parse(pair()), record)
+    record.nodes["a"].interfaces["a_b"].peer = None  # as --recover rebuilds a claim: no peer known
+    record.nodes["b"].interfaces["b_a"].peer = None
+    moved = copy.deepcopy(pair())
+    moved["x-composens"]["links"][0]["endpoints"] = ["a:a_c", "c:c_a"]
+    moved["services"]["a"]["x-composens"]["addresses"] = {"a_c": ["10.0.0.1/24"]}
+    moved["services"]["c"]["x-composens"] = {"addresses": {"c_a": ["10.0.0.3/24"]}}
+    del moved["services"]["b"]["x-composens"]
+    kernel.refuse = lambda change: "boom" if isinstance(change, ch.AddAddress) and change.node == "c" else None
+    with pytest.raises(WiringError, match="except that nothing could put back"):
+        kernel.run(parse(moved), record)

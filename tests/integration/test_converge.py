@@ -216,16 +216,21 @@ services:
     assert host_end(end) is None
 
 
-def test_a_damaged_record_stops_every_command_until_it_is_recovered(project: Project) -> None:
-    end = f"{project.name[:9]}dm"
-    project.write(f"""
+def uplink_lab(project: Project, end: str) -> str:
+    """One service linked to the host, the host end named `end`."""
+    return f"""
 x-composens:
   netns_prefix: {project.name}-
   links:
     - endpoints: ["r1:uplink", "host:{end}"]
 services:
   r1: {{image: IMAGE, network_mode: none}}
-""")
+"""
+
+
+def test_a_damaged_record_stops_every_command_until_it_is_recovered(project: Project) -> None:
+    end = f"{project.name[:9]}dm"
+    project.write(uplink_lab(project, end))
     project.cli("up", "-d")
     original = STATE.read_text()
     STATE.write_text('{"version": 2, "entries": [')  # cut short, as a full disk would
@@ -252,14 +257,7 @@ services:
 
 def test_prune_asks_the_engine_whether_a_project_runs(project: Project) -> None:
     end = f"{project.name[:9]}pr"
-    project.write(f"""
-x-composens:
-  netns_prefix: {project.name}-
-  links:
-    - endpoints: ["r1:uplink", "host:{end}"]
-services:
-  r1: {{image: IMAGE, network_mode: none}}
-""")
+    project.write(uplink_lab(project, end))
     project.cli("up", "-d")
     project.cli("netns", "unlink")  # no entries, but the container runs
     pruned = project.cli("netns", "prune")

@@ -104,7 +104,7 @@ class Lab:
         if topo.hub is not None and topo.hub.netns is not None:
             hub = topo.hub.netns
             if self.directory.probe(hub).exists and not netns.hub_is_ours(self.directory, state, topo.project, hub):
-                raise ConflictError(netns._hub_conflict(self.directory, state, topo.project, hub))
+                raise ConflictError(netns.hub_conflict(self.directory, state, topo.project, hub))
         host_ends = [ep for pair in topo.pairs() for ep in (pair.a, pair.b) if ep.node == HOST]
         if host_ends:
             self._precheck_host(topo, state, host_ends)

@@ -304,7 +304,7 @@ def ensure_hub(directory: NetnsDirectory, state: State, project: str, name: str)
     """Make the project's hub: a namespace of its own (`ip netns add`), the one entry that is not a container's."""
     if directory.probe(name).exists:
         if not hub_is_ours(directory, state, project, name):
-            return EntryChange(name, HUB, Action.CONFLICT, None, _hub_conflict(directory, state, project, name))
+            return EntryChange(name, HUB, Action.CONFLICT, None, hub_conflict(directory, state, project, name))
         inode = directory.probe(name).reaches
         state.hubs[name] = HubRecord(project, inode)
         return EntryChange(name, HUB, Action.KEEP, "namespace")
@@ -319,7 +319,7 @@ def ensure_hub(directory: NetnsDirectory, state: State, project: str, name: str)
     return EntryChange(name, HUB, Action.CREATE, "namespace")
 
 
-def _hub_conflict(directory: NetnsDirectory, state: State, project: str, name: str) -> str:
+def hub_conflict(directory: NetnsDirectory, state: State, project: str, name: str) -> str:
     record = state.hubs.get(name)
     if record is not None and record.project != project:
         return f"hub namespace {name} belongs to project {record.project}; set x-composens.hub in one of the projects"

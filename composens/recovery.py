@@ -15,9 +15,10 @@ import os
 from composens import netns
 from composens.compose import Compose, Container
 from composens.errors import ComposensError
+from composens.names import valid_netns_name
 from composens.netns import NetnsDirectory
 from composens.state import Claim, EntryRecord, HubRecord, State, StateStore
-from composens.topology import HOST, HUB, valid_netns_name
+from composens.topology import HOST, HUB
 
 MARK = "composens:"
 

@@ -26,14 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from composens import names
 from composens.errors import PermissionProblem, RecordDamaged
 
 STATE_VERSION = 2
 _CONTAINER_ID = re.compile(r"[0-9a-f]{12,64}")
-_PROJECT = re.compile(r"[a-z0-9][a-z0-9_-]*")
-_NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*|@hub")
-_NETNS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_IFNAME = re.compile(r"[A-Za-z0-9_.@+][A-Za-z0-9_.@+-]{0,14}")
 RECOVER_HINT = "run `composens netns prune --recover` to rebuild it from the entries, the engine and the interfaces"
 
 
@@ -254,18 +251,19 @@ def _mapping(data: Any, key: str) -> dict[str, Any]:
     return value
 
 
-def _str(value: Any, what: str, pattern: re.Pattern[str] | None = None) -> str:
-    if not isinstance(value, str) or (pattern is not None and not pattern.fullmatch(value)):
+def _str(value: Any, what: str, rule: Callable[[object], bool] | re.Pattern[str] | None = None) -> str:
+    valid = rule.fullmatch if isinstance(rule, re.Pattern) else rule
+    if not isinstance(value, str) or (valid is not None and not valid(value)):
         raise ValueError(f"{what} {value!r} is not valid")
     return value
 
 
 def _name(value: Any) -> str:
-    return _str(value, "netns name", _NETNS_NAME)
+    return _str(value, "netns name", names.valid_netns_name)
 
 
 def _project_name(value: Any) -> str:
-    return _str(value, "project name", _PROJECT)
+    return _str(value, "project name", names.valid_project)
 
 
 def _path(value: Any) -> str:
@@ -281,7 +279,7 @@ def _entry(data: Any) -> EntryRecord:
     previous = data.get("previous")
     return EntryRecord(
         project=_project_name(data.get("project")),
-        service=_str(data.get("service"), "service", _NODE),
+        service=_str(data.get("service"), "service", names.valid_node),
         container=_str(data.get("container"), "container id", _CONTAINER_ID),
         target=_path(data.get("target")),
         previous=_path(previous) if previous is not None else None,
@@ -314,7 +312,7 @@ def _project(data: Any) -> ProjectRecord:
     if not isinstance(down, list):
         raise ValueError("down is not a list")
     return ProjectRecord(
-        nodes={_str(k, "node", _NODE): _node(v) for k, v in _mapping(data, "nodes").items()},
+        nodes={_str(k, "node", names.valid_node): _node(v) for k, v in _mapping(data, "nodes").items()},
         down={_endpoint(item) for item in down},
         conditions={_endpoint(k): _conditions(v) for k, v in _mapping(data, "conditions").items()},
     )
@@ -332,8 +330,8 @@ def _conditions(value: Any) -> dict[str, str]:
 def _endpoint(value: Any) -> str:
     text = _str(value, "endpoint")
     node, _, ifname = text.partition(":")
-    _str(node, "node", _NODE)
-    _str(ifname, "interface name", _IFNAME)
+    _str(node, "node", names.valid_node)
+    _str(ifname, "interface name", names.valid_ifname)
     return text
 
 
@@ -347,25 +345,25 @@ def _node(data: Any) -> NodeRecord:
         index, peer = claim.get("index"), claim.get("peer")
         if index is not None and (not isinstance(index, int) or isinstance(index, bool) or index < 1):
             raise ValueError(f"ifindex {index!r} is not valid")
-        record.interfaces[_str(ifname, "interface name", _IFNAME)] = Claim(
+        record.interfaces[_str(ifname, "interface name", names.valid_ifname)] = Claim(
             index, _endpoint(peer) if peer is not None else None
         )
     for ifname, addresses in _mapping(data, "addresses").items():
         if not isinstance(addresses, list):
             raise ValueError("addresses are not a list")
-        record.addresses[_str(ifname, "interface name", _IFNAME)] = {_address(a) for a in addresses}
+        record.addresses[_str(ifname, "interface name", names.valid_ifname)] = {_address(a) for a in addresses}
     for key, text in _mapping(data, "routes").items():
         record.routes[_route_key(key)] = _str(text, "route")
     for key, values in _mapping(data, "sysctls").items():
         family, _, ifname = _str(key, "sysctl key").partition(":")
-        if family not in ("4", "6") or not _IFNAME.fullmatch(ifname) or not isinstance(values, dict):
+        if family not in ("4", "6") or not names.valid_ifname(ifname) or not isinstance(values, dict):
             raise ValueError(f"sysctls {key!r} are not valid")
         record.sysctls[key] = {
             _str(k, "sysctl", re.compile(r"[a-z0-9_]+")): _str(v, "sysctl value", re.compile(r"-?[0-9]+"))
             for k, v in values.items()
         }
     for ifname, spelled in _mapping(data, "qdiscs").items():
-        record.qdiscs[_str(ifname, "interface name", _IFNAME)] = _conditions(spelled)
+        record.qdiscs[_str(ifname, "interface name", names.valid_ifname)] = _conditions(spelled)
     return record
 
 

@@ -15,12 +15,14 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
+from composens import names
 from composens.conditions import Conditions, ConditionsError
 from composens.conditions import parse as parse_conditions
 from composens.errors import ConfigError
+from composens.names import IFNAMSIZ, NETNS_NAME_MAX, valid_ifname, valid_netns_name, valid_service
 
 HOST = "host"
-HUB = "@hub"  # the LANs' own namespace; '@' is not allowed in a compose service name, so no service can be it
+HUB = names.HUB_NODE  # the LANs' own namespace
 EXTENSION = "x-composens"
 TOP_LEVEL_KEYS = ("netns_prefix", "links", "lans", "hub", "host", "checks")
 SERVICE_KEYS = ("netns", "addresses", "routes")
@@ -28,14 +30,8 @@ LINK_KEYS = ("endpoints", "mtu", "netem")
 LAN_KEYS = ("endpoints", "mtu", "netem")
 HOST_KEYS = ("addresses", "routes")
 
-NETNS_NAME_MAX = 64
-IFNAMSIZ = 16  # the kernel's limit includes the trailing NUL: 15 bytes
 METRIC_MAX = 2**32 - 1
-_NETNS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _NETNS_PREFIX = re.compile(r"[A-Za-z0-9_.-]*")
-# Letters, digits and `_ . - @ +`, not starting with '-': nothing a shell, `ip -batch` (quotes,
-# '#', '\') or the kernel (which counts bytes) reads differently from what is printed.
-_IFNAME = re.compile(r"[A-Za-z0-9_.@+][A-Za-z0-9_.@+-]*")
 _PLAIN_KEY = re.compile(r"[\w.:@+-]+")
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -223,6 +219,13 @@ def parse(config: Mapping[str, Any], *, source: str) -> Topology:
     raw_services = config.get("services") or {}
     if not isinstance(raw_services, dict):
         raise _Where(source, "services").error("must be a mapping")
+    for name in raw_services:
+        if not valid_service(name):
+            where = _Where(source, "services").at(str(name))
+            raise where.error(
+                f"service name {name!r} cannot be recorded by composens (letters, digits, '_', '.', '-'; "
+                "not starting with '-'); rename the service"
+            )
     services = {
         name: _parse_service(name, spec or {}, prefix, _Where(source, f"services.{name}"))
         for name, spec in raw_services.items()
@@ -279,10 +282,6 @@ def _section(value: Any, where: _Where, allowed: tuple[str, ...]) -> dict[str, A
         if key not in allowed:
             raise where.at(str(key)).error(f"unknown key (expected one of: {', '.join(allowed)})")
     return value
-
-
-def valid_netns_name(name: object) -> bool:
-    return isinstance(name, str) and len(name) <= NETNS_NAME_MAX and _NETNS_NAME.fullmatch(name) is not None
 
 
 def check_netns_name(name: str, where: str) -> str:
@@ -343,15 +342,6 @@ def _check_unique_netns(services: Mapping[str, Node], source: str) -> None:
                 f"{node.netns!r}; give one of them another x-composens.netns"
             )
         owners[node.netns] = node.name
-
-
-def valid_ifname(name: object) -> bool:
-    return (
-        isinstance(name, str)
-        and _IFNAME.fullmatch(name) is not None
-        and len(name.encode()) < IFNAMSIZ
-        and name not in (".", "..")
-    )
 
 
 def check_ifname(name: Any, where: _Where) -> str:

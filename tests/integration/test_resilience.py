@@ -211,6 +211,13 @@ def test_soak_up_down_cycles_leave_nothing(project: Project) -> None:
     )
 
 
+def engine_pid() -> int:
+    """The pid of the engine behind /var/run/docker.sock, from the pid file dockerd writes beside it."""
+    pid = int(Path("/var/run/docker.pid").read_text().strip())
+    assert Path(f"/proc/{pid}/comm").read_text().strip() == "dockerd", f"pid {pid} is not dockerd"
+    return pid
+
+
 def restart_engine() -> None:
     """Stop dockerd and start it again the way this machine runs it."""
     if (
@@ -219,17 +226,28 @@ def restart_engine() -> None:
     ):
         run("systemctl", "restart", "docker", timeout=120)
         return
-    run("pkill", "-TERM", "-x", "dockerd")
-    wait_until(
-        lambda: subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True, check=False).returncode != 0, timeout=60
-    )
+    # This engine only, by the pid it wrote: a second engine on the machine (a simulated host of a multi-host
+    # test, with its own /run) must keep running.
+    pid = engine_pid()
+    os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=60)
     run("bash", str(Path(__file__).resolve().parents[2] / "scripts" / "bootstrap.sh"), timeout=120)
 
 
-def test_engine_restart_under_a_running_lab(project: Project) -> None:
+def test_engine_restart_under_a_running_lab(project: Project, tmp_path: Path) -> None:
     project.write(seed_lab(project))
     project.cli("up", "-d")
-    restart_engine()
+    # Another process called dockerd (as a second host's engine is) must outlive this engine's restart.
+    decoy_path = tmp_path / "dockerd"
+    decoy_path.write_bytes(Path("/bin/sleep").read_bytes())
+    decoy_path.chmod(0o755)
+    decoy = subprocess.Popen([str(decoy_path), "600"])
+    try:
+        restart_engine()
+        assert decoy.poll() is None, "restarting the engine stopped another process called dockerd"
+    finally:
+        decoy.kill()
+        decoy.wait()
     # The engine stopped the containers: ps tells the truth, and no entry enters anything.
     rows = project.ps()
     assert {r["status"] for r in rows} <= {"stale", "none"}

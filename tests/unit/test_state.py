@@ -140,3 +140,23 @@ def test_advice_for_a_foreign_symlink_entry_is_rm_not_ip_netns_delete(tmp_path: 
     assert netns.not_ours(directory, "node1").endswith(f"(rm {tmp_path / 'node1'})")
     assert "ip netns delete" not in netns.not_ours(directory, "node1")
     assert netns.not_ours(directory, "real").endswith("(ip netns delete real)")
+
+
+def test_every_service_name_the_parser_takes_reads_back_from_the_record() -> None:
+    """Compose allows `_r1` and `.r1`: a lab of them must not lock every project out (exit 8) once recorded."""
+    from composens import topology
+
+    config = {
+        "name": "p",
+        "x-composens": {"netns_prefix": "lab", "links": [{"endpoints": ["_r1:eth1", ".r2:eth1"]}]},
+        "services": {"_r1": {"network_mode": "none"}, ".r2": {"network_mode": "none"}},
+    }
+    topo = topology.parse(config, source="f")
+    state = State()
+    for name in topo.services:
+        entry = topo.netns_name(name, 1, scaled=False)
+        state.entries[entry] = EntryRecord("p", name, ID, f"/var/run/docker/netns/{entry}")
+        state.project("p").node(name, f"/var/run/docker/netns/{entry}").interfaces["eth1"] = Claim(None, None)
+    again = State.from_json(state.to_json())
+    assert set(again.project("p").nodes) == {"_r1", ".r2"}
+    assert {e.service for e in again.entries.values()} == {"_r1", ".r2"}

@@ -348,8 +348,17 @@ def visible(change: Change, state: Live, project: str) -> bool:
         return state.get(node, live.EMPTY).links.get(ifname)
 
     match change:
-        case CreatePair(a):
-            return link(a.node, a.ifname) is not None
+        case CreatePair(a, b):
+            # Both ends, each the other's peer: an interface of end a's name alone may be someone else's that
+            # appeared meanwhile, and a rollback of a pair judged made would delete it.
+            end_a, end_b = link(a.node, a.ifname), link(b.node, b.ifname)
+            return (
+                end_a is not None
+                and end_b is not None
+                and end_a.kind == end_b.kind == "veth"
+                and end_a.peer_index == end_b.index
+                and end_b.peer_index == end_a.index
+            )
         case CreateBridge(node, name):
             return link(node, name) is not None
         case DeleteLink(node, ifname):

@@ -200,3 +200,25 @@ def test_a_restore_that_cannot_put_a_pair_back_says_so(kernel: Kernel) -> None:
     kernel.refuse = lambda change: "boom" if isinstance(change, ch.AddAddress) and change.node == "c" else None
     with pytest.raises(WiringError, match="except that nothing could put back"):
         kernel.run(parse(moved), record)
+
+
+def test_a_pair_whose_name_someone_took_meanwhile_is_not_judged_made_nor_its_interface_deleted(
+    kernel: Kernel,
+) -> None:
+    """Between the read and the batch a foreign `a_b` appears in a: ip refuses the pair; the rollback must leave it."""
+    topo = parse(pair())
+    record = ProjectRecord()
+    foreign = live.LiveLink("a_b", 7, None, None, None, 1500, True)
+
+    def refuse(change: Change) -> str | None:
+        if isinstance(change, ch.CreatePair):
+            kernel.ns["a"] = live.with_link(kernel.ns["a"], foreign)  # what ip's `File exists` was about
+            return "RTNETLINK answers: File exists"
+        return None
+
+    kernel.refuse = refuse
+    with pytest.raises(WiringError, match="File exists"):
+        kernel.run(topo, record)
+    assert kernel.ns["a"].links["a_b"] == foreign
+    assert "a_b" not in record.nodes["a"].interfaces
+    assert not any(line.startswith("- ip link del") for line in kernel.log)

@@ -17,6 +17,10 @@ import pytest
 
 from composens.configcache import CACHE_DIR
 
+# Every composens these tests start runs the code beside them (a worktree's, say), not whatever the venv installed.
+REPO = Path(__file__).resolve().parents[2]
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+
 NETNS_DIR = Path("/var/run/netns")
 STATE = Path("/run/composens/state.json")
 IMAGE = os.environ.get("COMPOSENS_DEMO_IMAGE", "busybox:1.36")

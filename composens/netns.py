@@ -73,6 +73,36 @@ class EntryChange:
     detail: str = ""
 
 
+SO_NETNS_COOKIE = 71  # linux/asm-generic/socket.h; Linux 5.14 and later
+
+
+def namespace_cookie(path: str | Path) -> int | None:
+    """Return the cookie of the network namespace a path opens (None if it opens none): a socket made inside it
+    tells. Unlike an inode, the kernel never gives a cookie to another namespace while the machine runs."""
+    import socket
+    import struct
+
+    from composens.wiring import run_in_netns  # a thread that enters the namespace
+
+    found: list[int] = []
+
+    def ask() -> None:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+            found.append(struct.unpack("=Q", probe.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8))[0])
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        run_in_netns(fd, ask)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return found[0] if found else None
+
+
 def namespace_inode(path: str | Path) -> int | None:
     """Return the inode of the network namespace a path opens, or None if it opens none."""
     try:
@@ -289,7 +319,11 @@ def hub_is_ours(directory: NetnsDirectory, state: State, project: str, name: str
     if not entry.exists or entry.reaches is None:
         return False
     if record.inode is not None:
-        return record.inode == entry.reaches
+        # The inode alone is not enough: once the hub is gone the kernel gives it to the next namespace made,
+        # a person's `ip netns add` of the same name say. The cookie is never reused.
+        if record.inode != entry.reaches:
+            return False
+        return record.cookie is None or record.cookie == namespace_cookie(directory.path(name))
     # Claimed just before a run that ended before it could note which namespace it made: taken for that
     # one only while it is as `ip netns add` leaves a namespace, with nothing in it but lo.
     return _only_loopback(name)
@@ -305,8 +339,10 @@ def ensure_hub(directory: NetnsDirectory, state: State, project: str, name: str)
     if directory.probe(name).exists:
         if not hub_is_ours(directory, state, project, name):
             return EntryChange(name, HUB, Action.CONFLICT, None, hub_conflict(directory, state, project, name))
-        inode = directory.probe(name).reaches
-        state.hubs[name] = HubRecord(project, inode)
+        record = state.hubs[name]
+        if record.inode is None or record.cookie is None:  # claimed by a run cut short, or an older record
+            path = directory.path(name)
+            state.hubs[name] = HubRecord(project, directory.probe(name).reaches, namespace_cookie(path))
         return EntryChange(name, HUB, Action.KEEP, "namespace")
     state.hubs[name] = HubRecord(project, None)
     state.save()  # claimed before it exists
@@ -315,7 +351,8 @@ def ensure_hub(directory: NetnsDirectory, state: State, project: str, name: str)
     except ComposensError:
         del state.hubs[name]  # not made: not claimed
         raise
-    state.hubs[name] = HubRecord(project, directory.probe(name).reaches)
+    path = directory.path(name)
+    state.hubs[name] = HubRecord(project, directory.probe(name).reaches, namespace_cookie(path))
     return EntryChange(name, HUB, Action.CREATE, "namespace")
 
 

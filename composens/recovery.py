@@ -82,7 +82,7 @@ def _adopt_hub(directory: NetnsDirectory, state: State, name: str) -> list[str]:
         return [f"left {directory.path(name)}: not a hub of one composens project"]
     project = owners.pop()
     inode = directory.probe(name).reaches
-    state.hubs[name] = HubRecord(project, inode)
+    state.hubs[name] = HubRecord(project, inode, netns.namespace_cookie(directory.path(name)))
     return [f"adopted hub {name} (project {project})", *_adopt_interfaces(state, name, HUB, f"hub:{inode}", project)]
 
 

@@ -55,6 +55,9 @@ class HubRecord:
 
     project: str
     inode: int | None = None  # its namespace's inode once made; None while it is being made
+    # Its namespace's cookie (SO_NETNS_COOKIE): unique while the machine runs, where the kernel reuses an inode
+    # as soon as the namespace is gone. None in records written before composens noted it.
+    cookie: int | None = None
 
 
 @dataclass
@@ -126,7 +129,10 @@ class State:
             {
                 "version": STATE_VERSION,
                 "entries": {name: _entry_json(rec) for name, rec in sorted(self.entries.items())},
-                "hubs": {name: {"project": h.project, "inode": h.inode} for name, h in sorted(self.hubs.items())},
+                "hubs": {
+                    name: {"project": h.project, "inode": h.inode, **({"cookie": h.cookie} if h.cookie else {})}
+                    for name, h in sorted(self.hubs.items())
+                },
                 "projects": projects,
                 **({"damaged": self.damaged} if self.damaged else {}),
             },
@@ -299,10 +305,13 @@ def _entry_json(rec: EntryRecord) -> dict[str, Any]:
 def _hub(data: Any) -> HubRecord:
     if not isinstance(data, dict):
         raise ValueError(f"hub {data!r} is not valid")
-    inode = data.get("inode")
-    if inode is not None and (not isinstance(inode, int) or isinstance(inode, bool)):
-        raise ValueError(f"hub inode {inode!r} is not valid")
-    return HubRecord(_project_name(data.get("project")), inode)
+    if set(data) - {"project", "inode", "cookie"}:
+        raise ValueError(f"hub {data!r} is not valid")
+    inode, cookie = data.get("inode"), data.get("cookie")
+    for what, value in (("inode", inode), ("cookie", cookie)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ValueError(f"hub {what} {value!r} is not valid")
+    return HubRecord(_project_name(data.get("project")), inode, cookie)
 
 
 def _project(data: Any) -> ProjectRecord:

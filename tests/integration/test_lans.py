@@ -191,3 +191,24 @@ def test_prune_removes_the_hub_of_a_project_that_is_gone(project: Project) -> No
     pruned = project.cli("netns", "prune")
     assert f"removed hub {project.name}-hub (project {project.name}): project not running" in pruned.stdout
     assert hub_left(project) == []
+
+
+def test_a_namespace_made_by_hand_under_a_deleted_hubs_name_is_never_taken_for_the_hub(project: Project) -> None:
+    """The kernel gives a freed namespace's inode to the next one made: the hub is known by its cookie too."""
+    project.write(two_lans(project))
+    project.cli("up", "-d")
+    hub = f"{project.name}-hub"
+    old_inode = (NETNS_DIR / hub).stat().st_ino
+    run("ip", "netns", "delete", hub)  # a person removes the hub ...
+    run("ip", "netns", "add", hub)  # ... and makes a namespace of their own under its name
+    try:
+        run("ip", "-n", hub, "link", "add", "name", "mine", "type", "bridge")
+        print(f"hub inode {old_inode}, the person's {(NETNS_DIR / hub).stat().st_ino}")
+        again = project.cli("up", "-d", check=False)
+        assert again.returncode == 6, again.stdout + again.stderr
+        assert f"{NETNS_DIR / hub} exists and was not made by composens" in again.stderr
+        project.cli("down", "-t", "0")
+        assert (NETNS_DIR / hub).exists()
+        assert "mine" in hub_links(project)
+    finally:
+        run("ip", "netns", "delete", hub, check=False)

@@ -20,7 +20,7 @@ ENTRY = {"project": "p", "service": "node1", "container": ID, "target": "/var/ru
 
 def full_state() -> State:
     state = State(entries={"node1": EntryRecord("p", "node1", ID, "/var/run/docker/netns/abc")})
-    state.hubs["p"] = HubRecord("p", 4026532000)
+    state.hubs["p"] = HubRecord("p", 4026532000, 4096)
     node = state.project("p").node("node1", "/var/run/docker/netns/abc")
     node.interfaces["eth1"] = Claim(2, "router1:eth1")
     node.interfaces["eth2"] = Claim(None, "@hub:node1.eth2")

@@ -13,6 +13,7 @@ netns.remove() unmount the target through the link, which is docker's own mount.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Iterable, Mapping
@@ -71,6 +72,21 @@ class EntryChange:
     action: Action
     target: str | None = None
     detail: str = ""
+
+
+# An extended attribute on the symlink itself, which only root can set: how a rebuilt record tells an entry
+# composens made from a person's symlink to the same sandbox. Where the file system has no xattrs, entries are
+# made unmarked (the record still knows them) and a rebuild leaves them.
+ENTRY_MARK = "trusted.composens"
+
+
+def entry_mark(project: str, service: str, container: str) -> str:
+    return f"{project} {service} {container}"
+
+
+def _set_mark(path: Path, mark: str) -> None:
+    with contextlib.suppress(OSError):  # no xattrs here: the record is what knows the entry
+        os.setxattr(path, ENTRY_MARK, mark.encode(), follow_symlinks=False)
 
 
 SO_NETNS_COOKIE = 71  # linux/asm-generic/socket.h; Linux 5.14 and later
@@ -178,17 +194,27 @@ class NetnsDirectory:
         if not os.access(self.root, os.W_OK):
             raise PermissionProblem(f"cannot write {self.root}: composens needs root (run it with sudo)")
 
-    def create(self, name: str, target: str) -> None:
-        """Make a new entry; fail if anything stands at that name."""
-        os.symlink(target, self.path(name))
+    def create(self, name: str, target: str, mark: str) -> None:
+        """Make a new entry carrying composens' mark; fail if anything stands at that name."""
+        path = self.path(name)
+        os.symlink(target, path)
+        _set_mark(path, mark)
 
-    def replace(self, name: str, target: str) -> None:
+    def replace(self, name: str, target: str, mark: str) -> None:
         """Point an entry composens owns at a new target in one step."""
         # Beside the entry: `ip netns add` makes the directory a mount point of its own.
         tmp = self.root / f".{name}.{os.getpid()}.tmp"
         tmp.unlink(missing_ok=True)
         os.symlink(target, tmp)
+        _set_mark(tmp, mark)
         os.replace(tmp, self.path(name))
+
+    def mark(self, name: str) -> str | None:
+        """The mark composens left on an entry (see entry_mark), or None."""
+        try:
+            return os.getxattr(self.path(name), ENTRY_MARK, follow_symlinks=False).decode(errors="replace")
+        except OSError:
+            return None
 
     def remove(self, name: str) -> None:
         os.unlink(self.path(name))  # the symlink itself; never umount through it
@@ -259,11 +285,12 @@ def _decide(directory: NetnsDirectory, state: State, project: str, w: Wanted) ->
 
 def _carry_out(directory: NetnsDirectory, state: State, w: Wanted, change: EntryChange) -> EntryChange:
     assert w.target is not None
+    mark = entry_mark(state.entries[w.name].project, w.container.service, w.container.id)
     if change.action is Action.REPLACE:
-        directory.replace(w.name, w.target)
+        directory.replace(w.name, w.target, mark)
     else:
         try:
-            directory.create(w.name, w.target)
+            directory.create(w.name, w.target, mark)
         except FileExistsError:
             del state.entries[w.name]
             return EntryChange(w.name, change.service, Action.CONFLICT, None, _conflict_detail(directory, w.name))

@@ -61,6 +61,9 @@ def _adopt(directory: NetnsDirectory, state: State, name: str, by_sandbox: dict[
     inode = netns.namespace_inode(target)
     if container is None or inode is None or inode != netns.namespace_inode(f"/proc/{container.pid}/ns/net"):
         return [f"left {path}: it is not the namespace of a running compose container (rm {path} removes it)"]
+    # Pointing at a container's sandbox is not enough: a person may have linked it too, under a name of theirs.
+    if directory.mark(name) != netns.entry_mark(container.project, container.service, container.id):
+        return [f"left {path}: composens did not make it (it carries no mark of composens' for that container)"]
     state.entries[name] = EntryRecord(container.project, container.service, container.id, target)
     lines = [f"adopted entry {name} (project {container.project}, service {container.service})"]
     return lines + _adopt_interfaces(state, name, container.service, target, container.project)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -232,6 +233,9 @@ def test_a_damaged_record_stops_every_command_until_it_is_recovered(project: Pro
     end = f"{project.name[:9]}dm"
     project.write(uplink_lab(project, end))
     project.cli("up", "-d")
+    # A person links the same sandbox under a name of their own: a rebuilt record must not take it for composens'.
+    mine = NETNS_DIR / f"{project.name}-mine"
+    mine.symlink_to(os.readlink(NETNS_DIR / f"{project.name}-r1"))
     original = STATE.read_text()
     STATE.write_text('{"version": 2, "entries": [')  # cut short, as a full disk would
     try:
@@ -245,10 +249,15 @@ def test_a_damaged_record_stops_every_command_until_it_is_recovered(project: Pro
         recovered = project.cli("netns", "prune", "--recover")
         assert f"adopted entry {project.name}-r1 (project {project.name}, service r1)" in recovered.stdout
         assert f"adopted interface {end} in the host (project {project.name})" in recovered.stdout
+        assert f"left {mine}: composens did not make it" in recovered.stdout
         assert project.status() == {f"{project.name}-r1": "linked", "-": "none"}  # "-": the host's row
+        project.cli("netns", "link")
+        project.cli("netns", "prune")
         project.cli("down", "-t", "0")
         assert host_end(end) is None
+        assert mine.is_symlink()
     finally:
+        mine.unlink(missing_ok=True)
         for path in STATE.parent.glob("state.json.damaged-*"):
             path.unlink()
         if "damaged" in STATE.read_text():

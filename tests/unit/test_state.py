@@ -121,7 +121,7 @@ def test_an_entry_that_cannot_be_unlinked_stays_recorded(tmp_path: Path, monkeyp
     directory.root.mkdir()
     sandbox = tmp_path / "sandbox"
     sandbox.write_text("")
-    directory.create("node1", str(sandbox))
+    directory.create("node1", str(sandbox), netns.entry_mark("p", "node1", ID))
     state = State(entries={"node1": EntryRecord("p", "node1", ID, str(sandbox))})
 
     def refuse(name: str) -> None:
@@ -160,3 +160,14 @@ def test_every_service_name_the_parser_takes_reads_back_from_the_record() -> Non
     again = State.from_json(state.to_json())
     assert set(again.project("p").nodes) == {"_r1", ".r2"}
     assert {e.service for e in again.entries.values()} == {"_r1", ".r2"}
+
+
+def test_an_entry_carries_the_mark_of_what_it_was_made_for(tmp_path: Path) -> None:
+    directory = NetnsDirectory(tmp_path / "netns")
+    directory.root.mkdir()
+    directory.create("node1", "/var/run/docker/netns/abc", netns.entry_mark("p", "node1", ID))
+    os.symlink("/var/run/docker/netns/abc", directory.path("mine"))  # a person's link to the same sandbox
+    assert directory.mark("node1") == f"p node1 {ID}"
+    assert directory.mark("mine") is None
+    directory.replace("node1", "/var/run/docker/netns/def", netns.entry_mark("p", "node1", "cd" * 32))
+    assert directory.mark("node1") == f"p node1 {'cd' * 32}"

@@ -275,14 +275,14 @@ def ps(
 def _show_rows(state: App, names: list[str], fmt: str, *, seed_style: bool) -> None:
     lab = state.lab()
     topo = lab.load()
-    rows = lab.status(topo, lab.select(topo, names))
+    status = lab.status(topo, lab.select(topo, names))
     out = state.output()
     if fmt == "json":
-        out.netns_json(rows)
+        out.netns_json(status.rows)
     elif seed_style:
-        out.show(rows)
+        out.show(status.rows)
     else:
-        out.netns_table(rows)
+        out.netns_table(status)
 
 
 ServicesArg = Annotated[list[str] | None, typer.Argument(help="Services (all when none are named).")]
@@ -368,7 +368,8 @@ def plan(
     topo = lab.load()
     lines, unwired = lab.plan(topo, lab.select(topo, services) if services else None, full=full)
     state.output().plan(lines, unwired)
-    if exit_code and not full and lines:
+    # What cannot be planned (a service not running, a pair whose end is not up) is a difference too.
+    if exit_code and not full and (lines or unwired):
         raise typer.Exit(PLAN_DIFFERS)
 
 

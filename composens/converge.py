@@ -26,7 +26,7 @@ from composens.conditions import parse as parse_conditions
 from composens.live import LiveAddress, LiveLink, LiveNamespace, LiveRoute
 from composens.report import Drift
 from composens.state import Claim, NodeRecord
-from composens.topology import HOST, HUB, Endpoint, Route, Topology, parse_route
+from composens.topology import HOST, HUB, Endpoint, Link, Route, Topology, parse_route
 
 VETH_MTU = 1500  # what a veth gets when no MTU is declared
 
@@ -53,7 +53,11 @@ class Diff:
     conflicts: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # declared things the live lab cannot take (exit 3)
     drift: list[Drift] = field(default_factory=list)
-    unwired: list[str] = field(default_factory=list)  # declared pairs whose ends cannot be reached, and why
+    unwired_pairs: list[tuple[Link, str]] = field(default_factory=list)  # declared pairs not reachable, and why
+
+    @property
+    def unwired(self) -> list[str]:
+        return [reason for _, reason in self.unwired_pairs]
 
     @property
     def changes(self) -> list[Change]:
@@ -154,7 +158,7 @@ class _Work:
             missing = [ep.node for ep in ends if ep.node not in available]
             if missing:
                 names = ", ".join(self._name(n) for n in dict.fromkeys(missing))
-                self.out.unwired.append(f"{pair.a} <-> {pair.b}: {names} not running")
+                self.out.unwired_pairs.append((pair, f"{pair.a} <-> {pair.b}: {names} not running"))
                 continue
             for end, peer in ((pair.a, pair.b), (pair.b, pair.a)):
                 wants[end] = Want(
@@ -470,9 +474,11 @@ class _Work:
                 self.out.removals.append(ch.DelQdisc(end.node, end.ifname))
 
     def _present(self, end: Endpoint, want: Want, recorded: set[str]) -> Iterable[LiveAddress]:
-        """The addresses on an interface that count: all but the kernel's own IPv6 link-local one."""
+        """The addresses on an interface that count: all but the kernel's own, its IPv6 link-local one and those
+        it makes from router advertisements (dynamic: they come and go with the RAs, as a daemon's routes do)."""
         for address in self.state[end.node].addresses_of(end.ifname):
-            if not address.link_local or address.address in want.addresses or address.address in recorded:
+            kernels = address.link_local or address.dynamic
+            if not kernels or address.address in want.addresses or address.address in recorded:
                 yield address
 
     # ------------------------------------------------------------------ routes

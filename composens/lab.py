@@ -22,7 +22,17 @@ from composens import netns, topology
 from composens.compose import Compose, Container
 from composens.errors import ComposensError, ConfigError, ConflictError
 from composens.netns import Action, EntryChange, NetnsDirectory, Status, Wanted
-from composens.report import HOST_ROW, HUB_ROW, ConditionsRow, InterfaceRow, LinkReport, NetnsRow, PlanLine, Pruned
+from composens.report import (
+    HOST_ROW,
+    HUB_ROW,
+    ConditionsRow,
+    InterfaceRow,
+    LabStatus,
+    LinkReport,
+    NetnsRow,
+    PlanLine,
+    Pruned,
+)
 from composens.state import NodeRecord, State, StateStore
 from composens.topology import HOST, HUB, Endpoint, Topology
 
@@ -228,8 +238,9 @@ class Lab:
         nodes = record.nodes if record else {}
         return {n: nodes[n] for n, t in targets.items() if n in nodes and nodes[n].netns == t.identity}
 
-    def status(self, topo: Topology, services: set[str]) -> list[NetnsRow]:
-        """Describe every container of the chosen services, the entry it has or should have, and its drift."""
+    def status(self, topo: Topology, services: set[str]) -> LabStatus:
+        """Describe every container of the chosen services, the entry it has or should have, and its drift; and
+        what else differs from the file (services not running, pairs not wired)."""
         containers, by_id, names, running = self._running(topo)
         state = self.store.read()
         rows = []
@@ -252,9 +263,11 @@ class Lab:
                 path = str(self.directory.path(name))
                 rows.append(NetnsRow(record.service, "", None, name, path, entry.symlink_target, status))
         rows += self._special_rows(topo, state)
+        not_running = _not_running(topo, services, containers)
         if not (topo.pairs() or state.projects.get(topo.project)):
-            return rows
-        return self._with_wiring(topo, state, running, services, rows)
+            return LabStatus(tuple(rows), (), not_running)
+        rows, unwired = self._with_wiring(topo, state, running, services, rows)
+        return LabStatus(tuple(rows), tuple(unwired), not_running)
 
     def run_checks(
         self, topo: Topology, names: Iterable[str], *, fail_fast: bool, on_update: Callable[[CheckUpdate], None]
@@ -373,10 +386,10 @@ class Lab:
         """What the running lab looks like next to its file, for `graph --live`."""
         from composens import picture
 
-        rows = self.status(topo, set(topo.services))
-        if not any(r.pid is not None for r in rows):
+        status = self.status(topo, set(topo.services))
+        if not status.running:
             raise ComposensError(f"project {topo.project} is not running: `composens up -d` first, or drop --live")
-        return picture.overlay_of(topo, rows)
+        return picture.overlay_of(topo, status.rows)
 
     def _special_rows(self, topo: Topology, state: State) -> list[NetnsRow]:
         rows = []
@@ -394,18 +407,25 @@ class Lab:
 
     def _with_wiring(
         self, topo: Topology, state: State, running: list[Wanted], services: set[str], rows: list[NetnsRow]
-    ) -> list[NetnsRow]:
-        """Add each row's declared interfaces and drift, read from every linked namespace side by side."""
+    ) -> tuple[list[NetnsRow], list[str]]:
+        """Add each row's declared interfaces and drift, read from every linked namespace side by side; and say
+        which declared pairs touching the chosen services are not wired."""
         from composens import converge, wiring
 
         targets = self._targets(topo, state, running)
+        qdiscs = self._scope(topo, state, targets, set(topo.services)).qdiscs
+        # A container restarting while this reads takes its namespace along: its row is stale, the rest stands.
+        seen = wiring.read_all(targets, qdiscs=qdiscs, vanished_ok=True)
+        vanished = {targets[node].netns for node in targets if node not in seen}
+        targets = {node: target for node, target in targets.items() if node in seen}
         scope = self._scope(topo, state, targets, set(topo.services))
-        seen = wiring.read_all(targets, qdiscs=scope.qdiscs)
         found = converge.diff(topo, seen, self._records(state, topo.project, targets), scope)
         node_of = {HOST_ROW: HOST, HUB_ROW: HUB}
         result = []
         for row in rows:
             node = node_of.get(row.service, row.service)
+            if row.netns in vanished and row.status is Status.LINKED:
+                row = replace(row, status=Status.STALE)
             linked = node in seen and (node in (HOST, HUB) or targets[node].netns == row.netns)
             declared = _declared_interfaces(topo, node)
             interfaces = tuple(
@@ -414,7 +434,8 @@ class Lab:
             )
             drift = tuple(d for d in found.drift if d.node == node) if linked else ()
             result.append(replace(row, interfaces=interfaces, drift=drift))
-        return result
+        unwired = [reason for pair, reason in found.unwired_pairs if {pair.a.node, pair.b.node} & services]
+        return result, unwired
 
     # ------------------------------------------------------------------ changing
 
@@ -466,10 +487,11 @@ class Lab:
         from composens import converge, live, wiring
 
         chosen = services if services is not None else set(topo.services)
-        running: list[Wanted] = [] if full else self._running(topo)[3]
+        containers, _, _, running = ([], {}, {}, []) if full else self._running(topo)
         if full or not running:
             lines, unwired = converge.full_plan(topo, None if services is None else frozenset(services))
             return [PlanLine("", line) for line in lines], unwired
+        stopped = [f"{s}: not running" for s in _not_running(topo, chosen, containers)]
         state = self.store.read()
         plan_lines = self._entry_plan(topo, state, running, chosen)
         targets = self._targets(topo, state, running, linked=False)
@@ -491,7 +513,7 @@ class Lab:
             for name, hub in sorted(state.hubs.items()):
                 if hub.project == topo.project and (topo.hub is None or name != topo.hub.netns or not topo.lans):
                     plan_lines.append(PlanLine("-", f"ip netns delete {name}"))
-        return plan_lines, found.unwired
+        return plan_lines, stopped + found.unwired
 
     def _entry_plan(self, topo: Topology, state: State, running: list[Wanted], services: set[str]) -> list[PlanLine]:
         """The entries `netns link` would make, move or remove, as the commands that do the same."""
@@ -678,6 +700,9 @@ class Lab:
             except ComposensError as e:
                 on_error(e.message)
                 return False
+            except Exception as e:  # an OSError (a full /run), say: the follower reports it and tries again later
+                on_error(f"unexpected {type(e).__name__}: {e}")
+                return False
             return True
 
         # The engine's view can lag its events (a container reported started before inspect shows
@@ -708,6 +733,12 @@ class Lab:
                 settle_at = time.monotonic() + SETTLE_DELAY
             if None in burst:
                 return
+
+
+def _not_running(topo: Topology, services: set[str], containers: list[Container]) -> tuple[str, ...]:
+    """The chosen services the file wants running (not scaled to 0) that have no running container."""
+    up = {c.service for c in containers if c.running}
+    return tuple(s for s in topo.services if s in services and topo.services[s].replicas and s not in up)
 
 
 def _declared_interfaces(topo: Topology, node: str) -> tuple[str, ...]:

@@ -38,6 +38,7 @@ class LiveLink:
 class LiveAddress:
     address: str  # "10.0.0.1/24", "2001:db8::1/64"
     secondary: bool = False
+    dynamic: bool = False  # made by the kernel with a lifetime (SLAAC from a router advertisement), not by hand
 
     @property
     def family(self) -> int:
@@ -138,7 +139,7 @@ def parse_namespace(
         )
     parsed_addresses = {
         item["ifname"]: tuple(
-            LiveAddress(f"{info['local']}/{info['prefixlen']}", bool(info.get("secondary")))
+            LiveAddress(f"{info['local']}/{info['prefixlen']}", bool(info.get("secondary")), bool(info.get("dynamic")))
             for info in item.get("addr_info", ())
             if info.get("family") in ("inet", "inet6") and "local" in info
         )

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, TextIO
 
 from composens.netns import Action, EntryChange
-from composens.report import ConditionsRow, LinkReport, NetnsRow, PlanLine
+from composens.report import ConditionsRow, LabStatus, LinkReport, NetnsRow, PlanLine
 from composens.topology import HUB
 
 if TYPE_CHECKING:
@@ -103,9 +103,11 @@ class Output:
         if line:
             self.line(line)
 
-    def netns_table(self, rows: Sequence[NetnsRow]) -> None:
-        self.console().print(netns_table(rows))
-        self.line(drift_summary(rows))
+    def netns_table(self, status: LabStatus) -> None:
+        self.console().print(netns_table(status.rows))
+        for note in status_notes(status):
+            self.line(note)
+        self.line(drift_summary(status))
 
     def conditions(self, rows: Sequence[ConditionsRow], *, fmt: str) -> None:
         if fmt == "json":
@@ -193,13 +195,21 @@ def netns_table(rows: Sequence[NetnsRow]) -> Table:
     return table
 
 
-def drift_summary(rows: Sequence[NetnsRow]) -> str:
+def drift_summary(status: LabStatus) -> str:
     """One line under the table: whether the lab matches its file."""
-    count = sum(len(r.drift) for r in rows)
+    if not status.running:
+        return "nothing of the lab is running: `composens up -d` starts it"
+    count = status.differences()
     if not count:
         return "the lab matches its file"
     plural = "s" if count != 1 else ""
     return f"{count} difference{plural} from the file: `composens plan` lists the changes, `composens up -d` makes them"
+
+
+def status_notes(status: LabStatus) -> list[str]:
+    """The differences no row shows: services not running, pairs not wired."""
+    notes = [f"not running: {service}" for service in status.not_running]
+    return notes + [f"not wired: {reason}" for reason in status.unwired]
 
 
 def netns_json(rows: Sequence[NetnsRow]) -> str:

@@ -50,6 +50,27 @@ class NetnsRow:
     drift: tuple[Drift, ...] = ()
 
 
+@dataclass(frozen=True)
+class LabStatus:
+    """What `ps --netns` shows: a row per container (and the host and hub), and what differs beyond the rows."""
+
+    rows: tuple[NetnsRow, ...]
+    unwired: tuple[str, ...] = ()  # declared pairs that are not wired, and why
+    not_running: tuple[str, ...] = ()  # chosen services with no running container
+
+    @property
+    def running(self) -> bool:
+        return any(row.pid is not None for row in self.rows)
+
+    def differences(self) -> int:
+        """How many ways the lab differs from its file, counted as `plan --exit-code` counts them: what composens
+        would change (entries to make or repoint, drift of its own), pairs it cannot wire, services not running.
+        What someone else added on a composens interface is shown, and left alone: no difference."""
+        drift = sum(1 for row in self.rows for d in row.drift if not (d.problem == "extra" and d.ours is False))
+        entries = sum(1 for row in self.rows if row.status in (Status.UNLINKED, Status.STALE, Status.CONFLICT))
+        return drift + entries + len(self.unwired) + len(self.not_running)
+
+
 @dataclass
 class LinkReport:
     entries: list[EntryChange] = field(default_factory=list)

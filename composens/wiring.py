@@ -161,11 +161,23 @@ def inside(path: str, work: Callable[[], None], failing: str) -> None:
         os.close(fd)
 
 
-def read_all(targets: Mapping[str, Target], *, qdiscs: bool = False) -> dict[str, LiveNamespace]:
-    """Read every target namespace, side by side."""
+def read_all(
+    targets: Mapping[str, Target], *, qdiscs: bool = False, vanished_ok: bool = False
+) -> dict[str, LiveNamespace]:
+    """Read every target namespace, side by side. With vanished_ok, one that cannot be read (a container that
+    stopped or restarted meanwhile took it away) is left out rather than failing the whole read."""
+
+    def read(target: Target) -> LiveNamespace | None:
+        try:
+            return read_target(target, qdiscs=qdiscs)
+        except WiringError:
+            if not vanished_ok:
+                raise
+            return None
+
     nodes = list(targets)
-    found = in_parallel(lambda t: read_target(t, qdiscs=qdiscs), [targets[n] for n in nodes])
-    return dict(zip(nodes, found, strict=True))
+    found = in_parallel(read, [targets[n] for n in nodes])
+    return {node: ns for node, ns in zip(nodes, found, strict=True) if ns is not None}
 
 
 @dataclass

@@ -111,10 +111,28 @@ def test_a_hand_made_address_survives_and_shows_as_extra(project: Project) -> No
     ]
     assert rows[f"{prefix}node2"]["drift"] == []
     table = project.cli("ps", "--netns").stdout
-    assert "1 difference from the file" in table
-    assert project.cli("plan", "--exit-code", check=False).returncode == 0  # not composens' to change
-    run("ip", "-n", f"{prefix}node1", "addr", "del", "10.0.0.99/24", "dev", "node1_router1")
+    assert "extra address 10.0.0.99/24 on node1_router1 (not made by composens)" in table
+    # Not composens' to change: shown, and counted by neither ps nor plan as a difference from the file.
+    assert "the lab matches its file" in table
+    assert project.cli("plan", "--exit-code", check=False).returncode == 0
+
+
+def test_ps_never_says_the_lab_matches_when_a_service_is_stopped_or_nothing_runs(project: Project) -> None:
+    prefix = f"{project.name}-"
+    project.write(compose_text(project, SEED))
+    project.cli("up", "-d")
     assert "the lab matches its file" in project.cli("ps", "--netns").stdout
+    run("docker", "stop", "-t", "0", project.container("router2"))
+    table = project.cli("ps", "--netns").stdout
+    assert "the lab matches its file" not in table
+    assert "not running: router2" in table
+    assert "not wired: node1:node1_router2 <-> router2:router2_node1: router2 not running" in table
+    assert project.cli("plan", "--exit-code", check=False).returncode == 2
+    run("docker", "rm", "-f", project.container("router2"))
+    project.cli("netns", "link")  # the stopped container's entry goes: an unlinked service counts as well
+    run("ip", "netns", "exec", f"{prefix}node1", "true")
+    project.cli("stop", "-t", "0")
+    assert "nothing of the lab is running" in project.cli("ps", "--netns").stdout
 
 
 def test_a_new_prefix_moves_the_entries_and_keeps_the_wiring(project: Project) -> None:

@@ -119,6 +119,24 @@ def test_foreign_entry_is_never_touched(project: Project) -> None:
     assert ns_inode(NETNS_DIR / foreign) == foreign_ns
 
 
+def test_service_names_compose_allows_are_recorded_and_read_back(project: Project) -> None:
+    """`_r1` is a valid compose service name: a lab of it must not lock every later command out (exit 8)."""
+    project.write(f"""
+x-composens:
+  netns_prefix: {project.name}
+  links: [{{endpoints: ["_r1:eth1", ".r2:eth1"]}}]
+services:
+  _r1: {{image: IMAGE, network_mode: none, x-composens: {{addresses: {{eth1: [198.18.9.1/30]}}}}}}
+  .r2: {{image: IMAGE, network_mode: none, x-composens: {{addresses: {{eth1: [198.18.9.2/30]}}}}}}
+""")
+    project.cli("up", "-d")
+    assert project.status() == {f"{project.name}_r1": "linked", f"{project.name}.r2": "linked"}
+    assert run("ip", "netns", "exec", f"{project.name}_r1", "busybox", "ping", "-c", "1", "-W", "2", "198.18.9.2")
+    project.cli("netns", "prune", "--recover")
+    project.cli("down", "-t", "0")
+    assert not (NETNS_DIR / f"{project.name}_r1").exists()
+
+
 def test_selected_services_only(project: Project) -> None:
     project.write(prefixed(project, FOUR))
     project.cli("up", "-d", "node1", "router2")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from composens import cli, render
 from composens.compose import ComposeOptions, Container
 from composens.errors import ConfigError, EngineError
 from composens.netns import Action, EntryChange, Status
-from composens.report import Drift, InterfaceRow, NetnsRow
+from composens.report import Drift, InterfaceRow, LabStatus, NetnsRow
 from composens.topology import parse
 
 SEED = Path(__file__).resolve().parents[1] / "topology" / "seed" / "docker-compose.yml"
@@ -189,10 +190,26 @@ def test_table_renders_exactly() -> None:
         "node1    lab-node1-1    4242  node1    /var/run/docker/netns/abc  linked  node1_router1 up, node1_router2 down  down interface node1_router2; extra address 10.9.9.9/24 on node1_router1 (not made by composens)",
         "router1  lab-router1-1  -     router1  -                          none    -                                     -",
     ]
-    assert render.drift_summary(ROWS) == (
-        "2 differences from the file: `composens plan` lists the changes, `composens up -d` makes them"
+    # The foreign address is shown and left alone: as for `plan --exit-code`, no difference.
+    assert render.drift_summary(LabStatus(tuple(ROWS))) == (
+        "1 difference from the file: `composens plan` lists the changes, `composens up -d` makes them"
     )
-    assert render.drift_summary(ROWS[1:]) == "the lab matches its file"
+
+
+def test_the_summary_counts_what_plan_counts_and_never_claims_a_match_it_cannot_see() -> None:
+    linked = replace(ROWS[0], drift=())
+    assert render.drift_summary(LabStatus((linked, ROWS[1]))) == "the lab matches its file"
+    stale = replace(linked, status=Status.STALE)
+    assert render.drift_summary(LabStatus((stale,))).startswith("1 difference from the file")
+    unwired = LabStatus((linked,), ("node1:a <-> router1:b: router1 not running",), ("router1",))
+    assert render.drift_summary(unwired).startswith("2 differences from the file")
+    assert render.status_notes(unwired) == [
+        "not running: router1",
+        "not wired: node1:a <-> router1:b: router1 not running",
+    ]
+    assert render.drift_summary(LabStatus((ROWS[1],), (), ("node1", "router1"))) == (
+        "nothing of the lab is running: `composens up -d` starts it"
+    )
 
 
 def test_json_has_the_documented_keys() -> None:

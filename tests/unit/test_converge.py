@@ -80,6 +80,22 @@ def test_an_unchanged_lab_reads_as_matching() -> None:
     assert found.conflicts == []
 
 
+def test_addresses_the_kernel_makes_from_router_advertisements_are_no_drift() -> None:
+    """SLAAC addresses (dynamic, with a lifetime) come and go with the RAs: neither extra nor removed."""
+    from dataclasses import replace
+
+    lab = PaperLab()
+    lab.converge(parse(SEED))
+    ns = lab.state["node1"]
+    slaac = live.LiveAddress("2001:db8:77::5054:ff:fe12:3456/64", dynamic=True)
+    lab.state["node1"] = replace(
+        ns, addresses={**ns.addresses, "node1_router2": (*ns.addresses_of("node1_router2"), slaac)}
+    )
+    lines, found = lab.converge(parse(SEED))
+    assert lines == []
+    assert found.drift == []
+
+
 def test_a_foreign_interface_with_a_declared_name_is_a_conflict_and_nothing_runs() -> None:
     topo = parse(SEED)
     lab = PaperLab()

@@ -222,3 +222,11 @@ def test_a_pair_whose_name_someone_took_meanwhile_is_not_judged_made_nor_its_int
     assert kernel.ns["a"].links["a_b"] == foreign
     assert "a_b" not in record.nodes["a"].interfaces
     assert not any(line.startswith("- ip link del") for line in kernel.log)
+
+
+def test_a_namespace_that_vanished_mid_read_is_left_out_when_asked() -> None:
+    """ps and netem show read every namespace: one container restarting meanwhile must not fail the others."""
+    gone = wiring.Target("gone", "/nonexistent/composens-test-ns", "/nonexistent/composens-test-ns", linked=False)
+    with pytest.raises(WiringError, match="cannot read the interfaces of gone"):
+        wiring.read_all({"a": gone})
+    assert set(wiring.read_all({HOST: wiring.HOST_TARGET, "a": gone}, vanished_ok=True)) == {HOST}

@@ -47,19 +47,22 @@ class CreatePair:
     mtu: int | None = None
     node: str = HOST  # made from the host's namespace, its two ends straight in theirs
     sign: str = "+"
+    mac_a: str | None = None  # each end's hardware address, set as it is made
+    mac_b: str | None = None
 
     def words(self, netns_of: NetnsOf) -> list[str]:
-        def end(ep: Endpoint) -> list[str]:
+        def end(ep: Endpoint, mac: str | None) -> list[str]:
             netns = netns_of(ep.node)
             return [
                 "name",
                 ep.ifname,
                 *(["mtu", str(self.mtu)] if self.mtu else []),
+                *(["address", mac] if mac else []),
                 *(["netns", netns] if netns else []),
             ]
 
         # `name` and `dev` everywhere: an interface may be called `up` or `mtu`.
-        return ["link", "add", *end(self.a), "type", "veth", "peer", *end(self.b)]
+        return ["link", "add", *end(self.a, self.mac_a), "type", "veth", "peer", *end(self.b, self.mac_b)]
 
 
 @dataclass(frozen=True)
@@ -104,11 +107,14 @@ class SetLink:
     alias: str | None = None
     state: str | None = None  # "up" or "down"
     sign: str = "~"
+    mac: str | None = None
 
     def words(self, netns_of: NetnsOf) -> list[str]:
         words = ["link", "set", "dev", self.ifname]
         if self.mtu is not None:
             words += ["mtu", str(self.mtu)]
+        if self.mac is not None:
+            words += ["address", self.mac]
         if self.master is not None:
             words += ["master", self.master]
         if self.alias is not None:
@@ -222,7 +228,10 @@ Change = (
 
 # accept_dad first: no tentative link-local address; keep_addr_on_down: `composens link down` cuts a link, it
 # does not unconfigure it (by default the kernel flushes an interface's IPv6 addresses when it goes down).
-ENABLE_IPV6 = (("accept_dad", "0"), ("keep_addr_on_down", "1"), ("disable_ipv6", "0"))
+# ndisc_notify: an unsolicited neighbour advertisement for each address once the link is ready, as arp_notify
+# (ANNOUNCE_IPV4) sends a gratuitous ARP when the interface comes up.
+ENABLE_IPV6 = (("accept_dad", "0"), ("keep_addr_on_down", "1"), ("ndisc_notify", "1"), ("disable_ipv6", "0"))
+ANNOUNCE_IPV4 = (("arp_notify", "1"),)
 PROMOTE_SECONDARIES = (("promote_secondaries", "1"),)
 
 
@@ -269,18 +278,14 @@ def simulate(state: Live, change: Change) -> dict[str, LiveNamespace]:
         return after.get(node, live.EMPTY)
 
     match change:
-        case CreatePair(a, b, mtu):
+        case CreatePair(a, b, mtu, _, _, mac_a, mac_b):
             index_a, index_b = _fresh_index(get(a.node)), _fresh_index(get(b.node))
             if a.node == b.node:
                 index_b = index_a + 1
-            update(
-                a.node,
-                live.with_link(get(a.node), LiveLink(a.ifname, index_a, "veth", index_b, None, mtu or 1500, False)),
-            )
-            update(
-                b.node,
-                live.with_link(get(b.node), LiveLink(b.ifname, index_b, "veth", index_a, None, mtu or 1500, False)),
-            )
+            end_a = LiveLink(a.ifname, index_a, "veth", index_b, None, mtu or 1500, False, mac=mac_a)
+            end_b = LiveLink(b.ifname, index_b, "veth", index_a, None, mtu or 1500, False, mac=mac_b)
+            update(a.node, live.with_link(get(a.node), end_a))
+            update(b.node, live.with_link(get(b.node), end_b))
         case CreateBridge(node, name, mtu):
             link = LiveLink(
                 name, _fresh_index(get(node)), "bridge", None, None, mtu or 1500, False, None, BRIDGE_OPTIONS
@@ -290,12 +295,13 @@ def simulate(state: Live, change: Change) -> dict[str, LiveNamespace]:
             update(node, live.without_link(get(node), ifname))
             if peer is not None:
                 update(peer.node, live.without_link(get(peer.node), peer.ifname))
-        case SetLink(node, ifname, mtu, master, alias, state_word):
+        case SetLink(node, ifname, mtu, master, alias, state_word, _, mac):
             ns = get(node)
             link = ns.links[ifname]
             link = replace(
                 link,
                 mtu=mtu if mtu is not None else link.mtu,
+                mac=mac if mac is not None else link.mac,
                 master=master if master is not None else link.master,
                 alias=(alias or None) if alias is not None else link.alias,
                 up=link.up if state_word is None else state_word == "up",
@@ -363,11 +369,12 @@ def visible(change: Change, state: Live, project: str) -> bool:
             return link(node, name) is not None
         case DeleteLink(node, ifname):
             return link(node, ifname) is None
-        case SetLink(node, ifname, mtu, master, alias, state_word):
+        case SetLink(node, ifname, mtu, master, alias, state_word, _, mac):
             found = link(node, ifname)
             return (
                 found is not None
                 and (mtu is None or found.mtu == mtu)
+                and (mac is None or found.mac == mac)
                 and (master is None or found.master == master)
                 and (alias is None or (found.alias or "") == alias)
                 and (state_word is None or found.up == (state_word == "up"))

@@ -43,6 +43,7 @@ class Want:
     addresses: tuple[str, ...]
     up: bool
     conditions: Conditions | None = None  # on its egress: set at run time, or else declared
+    mac: str | None = None  # declared, or derived from the project and the end's name
 
 
 @dataclass
@@ -170,6 +171,7 @@ class _Work:
                     self.topo.node(end.node).addresses.get(end.ifname, ()) if end.node != HUB else (),
                     end not in self.scope.down,
                     self.scope.conditions.get(end) or self.topo.conditions_of(end),
+                    self.topo.mac_of(end),
                 )
         if HUB in available:
             for lan in self.topo.lans:
@@ -276,7 +278,7 @@ class _Work:
                     f"interface {want.end.ifname}: its peer is not {want.peer}",
                 )
                 self._delete(want.end, found)
-        self.out.creations.append(ch.CreatePair(a.end, b.end, a.mtu))
+        self.out.creations.append(ch.CreatePair(a.end, b.end, a.mtu, mac_a=a.mac, mac_b=b.mac))
         self.fresh |= {a.end, b.end}
 
     def _intact(self, a: Endpoint, la: LiveLink, b: Endpoint, lb: LiveLink) -> bool:
@@ -348,7 +350,9 @@ class _Work:
         if link.kind == "bridge":
             restore.append(ch.CreateBridge(end.node, end.ifname, link.mtu))
         elif peer is not None:
-            restore.append(ch.CreatePair(end, peer, link.mtu if link.mtu != VETH_MTU else None))
+            peer_mac = links[1][1].mac
+            mtu = link.mtu if link.mtu != VETH_MTU else None
+            restore.append(ch.CreatePair(end, peer, mtu, mac_a=link.mac, mac_b=peer_mac))
         else:
             return ()  # one end of a broken pair: nothing worth putting back
         for ep, ln in links:
@@ -375,8 +379,11 @@ class _Work:
         change_master = want.master if want.master is not None and link.master != want.master else None
         change_alias = self.mark if link.alias != self.mark else None
         change_state = None if link.up == want.up else ("up" if want.up else "down")
+        change_mac = want.mac if want.mac is not None and link.mac != want.mac else None
         if change_mtu is not None:
             self._drift(end.node, end.ifname, "differs", f"interface {end.ifname}: mtu {link.mtu}, declared {mtu}")
+        if change_mac is not None:
+            self._drift(end.node, end.ifname, "differs", f"interface {end.ifname}: mac {link.mac}, wanted {want.mac}")
         if change_master is not None:
             self._drift(end.node, end.ifname, "differs", f"interface {end.ifname}: not a port of bridge {want.master}")
         if change_state == "up":
@@ -388,9 +395,9 @@ class _Work:
                 "differs",
                 f"interface {end.ifname} is up; it was set down with composens link down",
             )
-        if (change_mtu, change_master, change_alias, change_state) != (None, None, None, None):
+        if (change_mtu, change_master, change_alias, change_state, change_mac) != (None, None, None, None, None):
             self.out.creations.append(
-                ch.SetLink(end.node, end.ifname, change_mtu, change_master, change_alias, change_state)
+                ch.SetLink(end.node, end.ifname, change_mtu, change_master, change_alias, change_state, mac=change_mac)
             )
 
     def _addresses(self, want: Want) -> None:
@@ -398,14 +405,15 @@ class _Work:
         record = self.record(end.node)
         recorded = record.addresses.get(end.ifname, set())
         fresh = end in self.fresh
-        if fresh:
-            self.out.creations.append(
-                ch.SetLink(
-                    end.node, end.ifname, master=want.master, alias=self.mark, state="up" if want.up else None, sign="+"
-                )
-            )
+        # A new end goes up once its addresses are on, as a host's interface does: up, it announces them (arp_notify,
+        # and ndisc_notify once its link is ready), so neighbours that knew this address learn its MAC at once.
+        bring_up = ch.SetLink(
+            end.node, end.ifname, master=want.master, alias=self.mark, state="up" if want.up else None, sign="+"
+        )
         self._qdisc(want, record)
         if end.node == HUB:
+            if fresh:
+                self.out.creations.append(bring_up)
             return
         present = [] if fresh else list(self._present(end, want, recorded))
         present_set = {a.address for a in present}
@@ -434,9 +442,13 @@ class _Work:
             # Deleting a primary IPv4 address would take the others on its subnet with it.
             self.out.removals.append(ch.WriteSysctls(end.node, end.ifname, 4, ch.PROMOTE_SECONDARIES, sign="~"))
         self.out.removals += [ch.DelAddress(end.node, end.ifname, a.address) for a in dels]
+        if fresh and any(":" not in a for a in adds):
+            self.out.creations.append(ch.WriteSysctls(end.node, end.ifname, 4, ch.ANNOUNCE_IPV4))
         if any(":" in a for a in adds):
             self.out.creations.append(ch.WriteSysctls(end.node, end.ifname, 6, ch.ENABLE_IPV6))
         self.out.creations += [ch.AddAddress(end.node, end.ifname, a) for a in adds]
+        if fresh:
+            self.out.creations.append(bring_up)
 
     def _qdisc(self, want: Want, record: NodeRecord) -> None:
         """Set the conditions wanted on an interface's egress; take off those composens set that are no longer."""

@@ -428,8 +428,9 @@ class Lab:
                 row = replace(row, status=Status.STALE)
             linked = node in seen and (node in (HOST, HUB) or targets[node].netns == row.netns)
             declared = _declared_interfaces(topo, node)
+            macs = topo.node(node).macs if node != HUB else {}
             interfaces = tuple(
-                _interface_row(seen[node] if linked else None, name, Endpoint(node, name) in scope.down)
+                _interface_row(seen[node] if linked else None, name, Endpoint(node, name) in scope.down, name in macs)
                 for name in declared
             )
             drift = tuple(d for d in found.drift if d.node == node) if linked else ()
@@ -747,11 +748,12 @@ def _declared_interfaces(topo: Topology, node: str) -> tuple[str, ...]:
     return topo.interfaces_of(node)
 
 
-def _interface_row(ns: LiveNamespace | None, ifname: str, held_down: bool) -> InterfaceRow:
+def _interface_row(ns: LiveNamespace | None, ifname: str, held_down: bool, show_mac: bool) -> InterfaceRow:
     link = ns.links.get(ifname) if ns is not None else None
     qdisc = ns.qdiscs.get(ifname) if ns is not None else None
     conditions = (str(qdisc.conditions) if qdisc.conditions else qdisc.kind) if qdisc else None
-    return InterfaceRow(ifname, link is not None, link is not None and link.up, held_down, conditions)
+    mac = link.mac if link is not None and show_mac else None
+    return InterfaceRow(ifname, link is not None, link is not None and link.up, held_down, conditions, mac)
 
 
 def _is_lifecycle(line: str) -> bool:

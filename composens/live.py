@@ -32,6 +32,7 @@ class LiveLink:
     up: bool  # administratively up
     master: str | None = None  # the bridge it is a port of
     bridge_options: tuple[tuple[str, str], ...] = ()  # for a bridge: stp_state, mcast_snooping, group_fwd_mask
+    mac: str | None = None  # its hardware address, as ip writes it
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,7 @@ def parse_namespace(
             up="UP" in item.get("flags", ()),
             master=item.get("master"),
             bridge_options=options if info.get("info_kind") == "bridge" else (),
+            mac=item.get("address"),
         )
     parsed_addresses = {
         item["ifname"]: tuple(

@@ -156,7 +156,11 @@ def _node_box(topo: Topology, name: str, key: str, kind: _Kind, live: LiveOverla
         _Row(
             port=f"p{i}",
             ifname=ifname,
-            addresses=node.addresses.get(ifname, ()),
+            # A MAC the file declares is part of what the interface is; a derived one is not worth the room.
+            addresses=(
+                *node.addresses.get(ifname, ()),
+                *((f"mac {node.macs[ifname]}",) if ifname in node.macs else ()),
+            ),
             state=live.interfaces.get((name, ifname), "up"),
             notes=live.drift.get((name, ifname), ()),
         )

@@ -169,7 +169,8 @@ def _interfaces_text(row: NetnsRow) -> str:
         state = "up" if iface.up else ("down" if iface.present else "missing")
         held = " (set)" if iface.set_down else ""
         conditions = f" [{iface.conditions}]" if iface.conditions else ""
-        words.append(f"{iface.ifname} {state}{held}{conditions}")
+        mac = f" {iface.mac}" if iface.mac else ""
+        words.append(f"{iface.ifname} {state}{held}{mac}{conditions}")
     return ", ".join(words) or "-"
 
 
@@ -230,6 +231,7 @@ def netns_json(rows: Sequence[NetnsRow]) -> str:
                         "up": i.up,
                         "set_down": i.set_down,
                         "conditions": i.conditions,
+                        "mac": i.mac,
                     }
                     for i in r.interfaces
                 ],

@@ -35,6 +35,7 @@ class InterfaceRow:
     up: bool
     set_down: bool = False  # held down with `composens link down`
     conditions: str | None = None  # on its egress, as the kernel has them
+    mac: str | None = None  # where the file declares one: the MAC the interface has now
 
 
 @dataclass(frozen=True)

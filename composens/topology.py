@@ -25,10 +25,10 @@ HOST = "host"
 HUB = names.HUB_NODE  # the LANs' own namespace
 EXTENSION = "x-composens"
 TOP_LEVEL_KEYS = ("netns_prefix", "links", "lans", "hub", "host", "checks")
-SERVICE_KEYS = ("netns", "addresses", "routes")
+SERVICE_KEYS = ("netns", "addresses", "routes", "macs")
 LINK_KEYS = ("endpoints", "mtu", "netem")
 LAN_KEYS = ("endpoints", "mtu", "netem")
-HOST_KEYS = ("addresses", "routes")
+HOST_KEYS = ("addresses", "routes", "macs")
 
 METRIC_MAX = 2**32 - 1
 _NETNS_PREFIX = re.compile(r"[A-Za-z0-9_.-]*")
@@ -114,6 +114,7 @@ class Node:
     addresses: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     routes: tuple[Route, ...] = ()
     replicas: int = 1
+    macs: Mapping[str, str] = field(default_factory=dict)  # declared per interface; the rest are derived
 
     @property
     def has_own_netns(self) -> bool:
@@ -135,6 +136,7 @@ class Topology:
     lans: tuple[Lan, ...] = ()
     hub: Node | None = None  # present when the project declares LANs
     checks: tuple[Any, ...] = ()  # composens.checks.Check, parsed there
+    macs: Mapping[Endpoint, str] = field(default_factory=dict)  # every end composens makes: declared or derived
 
     def node(self, name: str) -> Node:
         if name == HOST:
@@ -161,6 +163,10 @@ class Topology:
                 hub_end = Endpoint(HUB, port)
                 ports.append(Link(member, hub_end, lan.mtu, {hub_end: lan.conditions} if lan.conditions else {}))
         return self.links + tuple(ports)
+
+    def mac_of(self, end: Endpoint) -> str | None:
+        """The MAC an end composens makes gets: declared in the file, or derived from the project and its name."""
+        return self.macs.get(end)
 
     def conditions_of(self, end: Endpoint) -> Conditions | None:
         """The conditions the file declares on an end's egress."""
@@ -239,6 +245,7 @@ def parse(config: Mapping[str, Any], *, source: str) -> Topology:
         network_mode="none",
         addresses=_parse_addresses(host_section.get("addresses"), host_where.at("addresses")),
         routes=_parse_routes(host_section.get("routes"), host_where.at("routes")),
+        macs=_parse_macs(host_section.get("macs"), host_where.at("macs")),
     )
     links = _parse_links(top.get("links"), services, where_top.at("links"))
     lans = _parse_lans(top.get("lans"), services, where_top.at("lans"))
@@ -246,6 +253,7 @@ def parse(config: Mapping[str, Any], *, source: str) -> Topology:
     _check_wiring(topo)
     if lans:
         topo = replace(topo, hub=_parse_hub(top.get("hub"), project, services, where_top.at("hub")))
+    topo = replace(topo, macs=_assign_macs(topo))
     if "checks" in top:
         from composens import checks  # only projects that declare checks pay for reading them
 
@@ -310,8 +318,9 @@ def _parse_service(name: str, spec: Any, prefix: str, where: _Where) -> Node:
         addresses=_parse_addresses(ext.get("addresses"), ext_where.at("addresses")),
         routes=_parse_routes(ext.get("routes"), ext_where.at("routes")),
         replicas=_replicas(spec),
+        macs=_parse_macs(ext.get("macs"), ext_where.at("macs")),
     )
-    if name == HOST and (node.addresses or node.routes):
+    if name == HOST and (node.addresses or node.routes or node.macs):
         raise ext_where.error(_HOST_SERVICE)
     return node
 
@@ -366,6 +375,35 @@ def _parse_addresses(value: Any, where: _Where) -> dict[str, tuple[str, ...]]:
         items = addresses if isinstance(addresses, list) else [addresses]
         parsed[ifname] = tuple(dict.fromkeys(str(_parse_interface_address(a, here)) for a in items))
     return parsed
+
+
+def _parse_macs(value: Any, where: _Where) -> dict[str, str]:
+    from composens.macs import MacError, parse_mac
+
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise where.error("must map interface names to MAC addresses")
+    parsed = {}
+    for ifname, mac in value.items():
+        here = where.at(str(ifname))
+        check_ifname(ifname, here)
+        try:
+            parsed[ifname] = parse_mac(mac)
+        except MacError as e:
+            raise here.error(str(e)) from None
+    return parsed
+
+
+def _assign_macs(topo: Topology) -> dict[Endpoint, str]:
+    from composens.macs import assign
+
+    ends = [(ep.node, ep.ifname) for pair in topo.pairs() for ep in (pair.a, pair.b)]
+    declared = {
+        (node.name, ifname): mac for node in (*topo.services.values(), topo.host) for ifname, mac in node.macs.items()
+    }
+    macs = assign(topo.project, ends, declared, source=f"{topo.source}: {EXTENSION}")
+    return {Endpoint(node, ifname): mac for (node, ifname), mac in macs.items()}
 
 
 def _parse_interface_address(value: Any, where: _Where) -> IPInterface:
@@ -584,12 +622,13 @@ def _check_wiring(topo: Topology) -> None:
     for node in (*topo.services.values(), topo.host):
         where = f"{EXTENSION}.host" if node.name == HOST else f"services.{node.name}.{EXTENSION}"
         declared = topo.interfaces_of(node.name)
-        for ifname in node.addresses:
-            if ifname not in declared:
-                raise ConfigError(
-                    f"{source}: {where}.addresses.{ifname}: {node.name} has no link or LAN with that interface "
-                    f"(declare it in {EXTENSION}.links or {EXTENSION}.lans)"
-                )
+        for key, ifnames in (("addresses", node.addresses), ("macs", node.macs)):
+            for ifname in ifnames:
+                if ifname not in declared:
+                    raise ConfigError(
+                        f"{source}: {where}.{key}.{ifname}: {node.name} has no link or LAN with that interface "
+                        f"(declare it in {EXTENSION}.links or {EXTENSION}.lans)"
+                    )
         _check_routes(node, declared, f"{source}: {where}.routes")
 
 

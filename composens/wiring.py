@@ -405,12 +405,11 @@ class _Run:
     def _node_changes(self, job: tuple[str, list[Change]]) -> _Failed | None:
         node, changes = job
         sysctls = [c for c in changes if isinstance(c, ch.WriteSysctls)]
-        for change in sysctls:
-            try:
-                previous = self._write_sysctls(change)
-            except OSError as e:
+        for change, outcome in self._write_sysctls(node, sysctls):
+            if isinstance(outcome, OSError):
                 self.note(change, ran=False)
-                return _Failed(self.command(change), e.strerror or str(e))
+                return _Failed(self.command(change), outcome.strerror or str(outcome))
+            previous = outcome
             self._done(change, (ch.WriteSysctls(change.node, change.ifname, change.family, previous, sign="~"),))
             with self._lock:
                 key = f"{change.family}:{change.ifname}"
@@ -488,7 +487,7 @@ class _Run:
                 return (ch.DeleteLink(node, name),)
             case ch.DeleteLink(restore=restore):
                 return restore
-            case ch.SetLink(node, ifname, mtu, _, alias, state):
+            case ch.SetLink(node, ifname, mtu, _, alias, state, _, mac):
                 before = self.state.get(node, live.EMPTY).links.get(ifname)
                 if before is None:
                     return ()
@@ -501,6 +500,7 @@ class _Run:
                         # An alias that was empty stays as it is: the claim covers the interface either way.
                         before.alias if alias is not None and before.alias else None,
                         ("up" if before.up else "down") if state is not None else None,
+                        mac=before.mac if mac is not None else None,
                     ),
                 )
             case ch.AddAddress(node, ifname, address):
@@ -526,26 +526,38 @@ class _Run:
                 return (ch.DelQdisc(node, ifname),) if isinstance(change, ch.SetQdisc) else ()
         return ()
 
-    def _write_sysctls(self, change: ch.WriteSysctls) -> tuple[tuple[str, str], ...]:
-        """Write the values; return the ones they replaced (only those that differed)."""
-        previous: list[tuple[str, str]] = []
-        base = f"/proc/sys/net/ipv{change.family}/conf/{change.ifname}"
+    def _write_sysctls(
+        self, node: str, changes: list[ch.WriteSysctls]
+    ) -> list[tuple[ch.WriteSysctls, tuple[tuple[str, str], ...] | OSError]]:
+        """Write each change's values, all from one thread inside the namespace, in order, up to the first that
+        fails; return what each replaced (only the values that differed), or why it failed."""
+        outcomes: list[tuple[ch.WriteSysctls, tuple[tuple[str, str], ...] | OSError]] = []
 
         def write() -> None:
-            for key, value in change.values:
-                with open(f"{base}/{key}", "r+") as f:
-                    old = f.read().strip()
-                    if old != value:
-                        f.seek(0)
-                        f.write(value)
-                        previous.append((key, old))
+            for change in changes:
+                base = f"/proc/sys/net/ipv{change.family}/conf/{change.ifname}"
+                previous: list[tuple[str, str]] = []
+                try:
+                    for key, value in change.values:
+                        with open(f"{base}/{key}", "r+") as f:
+                            old = f.read().strip()
+                            if old != value:
+                                f.seek(0)
+                                f.write(value)
+                                previous.append((key, old))
+                except OSError as e:
+                    outcomes.append((change, e))
+                    return
+                outcomes.append((change, tuple(previous)))
 
-        target = self.targets.get(change.node, HOST_TARGET)
+        if not changes:
+            return outcomes
+        target = self.targets.get(node, HOST_TARGET)
         if target.netns is None and target.path == HOST_TARGET.path:
             write()
         else:
-            run_in_netns(self.fd(change.node), write)
-        return tuple(previous)
+            run_in_netns(self.fd(node), write)
+        return outcomes
 
     def fd(self, node: str) -> int:
         if node not in self._fds:

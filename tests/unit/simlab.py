@@ -98,6 +98,8 @@ class PaperLab:
                     "keep_addr_on_down": "0",
                     "disable_ipv6": "1",
                     "promote_secondaries": "0",
+                    "arp_notify": "0",
+                    "ndisc_notify": "0",
                 }
                 rec[node].sysctls.setdefault(f"{family}:{ifname}", {key: defaults[key] for key, _ in values})
             case changes.WriteSysctls(node, ifname, family, values, sign) if sign == "-":

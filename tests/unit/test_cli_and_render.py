@@ -78,7 +78,10 @@ def test_plan_prints_the_ip_commands(
     assert code == 0
     assert err == ""
     lines = out.splitlines()
-    assert lines[0] == "ip link add name node1_router1 netns node1 type veth peer name router1_node1 netns router1"
+    assert lines[0] == (
+        "ip link add name node1_router1 address 3a:1c:23:84:04:d4 netns node1 type veth "
+        "peer name router1_node1 address b2:5f:1a:83:f0:34 netns router1"
+    )
     assert "ip -n node1 route add 20.0.0.0/24 via 10.0.0.10" in lines
     assert not any("node2_router1 netns node2" in line for line in lines)
 
@@ -216,8 +219,8 @@ def test_json_has_the_documented_keys() -> None:
     rows = json.loads(render.netns_json(ROWS))
     assert [list(r) for r in rows] == [list(render.JSON_KEYS)] * 2
     assert rows[0]["interfaces"] == [
-        {"ifname": "node1_router1", "present": True, "up": True, "set_down": False, "conditions": None},
-        {"ifname": "node1_router2", "present": True, "up": False, "set_down": False, "conditions": None},
+        {"ifname": "node1_router1", "present": True, "up": True, "set_down": False, "conditions": None, "mac": None},
+        {"ifname": "node1_router2", "present": True, "up": False, "set_down": False, "conditions": None, "mac": None},
     ]
     assert rows[1]["pid"] is None
     assert rows[1]["target"] is None

@@ -34,7 +34,7 @@ class Kernel:
             wiring, "read_target", lambda target, *, qdiscs=False: self.read(self.node_of[target.netns])
         )
         monkeypatch.setattr(ch, "batch_line", self.batch_line)
-        monkeypatch.setattr(wiring._Run, "_write_sysctls", self.write_sysctls)
+        monkeypatch.setattr(wiring._Run, "_write_sysctls", lambda run, node, changes: self.write_sysctls(node, changes))
 
     def read(self, node: str) -> live.LiveNamespace:
         return self.ns.get(node, live.EMPTY)
@@ -64,9 +64,12 @@ class Kernel:
                 result.qdiscs = dict(ns.qdiscs)
         return result
 
-    def write_sysctls(self, change: ch.WriteSysctls) -> tuple[tuple[str, str], ...]:
-        self.ns = ch.simulate(self.ns, change)
-        return tuple((key, "1") for key, _ in change.values if key != "promote_secondaries")
+    def write_sysctls(self, node: str, changes: list[ch.WriteSysctls]) -> list[tuple[ch.WriteSysctls, Any]]:
+        done: list[tuple[ch.WriteSysctls, Any]] = []
+        for change in changes:
+            self.ns = ch.simulate(self.ns, change)
+            done.append((change, tuple((key, "1") for key, _ in change.values if key != "promote_secondaries")))
+        return done
 
     def targets(self, topo: topology.Topology) -> dict[str, wiring.Target]:
         found = {HOST: wiring.HOST_TARGET}

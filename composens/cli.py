@@ -214,9 +214,10 @@ def up(
         raise typer.Exit(state.compose().run(["up", "--dry-run", *args]))
     lab.directory.ensure_root()
     lab.precheck(topo, services)
+    compose = lab.compose_for_up(topo)
     if not is_detached(args):
-        raise typer.Exit(lab.run_attached(topo, args, services, out.link_report, out.warning))
-    code = state.compose().run(["up", *args])
+        raise typer.Exit(lab.run_attached(topo, compose, args, services, out.link_report, out.warning))
+    code = compose.run(["up", *args])
     if code != 0:
         raise ComposeFailed(f"docker compose up exited with {code}; nothing was linked", exit_code=code)
     crash_point("after-compose-up")

@@ -175,6 +175,26 @@ class Compose:
             raise ConfigError(f"{self.options.source_label()}: docker compose config printed no project")
         return data
 
+    def image_inspect(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The engine's inspect of each image that is there, by the name asked for (one that is not: left out)."""
+        found = {}
+        for name in names:
+            if not name:
+                continue
+            try:
+                done = subprocess.run(
+                    [*self.docker, "image", "inspect", name], capture_output=True, text=True, check=False
+                )
+            except FileNotFoundError as e:
+                raise _docker_missing(e) from e
+            try:
+                documents = json.loads(done.stdout or "[]") if done.returncode == 0 else []
+            except ValueError:
+                documents = []
+            if documents and isinstance(documents[0], dict):
+                found[name] = documents[0]
+        return found
+
     def essentials(self) -> dict[str, Any]:
         """The part of the resolved config composens reads (topology.essentials); cached while its inputs stay."""
         key = self._cache_key()

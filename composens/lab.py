@@ -13,7 +13,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -440,6 +440,15 @@ class Lab:
 
     # ------------------------------------------------------------------ changing
 
+    def compose_for_up(self, topo: Topology) -> Compose:
+        """The compose that runs `up`: the project's own, or one whose waiting services start only once wired."""
+        from composens import startgate
+
+        if not startgate.waiting(topo):
+            return self.compose
+        self.store.ensure_directory()
+        return startgate.gated_compose(self.compose, topo, self.paths.state_dir)
+
     def link(self, topo: Topology, services: set[str], *, wire: bool = True) -> LinkReport:
         """Link every running container of `services` and converge the wiring that touches them."""
         _, _, _, running = self._running(topo)
@@ -449,12 +458,34 @@ class Lab:
             wanted = [w for w in running if w.container.service in services]
             report.entries = netns.link(self.directory, state, topo.project, wanted, services)
             if wire:
-                self._wire(topo, state, running, services, report)
+                targets = self._wire(topo, state, running, services, report)
+                self._open_gates(topo, running, targets)
         return report
+
+    def _open_gates(self, topo: Topology, running: list[Wanted], targets: Mapping[str, Target]) -> None:
+        """Let the waiting services whose namespace is wired now start their commands."""
+        from composens import startgate
+
+        waiting = startgate.waiting(topo)
+        if not waiting:
+            return
+        starts = [w for w in running if w.container.service in waiting and w.inode is not None]
+
+        def wired(service: str) -> bool:
+            """Every pair of the service is wired: its own namespace and each peer's were converged."""
+            ends = [
+                ep.node for pair in topo.pairs() if service in (pair.a.node, pair.b.node) for ep in (pair.a, pair.b)
+            ]
+            return all(node in targets for node in ends)
+
+        opened = [(w.inode, w.container.pid) for w in starts if w.inode is not None and wired(w.container.service)]
+        present = [(w.inode, w.container.pid) for w in starts if w.inode is not None]
+        startgate.release(self.paths.state_dir, topo.project, opened, present)
 
     def _wire(
         self, topo: Topology, state: State, running: list[Wanted], services: set[str], report: LinkReport
-    ) -> None:
+    ) -> dict[str, Target]:
+        """Converge the wiring that touches `services`; return the namespaces it could reach."""
         old_hubs = [
             n for n, h in state.hubs.items() if h.project == topo.project and (topo.hub is None or n != topo.hub.netns)
         ]
@@ -466,6 +497,7 @@ class Lab:
 
                 wiring.prepare_hub(str(self.directory.path(topo.hub.netns)))
         record = state.projects.get(topo.project)
+        targets: dict[str, Target] = {}
         if topo.pairs() or (record and not record.empty()):
             from composens import wiring
 
@@ -478,6 +510,7 @@ class Lab:
                 report.entries.append(netns.remove_hub(self.directory, state, topo.project, name, "no longer declared"))
             if old_hubs and not topo.lans:
                 state.project(topo.project).nodes.pop(HUB, None)  # what was made there went with it
+        return targets
 
     def plan(self, topo: Topology, services: set[str] | None, *, full: bool) -> tuple[list[PlanLine], list[str]]:
         """The commands that would bring the lab to its file: against the live lab, or from scratch.
@@ -573,8 +606,11 @@ class Lab:
 
     def forget(self, topo: Topology) -> None:
         """Drop what the record says about a project whose containers compose has removed."""
+        from composens import startgate
+
         with self.store.locked() as state:
             state.projects.pop(topo.project, None)
+            startgate.forget(self.paths.state_dir, topo.project)
 
     def recover(self) -> list[str]:
         """Rebuild a damaged record from the entries, the engine and the interfaces' marks."""
@@ -631,6 +667,7 @@ class Lab:
     def run_attached(
         self,
         topo: Topology,
+        compose: Compose,
         args: list[str],
         services: set[str],
         on_report: Callable[[LinkReport], None],
@@ -646,7 +683,7 @@ class Lab:
         # Ctrl-C reaches compose too (same process group); it stops the containers and ends `up`.
         previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
         try:
-            code = self.compose.start(["up", *args]).wait()
+            code = compose.start(["up", *args]).wait()
         finally:
             stop.set()
             events.terminate()

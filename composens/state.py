@@ -217,14 +217,14 @@ class StateStore:
 
     def _open_lock(self) -> int:
         try:
-            self._ensure_directory()
+            self.ensure_directory()
             lock = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
         except PermissionError as e:
             raise PermissionProblem(f"cannot write {self.directory}: composens needs root (run it with sudo)") from e
         os.fchmod(lock, 0o600)
         return lock
 
-    def _ensure_directory(self) -> None:
+    def ensure_directory(self) -> None:
         # Modes set explicitly: mkdir's and open's follow the umask, and under umask 0 the record
         # of what root may delete would be anyone's to write.
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)

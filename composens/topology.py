@@ -25,7 +25,7 @@ HOST = "host"
 HUB = names.HUB_NODE  # the LANs' own namespace
 EXTENSION = "x-composens"
 TOP_LEVEL_KEYS = ("netns_prefix", "links", "lans", "hub", "host", "checks")
-SERVICE_KEYS = ("netns", "addresses", "routes", "macs")
+SERVICE_KEYS = ("netns", "addresses", "routes", "macs", "start_after_wiring")
 LINK_KEYS = ("endpoints", "mtu", "netem")
 LAN_KEYS = ("endpoints", "mtu", "netem")
 HOST_KEYS = ("addresses", "routes", "macs")
@@ -115,6 +115,7 @@ class Node:
     routes: tuple[Route, ...] = ()
     replicas: int = 1
     macs: Mapping[str, str] = field(default_factory=dict)  # declared per interface; the rest are derived
+    start_after_wiring: int | None = None  # seconds its command waits for the wiring at most; None: no wait
 
     @property
     def has_own_netns(self) -> bool:
@@ -319,7 +320,12 @@ def _parse_service(name: str, spec: Any, prefix: str, where: _Where) -> Node:
         routes=_parse_routes(ext.get("routes"), ext_where.at("routes")),
         replicas=_replicas(spec),
         macs=_parse_macs(ext.get("macs"), ext_where.at("macs")),
+        start_after_wiring=_parse_start_after_wiring(ext.get("start_after_wiring"), ext_where.at("start_after_wiring")),
     )
+    if node.start_after_wiring is not None and not node.has_own_netns:
+        raise ext_where.at("start_after_wiring").error(
+            f"service {name} has no network namespace of its own to wait for (network_mode: {node.network_mode})"
+        )
     if name == HOST and (node.addresses or node.routes or node.macs):
         raise ext_where.error(_HOST_SERVICE)
     return node
@@ -375,6 +381,19 @@ def _parse_addresses(value: Any, where: _Where) -> dict[str, tuple[str, ...]]:
         items = addresses if isinstance(addresses, list) else [addresses]
         parsed[ifname] = tuple(dict.fromkeys(str(_parse_interface_address(a, here)) for a in items))
     return parsed
+
+
+def _parse_start_after_wiring(value: Any, where: _Where) -> int | None:
+    """true (wait up to the default limit), false, or the limit in seconds."""
+    from composens.startwait import DEFAULT_LIMIT
+
+    if value is None or value is False:
+        return None
+    if value is True:
+        return DEFAULT_LIMIT
+    if isinstance(value, int) and 1 <= value <= 86400:
+        return value
+    raise where.error(f"{value!r} is not true, false or a limit in seconds (1 to 86400)")
 
 
 def _parse_macs(value: Any, where: _Where) -> dict[str, str]:

@@ -1,0 +1,172 @@
+"""A lab that behaves like hardware across restarts and start-up: stable MACs, services that start wired."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import STATE, Project, run
+
+STATE_DIR = STATE.parent
+
+pytestmark = pytest.mark.integration
+
+
+def mac(project: Project, service: str, ifname: str) -> str:
+    out = run("ip", "-n", f"{project.name}-{service}", "-j", "link", "show", "dev", ifname).stdout
+    return str(json.loads(out)[0]["address"])
+
+
+def first_ping(project: Project, service: str, address: str) -> bool:
+    """One echo request, one second to answer: a neighbour entry pointing at an old MAC would lose it."""
+    done = run(
+        "ip", "netns", "exec", f"{project.name}-{service}",
+        "busybox", "ping", "-c", "1", "-W", "1", address, check=False,
+    )  # fmt: skip
+    return done.returncode == 0
+
+
+LAN = """
+x-composens:
+  netns_prefix: {name}-
+  hub: {name}-hub
+  lans:
+    lan1: {{endpoints: ["r1:eth1", "r2:eth1", "r3:eth1"]}}
+services:
+  r1: {{image: IMAGE, network_mode: none, x-composens: {{addresses: {{eth1: [198.18.3.1/24, "2001:db8:3::1/64"]}}}}}}
+  r2: {{image: IMAGE, network_mode: none, x-composens: {{addresses: {{eth1: [198.18.3.2/24, "2001:db8:3::2/64"]}}}}}}
+  r3:
+    image: IMAGE
+    network_mode: none
+    x-composens:
+      addresses: {{eth1: [198.18.3.3/24, "2001:db8:3::3/64"]}}
+      macs: {{eth1: "02:00:5e:10:00:03"}}
+"""
+
+
+def test_a_restarted_lan_member_keeps_its_mac_and_is_reached_on_the_first_packet(project: Project) -> None:
+    project.write(LAN.format(name=project.name))
+    project.cli("up", "-d")
+    assert mac(project, "r3", "eth1") == "02:00:5e:10:00:03"  # declared
+    before = {s: mac(project, s, "eth1") for s in ("r1", "r2", "r3")}
+    # The neighbours learn r2's MAC (REACHABLE entries), as a running lab's would.
+    for source in ("r1", "r3"):
+        assert first_ping(project, source, "198.18.3.2")
+        assert first_ping(project, source, "2001:db8:3::2") or first_ping(project, source, "2001:db8:3::2")
+    run("docker", "restart", "-t", "0", project.container("r2"))
+    project.cli("netns", "link")
+    assert {s: mac(project, s, "eth1") for s in ("r1", "r2", "r3")} == before
+    for source in ("r1", "r3"):
+        assert first_ping(project, source, "198.18.3.2"), source
+        assert first_ping(project, source, "2001:db8:3::2"), source
+    rows = {r["service"]: r for r in project.ps()}
+    assert [i["mac"] for i in rows["r3"]["interfaces"]] == ["02:00:5e:10:00:03"]
+    assert [i["mac"] for i in rows["r1"]["interfaces"]] == [None]  # derived: not shown
+
+
+def test_a_pair_made_again_after_a_restart_has_both_old_macs_and_a_hand_set_one_is_put_back(project: Project) -> None:
+    project.write(f"""
+x-composens:
+  netns_prefix: {project.name}-
+  links: [{{endpoints: ["a:eth1", "b:eth1"]}}]
+services:
+  a: {{image: IMAGE, network_mode: none, x-composens: {{addresses: {{eth1: [198.18.4.1/30]}}}}}}
+  b: {{image: IMAGE, network_mode: none, x-composens: {{addresses: {{eth1: [198.18.4.2/30]}}}}}}
+""")
+    project.cli("up", "-d")
+    before = (mac(project, "a", "eth1"), mac(project, "b", "eth1"))
+    run("docker", "restart", "-t", "0", project.container("a"))
+    project.cli("netns", "link")
+    assert (mac(project, "a", "eth1"), mac(project, "b", "eth1")) == before
+    run("ip", "-n", f"{project.name}-b", "link", "set", "dev", "eth1", "address", "02:99:99:99:99:99")
+    drift = {r["service"]: r["drift"] for r in project.ps()}["b"]
+    assert drift == [
+        {"problem": "differs", "item": f"interface eth1: mac 02:99:99:99:99:99, wanted {before[1]}", "ours": None}
+    ]
+    assert project.cli("plan", "--exit-code", check=False).returncode == 2
+    project.cli("up", "-d")
+    assert mac(project, "b", "eth1") == before[1]
+    assert first_ping(project, "a", "198.18.4.2")
+
+
+WAITING = """
+x-composens:
+  netns_prefix: {name}-
+  links: [{{endpoints: ["w:eth1", "peer:eth1"]}}]
+services:
+  w:
+    image: IMAGE
+    network_mode: none
+    command: ["sh", "-c", "echo start; ip -o -4 addr show dev eth1; ip route; exec sleep 3600"]
+    x-composens:
+      start_after_wiring: true
+      addresses: {{eth1: [198.18.5.1/24]}}
+      routes: [198.18.6.0/24 via 198.18.5.2]
+  peer: {{image: IMAGE, network_mode: none, x-composens: {{addresses: {{eth1: [198.18.5.2/24]}}}}}}
+"""
+
+
+def logs_after(project: Project, service: str, starts: int, timeout: float = 20) -> list[str]:
+    """The service's log once it shows `starts` starts of its command."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = run("docker", "logs", project.container(service)).stdout.splitlines()
+        if lines.count("start") >= starts or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.2)
+
+
+def test_a_service_that_starts_after_wiring_sees_its_address_and_route_from_its_first_line(project: Project) -> None:
+    project.write(WAITING.format(name=project.name))
+    project.cli("up", "-d")
+    lines = logs_after(project, "w", 1)
+    assert lines[0] == "start", lines
+    assert "inet 198.18.5.1/24" in lines[1], lines
+    assert "198.18.6.0/24 via 198.18.5.2 dev eth1" in "\n".join(lines), lines
+    # Again after a restart: the new namespace is wired by netns link (or watch) before the command runs.
+    run("docker", "restart", "-t", "0", project.container("w"))
+    time.sleep(1)
+    assert run("docker", "logs", project.container("w")).stdout.splitlines().count("start") == 1  # still waiting
+    project.cli("netns", "link")
+    lines = logs_after(project, "w", 2)
+    second = lines[lines.index("start", 1) :]
+    assert "inet 198.18.5.1/24" in second[1], lines
+    assert "198.18.6.0/24 via 198.18.5.2 dev eth1" in "\n".join(second), lines
+    project.cli("down", "-t", "0")
+    assert not list((STATE_DIR / "wired").glob(f"{project.name}*"))
+
+
+def test_a_wait_that_is_never_released_starts_the_command_after_its_limit(project: Project) -> None:
+    project.write(WAITING.format(name=project.name).replace("start_after_wiring: true", "start_after_wiring: 2"))
+    # Only w: its peer is not running, so its link cannot be wired and the gate stays shut until its limit.
+    project.cli("up", "-d", "w")
+    assert "not running: peer" in project.cli("ps", "--netns").stdout
+    lines = logs_after(project, "w", 1, timeout=15)
+    assert lines.index("start") == 1, lines
+    assert "composens: not wired after 2 s (composens up -d, netns link or watch wires it); starting anyway" in lines
+
+
+def test_an_image_without_a_shell_cannot_wait(project: Project, tmp_path: Path) -> None:
+    image = f"{project.name}-noshell:1"
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "true").write_bytes(Path("/bin/true").read_bytes())
+    tar = subprocess.run(["tar", "-C", str(root), "-cf", "-", "."], capture_output=True, check=True).stdout
+    subprocess.run(["docker", "import", "-c", 'CMD ["/true"]', "-", image], input=tar, capture_output=True, check=True)
+    try:
+        project.write(f"""
+x-composens:
+  netns_prefix: {project.name}-
+services:
+  s: {{image: {image}, network_mode: none, x-composens: {{start_after_wiring: true}}}}
+""")
+        refused = project.cli("up", "-d", check=False)
+        assert refused.returncode == 3, refused.stderr
+        assert f"services.s.x-composens.start_after_wiring: its image {image} has no /bin/sh" in refused.stderr
+        assert run("docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project.name}").stdout == ""
+    finally:
+        run("docker", "image", "rm", "-f", image, check=False)

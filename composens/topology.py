@@ -25,7 +25,7 @@ HOST = "host"
 HUB = names.HUB_NODE  # the LANs' own namespace
 EXTENSION = "x-composens"
 TOP_LEVEL_KEYS = ("netns_prefix", "links", "lans", "hub", "host", "checks")
-SERVICE_KEYS = ("netns", "addresses", "routes", "macs", "start_after_wiring")
+SERVICE_KEYS = ("netns", "addresses", "routes", "macs", "start_after_wiring", "exec")
 LINK_KEYS = ("endpoints", "mtu", "netem")
 LAN_KEYS = ("endpoints", "mtu", "netem")
 HOST_KEYS = ("addresses", "routes", "macs")
@@ -35,6 +35,8 @@ _NETNS_PREFIX = re.compile(r"[A-Za-z0-9_.-]*")
 _PLAIN_KEY = re.compile(r"[\w.:@+-]+")
 
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+# A command to run in a container: a string goes through `sh -c`, a tuple is the argv itself.
+Command = str | tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,7 @@ class Node:
     replicas: int = 1
     macs: Mapping[str, str] = field(default_factory=dict)  # declared per interface; the rest are derived
     start_after_wiring: int | None = None  # seconds its command waits for the wiring at most; None: no wait
+    exec: tuple[Command, ...] = ()  # x-composens.exec: run in the container, in order, once it is wired
 
     @property
     def has_own_netns(self) -> bool:
@@ -321,6 +324,7 @@ def _parse_service(name: str, spec: Any, prefix: str, where: _Where) -> Node:
         replicas=_replicas(spec),
         macs=_parse_macs(ext.get("macs"), ext_where.at("macs")),
         start_after_wiring=_parse_start_after_wiring(ext.get("start_after_wiring"), ext_where.at("start_after_wiring")),
+        exec=_parse_exec(ext.get("exec"), ext_where.at("exec")),
     )
     if node.start_after_wiring is not None and not node.has_own_netns:
         raise ext_where.at("start_after_wiring").error(
@@ -334,6 +338,27 @@ def _parse_service(name: str, spec: Any, prefix: str, where: _Where) -> Node:
 _HOST_SERVICE = (
     "a service called host cannot be wired: 'host' in endpoints names the host's own namespace; rename the service"
 )
+
+
+def _parse_exec(value: Any, where: _Where) -> tuple[Command, ...]:
+    """Read `exec`: a list of commands, each a string (run with `sh -c`) or a list of strings (the argv).
+
+    The config compose printed writes a literal '$' as '$$' (its own escape), so that is undone here.
+    """
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise where.error("must be a list of commands (a string for sh -c, or a list of strings)")
+    commands: list[Command] = []
+    for i, item in enumerate(value):
+        words = item if isinstance(item, list) else [item]
+        if not words or not all(isinstance(w, str) for w in words) or (isinstance(item, str) and not item.strip()):
+            raise where.at(i).error(f"{item!r} is not a command (a non-empty string, or a list of strings)")
+        if any("\0" in w for w in words):
+            raise where.at(i).error(f"{item!r}: a command cannot hold a NUL character")
+        unescaped = tuple(w.replace("$$", "$") for w in words)
+        commands.append(unescaped if isinstance(item, list) else unescaped[0])
+    return tuple(commands)
 
 
 def _replicas(spec: Mapping[str, Any]) -> int:

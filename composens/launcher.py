@@ -13,8 +13,10 @@ import sys
 # Commands composens handles itself (or wraps); everything else is compose's.
 OWN_COMMANDS = {
     "up", "down", "netns", "watch", "plan", "graph", "test", "link", "netem", "capture",
-    "start", "restart", "stop", "kill", "rm",
+    "start", "restart", "stop", "kill", "rm", "import",
 }  # fmt: skip
+# Compose commands composens takes over only with an option of its own: `ps --netns`, `export --format`.
+OWN_WITH_OPTION = {"ps": "--netns", "export": "--format"}
 GLOBALS_WITH_VALUE = {
     "-f", "--file", "-p", "--project-name", "--profile", "--env-file", "--project-directory",
     "--ansi", "--progress", "--parallel",
@@ -35,7 +37,9 @@ def passthrough_command(args: list[str]) -> str | None:
             return None  # --debug, --help, --version, or a typo: composens answers those
         else:
             command = arg
-            if command in OWN_COMMANDS or (command == "ps" and "--netns" in args[i + 1 :]):
+            own_option = OWN_WITH_OPTION.get(command)
+            rest = args[i + 1 :]
+            if command in OWN_COMMANDS or (own_option and any(a.split("=", 1)[0] == own_option for a in rest)):
                 return None
             return command
     return None

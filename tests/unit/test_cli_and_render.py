@@ -348,6 +348,10 @@ def test_not_root_is_exit_4_before_compose_runs(
         (["--file=a.yml", "--compatibility", "config"], "config"),
         (["ps", "--format", "json"], "ps"),
         (["ps", "--netns"], None),
+        (["export", "-o", "r1.tar", "r1"], "export"),
+        (["export", "--format", "containerlab"], None),
+        (["export", "--format=containerlab", "-o", "lab.clab.yml"], None),
+        (["import", "lab.clab.yml"], None),
         (["up", "-d"], None),
         (["-p", "lab", "netns", "show"], None),
         (["--debug", "logs"], None),
@@ -359,3 +363,68 @@ def test_passthrough_command_skips_typer_only_for_compose_commands(args: list[st
     from composens.launcher import passthrough_command
 
     assert passthrough_command(args) == command
+
+
+CLAB = Path(__file__).resolve().parents[1] / "clab"
+
+
+def test_import_writes_the_compose_file_and_names_what_it_drops_on_stderr(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    case = CLAB / "import" / "bridge"
+    monkeypatch.chdir(case)
+    code, out, err = invoke(monkeypatch, capsys, FakeCompose(RuntimeError("import needs no compose")), "import",
+                            "lab/bridge.clab.yml")  # fmt: skip
+    assert code == 0
+    assert out == (case / "expected.yml").read_text()
+    assert err.splitlines() == [f"composens: warning: {w}" for w in (case / "warnings.txt").read_text().splitlines()]
+    written = tmp_path / "lab.yml"
+    code, out, _ = invoke(monkeypatch, capsys, FakeCompose({}), "import", "lab/bridge.clab.yml", "-o", str(written))
+    assert (code, out) == (0, "")
+    assert yaml.safe_load(written.read_text())["x-composens"]["lans"]["ovs1"] == {"endpoints": ["a:eth2", "c:eth2"]}
+
+
+def test_import_refuses_kinds_it_cannot_run_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = CLAB / "invalid" / "unsupported-kinds.clab.yml"
+    monkeypatch.chdir(path.parent)
+    code, out, err = invoke(monkeypatch, capsys, FakeCompose({}), "import", path.name)
+    assert (code, out) == (3, "")
+    assert err == f"composens: error: {path.read_text().splitlines()[0].removeprefix('# error: ')}\n"
+
+
+def test_import_of_a_missing_or_broken_file_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = invoke(monkeypatch, capsys, FakeCompose({}), "import", str(tmp_path / "none.clab.yml"))
+    assert (code, err) == (
+        3,
+        f"composens: error: {tmp_path / 'none.clab.yml'}: cannot be read: No such file or directory\n",
+    )
+    broken = tmp_path / "broken.clab.yml"
+    broken.write_text("topology: [\n")
+    code, _, err = invoke(monkeypatch, capsys, FakeCompose({}), "import", str(broken))
+    assert code == 3
+    assert err.startswith(f"composens: error: {broken}: not YAML (line ")
+    assert err.count("\n") == 1
+
+
+def test_export_reads_the_full_config_and_writes_a_topology(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakeCompose(yaml.safe_load(SEED.read_text()))
+    code, out, err = invoke(monkeypatch, capsys, fake, "export", "--format", "containerlab")
+    assert (code, err) == (0, "")
+    nodes = yaml.safe_load(out)["topology"]["nodes"]
+    assert nodes["node1"]["exec"][0].startswith("ip address add ")
+    assert fake.ran == []
+
+
+def test_export_without_format_is_composes_own(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakeCompose({})
+    code, _, _ = invoke(monkeypatch, capsys, fake, "export", "-o", "r1.tar", "r1")
+    assert code == 0
+    assert fake.ran == [["export", "--output", "r1.tar", "r1"]]

@@ -124,6 +124,9 @@ def _report_link(out: Output, report: LinkReport) -> None:
     out.link_report(report)
     if report.conflicts:
         raise ConflictError(report.conflicts[0].detail)
+    failed = [r for r in report.execs if not r.ok]
+    if failed:  # the lab is wired; a command the file asked to run in it did not succeed
+        raise ComposensError(f"exec {failed[0].service}: `{failed[0].command}` did not succeed (see above)")
 
 
 app = typer.Typer(

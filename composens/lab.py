@@ -26,6 +26,7 @@ from composens.report import (
     HOST_ROW,
     HUB_ROW,
     ConditionsRow,
+    ExecResult,
     InterfaceRow,
     LabStatus,
     LinkReport,
@@ -264,10 +265,30 @@ class Lab:
                 rows.append(NetnsRow(record.service, "", None, name, path, entry.symlink_target, status))
         rows += self._special_rows(topo, state)
         not_running = _not_running(topo, services, containers)
-        if not (topo.pairs() or state.projects.get(topo.project)):
-            return LabStatus(tuple(rows), (), not_running)
-        rows, unwired = self._with_wiring(topo, state, running, services, rows)
+        unwired: list[str] = []
+        if topo.pairs() or state.projects.get(topo.project):
+            rows, unwired = self._with_wiring(topo, state, running, services, rows)
+        rows = self._with_exec_failures(topo, running, rows)
         return LabStatus(tuple(rows), tuple(unwired), not_running)
+
+    def _with_exec_failures(self, topo: Topology, running: list[Wanted], rows: list[NetnsRow]) -> list[NetnsRow]:
+        """Add to a container's row each x-composens.exec command of its current start that failed."""
+        if not any(node.exec for node in topo.services.values()):
+            return rows
+        from composens import execs
+        from composens.report import Drift
+
+        inode_of = {w.container.name: w.inode for w in running}
+        result = []
+        for row in rows:
+            found = execs.results_of(
+                self.paths.state_dir, topo.project, row.service, inode_of.get(row.container), row.pid
+            )
+            failed = tuple(
+                Drift(row.service, "failed", f"exec `{r.command}`: {_exit_text(r)}") for r in found if not r.ok
+            )
+            result.append(replace(row, drift=row.drift + failed) if failed else row)
+        return result
 
     def run_checks(
         self, topo: Topology, names: Iterable[str], *, fail_fast: bool, on_update: Callable[[CheckUpdate], None]
@@ -457,30 +478,34 @@ class Lab:
         with self.store.locked() as state:
             wanted = [w for w in running if w.container.service in services]
             report.entries = netns.link(self.directory, state, topo.project, wanted, services)
-            if wire:
-                targets = self._wire(topo, state, running, services, report)
-                self._open_gates(topo, running, targets)
+            if not wire:
+                return report
+            targets = self._wire(topo, state, running, services, report)
+            starts = [w for w in running if w.inode is not None]
+            wired = [w for w in starts if _wired(topo, w.container.service, targets)]
+            self._open_gates(topo, starts, wired)
+        if any(node.exec for node in topo.services.values()):  # outside the lock: commands may take their time
+            from composens import execs
+
+            report.execs = execs.run_pending(
+                self.paths.state_dir,
+                topo,
+                [(w.container.service, w.container.id, w.inode, w.container.pid) for w in wired if w.inode],
+                [(w.inode, w.container.pid) for w in starts if w.inode],
+                self.compose.docker,
+            )
         return report
 
-    def _open_gates(self, topo: Topology, running: list[Wanted], targets: Mapping[str, Target]) -> None:
+    def _open_gates(self, topo: Topology, starts: list[Wanted], wired: list[Wanted]) -> None:
         """Let the waiting services whose namespace is wired now start their commands."""
         from composens import startgate
 
         waiting = startgate.waiting(topo)
         if not waiting:
             return
-        starts = [w for w in running if w.container.service in waiting and w.inode is not None]
-
-        def wired(service: str) -> bool:
-            """Every pair of the service is wired: its own namespace and each peer's were converged."""
-            ends = [
-                ep.node for pair in topo.pairs() if service in (pair.a.node, pair.b.node) for ep in (pair.a, pair.b)
-            ]
-            return all(node in targets for node in ends)
-
-        opened = [(w.inode, w.container.pid) for w in starts if w.inode is not None and wired(w.container.service)]
-        present = [(w.inode, w.container.pid) for w in starts if w.inode is not None]
-        startgate.release(self.paths.state_dir, topo.project, opened, present)
+        ours = [(w.inode, w.container.pid) for w in starts if w.container.service in waiting and w.inode]
+        opened = [(w.inode, w.container.pid) for w in wired if w.container.service in waiting and w.inode]
+        startgate.release(self.paths.state_dir, topo.project, opened, ours)
 
     def _wire(
         self, topo: Topology, state: State, running: list[Wanted], services: set[str], report: LinkReport
@@ -606,11 +631,12 @@ class Lab:
 
     def forget(self, topo: Topology) -> None:
         """Drop what the record says about a project whose containers compose has removed."""
-        from composens import startgate
+        from composens import execs, startgate
 
         with self.store.locked() as state:
             state.projects.pop(topo.project, None)
             startgate.forget(self.paths.state_dir, topo.project)
+            execs.forget(self.paths.state_dir, topo.project)
 
     def recover(self) -> list[str]:
         """Rebuild a damaged record from the entries, the engine and the interfaces' marks."""
@@ -771,6 +797,18 @@ class Lab:
                 settle_at = time.monotonic() + SETTLE_DELAY
             if None in burst:
                 return
+
+
+def _exit_text(result: ExecResult) -> str:
+    last = result.output.strip().splitlines()[-1] if result.output.strip() else ""
+    code = f"exit {result.exit_code}" if result.exit_code is not None else "not run"
+    return f"{code}: {last}" if last else code
+
+
+def _wired(topo: Topology, service: str, targets: Mapping[str, Target]) -> bool:
+    """Every pair of the service is wired: its own namespace and each peer's were converged (or it has none)."""
+    ends = [ep.node for pair in topo.pairs() if service in (pair.a.node, pair.b.node) for ep in (pair.a, pair.b)]
+    return all(node in targets for node in ends)
 
 
 def _not_running(topo: Topology, services: set[str], containers: list[Container]) -> tuple[str, ...]:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, TextIO
 
 from composens.netns import Action, EntryChange
-from composens.report import ConditionsRow, LabStatus, LinkReport, NetnsRow, PlanLine
+from composens.report import ConditionsRow, ExecResult, LabStatus, LinkReport, NetnsRow, PlanLine
 from composens.topology import HUB
 
 if TYPE_CHECKING:
@@ -96,6 +96,22 @@ class Output:
             self.line(f"wired: {command}")
         for reason in report.unwired:
             self.message(f"composens: not wired: {reason}")
+        for result in report.execs:
+            self.exec_result(result)
+
+    def exec_result(self, result: ExecResult) -> None:
+        """An x-composens.exec command that ran: `exec SERVICE: COMMAND: ok`, its output indented below."""
+        verdict = "ok" if result.ok else (f"exit {result.exit_code}" if result.exit_code is not None else "not run")
+        line = f"exec {result.service}: {result.command}: {verdict}"
+        output = [f"  {text}" for text in result.output.splitlines()]
+        if result.ok:
+            self.line(line)
+            for text in output:
+                self.line(text)
+        else:
+            self.message(f"composens: {line}")
+            for text in output:
+                self.message(text)
 
     def repair(self, report: LinkReport) -> None:
         """One line per repair `watch` makes; nothing when nothing changed."""
@@ -147,6 +163,11 @@ def repair_line(report: LinkReport) -> str | None:
         words.append(", ".join(entries))
     if report.wired:
         words.append(f"{len(report.wired)} wiring change{'s' if len(report.wired) != 1 else ''}")
+    if report.execs:
+        failed = sum(1 for r in report.execs if not r.ok)
+        words.append(f"{len(report.execs)} exec command{'s' if len(report.execs) != 1 else ''}")
+        if failed:
+            words[-1] += f" ({failed} failed)"
     if not words:
         return None
     return f"{time.strftime('%H:%M:%S')} repaired: " + "; ".join(words)

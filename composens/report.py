@@ -72,11 +72,26 @@ class LabStatus:
         return drift + entries + len(self.unwired) + len(self.not_running)
 
 
+@dataclass(frozen=True)
+class ExecResult:
+    """One `x-composens.exec` command run in a container once it was wired."""
+
+    service: str
+    command: str  # as written in the file (a list joined for a shell)
+    exit_code: int | None  # None: it could not be run, or did not finish in time
+    output: str  # what it printed (its end)
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
 @dataclass
 class LinkReport:
     entries: list[EntryChange] = field(default_factory=list)
     wired: list[str] = field(default_factory=list)  # the commands of what wiring changed
     unwired: list[str] = field(default_factory=list)  # links not wired, and why
+    execs: list[ExecResult] = field(default_factory=list)  # x-composens.exec commands that ran now
 
     @property
     def conflicts(self) -> list[EntryChange]:

@@ -170,3 +170,39 @@ services:
         assert run("docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project.name}").stdout == ""
     finally:
         run("docker", "image", "rm", "-f", image, check=False)
+
+
+def test_exec_commands_run_once_wired_again_after_a_restart_and_a_failure_shows(project: Project) -> None:
+    project.write(f"""
+x-composens:
+  netns_prefix: {project.name}-
+  links: [{{endpoints: ["a:eth1", "b:eth1"]}}]
+services:
+  a:
+    image: IMAGE
+    network_mode: none
+    x-composens:
+      addresses: {{eth1: [198.18.7.1/30]}}
+      exec:
+        - echo run >> /tmp/runs; ip -o -4 addr show dev eth1 >> /tmp/runs
+        - [sh, -c, "ping -c 1 -W 2 198.18.7.2 > /dev/null && echo reached"]
+  b:
+    image: IMAGE
+    network_mode: none
+    x-composens: {{addresses: {{eth1: [198.18.7.2/30]}}, exec: ["exit 3"]}}
+""")
+    up = project.cli("up", "-d", check=False)
+    assert up.returncode == 1, up.stderr
+    assert "exec a: sh -c 'ping -c 1 -W 2 198.18.7.2 > /dev/null && echo reached': ok\n  reached" in up.stdout
+    assert "composens: exec b: exit 3: exit 3" in up.stderr
+    runs = run("docker", "exec", project.container("a"), "cat", "/tmp/runs").stdout
+    assert runs.count("run") == 1
+    assert "inet 198.18.7.1/30" in runs
+    drift = {r["service"]: r["drift"] for r in project.ps()}
+    assert drift["b"] == [{"problem": "failed", "item": "exec `exit 3`: exit 3", "ours": None}]
+    again = project.cli("netns", "link", check=False)  # the same starts: nothing runs again
+    assert again.returncode == 0
+    assert "exec" not in again.stdout
+    run("docker", "restart", "-t", "0", project.container("a"))
+    project.cli("netns", "link")
+    assert run("docker", "exec", project.container("a"), "cat", "/tmp/runs").stdout.count("run") == 2

@@ -1,0 +1,112 @@
+"""`x-composens.exec`: commands run in a service's container once it is wired, once per start of it.
+
+After the first `up` and after each restart, once the new namespace is wired (by `up`, `netns link` or a `watch`
+repair), each command runs in order as `docker compose exec -T` would run it (a string through `sh -c`, a list as
+the argv), and what it said is kept, keyed like the start gate's flags (startwait.flag_name) so that a start's
+commands run once, whoever wires it, and a later start runs them again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import subprocess
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from composens import startwait
+from composens.report import ExecResult
+from composens.topology import Command, Topology
+
+TIMEOUT = 60.0  # s a command may run before it counts as failed
+KEPT = 2000  # characters of a command's output kept for the report
+
+
+def shown(command: Command) -> str:
+    return command if isinstance(command, str) else shlex.join(command)
+
+
+def argv(command: Command) -> list[str]:
+    return ["sh", "-c", command] if isinstance(command, str) else list(command)
+
+
+def folder(state_dir: Path, project: str) -> Path:
+    return state_dir / "exec" / project
+
+
+def run_pending(
+    state_dir: Path,
+    topo: Topology,
+    wired: Iterable[tuple[str, str, int, int]],
+    present: Iterable[tuple[int, int]],
+    docker: Sequence[str],
+) -> list[ExecResult]:
+    """Run the commands of each wired start (service, container id, namespace inode, pid) that has not had them;
+    forget the results of starts that are gone. Return what ran now."""
+    place = folder(state_dir, topo.project)
+    keep = {_key(inode, pid) for inode, pid in present} - {None}
+    ran: list[ExecResult] = []
+    for service, container, inode, pid in wired:
+        commands = topo.services[service].exec
+        key = _key(inode, pid)
+        if not commands or key is None:
+            continue
+        place.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:  # the claim: one run of composens runs a start's commands, whichever gets here first
+            fd = os.open(place / f"{key}.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            continue
+        results = [_run(service, container, command, docker) for command in commands]
+        with os.fdopen(fd, "w") as f:
+            json.dump([[r.command, r.exit_code, r.output] for r in results], f)
+        ran += results
+    if place.is_dir():
+        for old in place.iterdir():
+            if old.stem not in keep:
+                with contextlib.suppress(FileNotFoundError):
+                    old.unlink()
+    return ran
+
+
+def results_of(state_dir: Path, project: str, service: str, inode: int | None, pid: int | None) -> list[ExecResult]:
+    """What a start's commands said, if they ran."""
+    key = _key(inode, pid) if inode is not None and pid is not None else None
+    if key is None:
+        return []
+    try:
+        data = json.loads((folder(state_dir, project) / f"{key}.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [ExecResult(service, str(c), e if isinstance(e, int) else None, str(o)) for c, e, o in data]
+
+
+def forget(state_dir: Path, project: str) -> None:
+    place = folder(state_dir, project)
+    if place.is_dir():
+        for old in place.iterdir():
+            old.unlink(missing_ok=True)
+        place.rmdir()
+
+
+def _key(inode: int, pid: int) -> str | None:
+    started = startwait.started_at(pid)
+    return startwait.flag_name(inode, started) if started is not None else None
+
+
+def _run(service: str, container: str, command: Command, docker: Sequence[str]) -> ExecResult:
+    try:
+        done = subprocess.run(
+            [*docker, "exec", container, *argv(command)],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return ExecResult(service, shown(command), None, f"did not finish within {TIMEOUT:.0f} s")
+    except FileNotFoundError:
+        return ExecResult(service, shown(command), None, "the docker command is missing")
+    output = (done.stdout + done.stderr).strip()
+    return ExecResult(service, shown(command), done.returncode, output[-KEPT:])

@@ -83,11 +83,9 @@ def results_of(state_dir: Path, project: str, service: str, inode: int | None, p
 
 
 def forget(state_dir: Path, project: str) -> None:
-    place = folder(state_dir, project)
-    if place.is_dir():
-        for old in place.iterdir():
-            old.unlink(missing_ok=True)
-        place.rmdir()
+    import shutil  # only down needs it
+
+    shutil.rmtree(folder(state_dir, project), ignore_errors=True)
 
 
 def _key(inode: int, pid: int) -> str | None:

@@ -135,9 +135,7 @@ def release(
 
 def forget(state_dir: Path, project: str) -> None:
     """Remove the project's gate: its flags and the config `up` ran from."""
-    folder = wired_dir(state_dir, project)
-    if folder.is_dir():
-        for flag in folder.iterdir():
-            flag.unlink(missing_ok=True)
-        folder.rmdir()
+    import shutil  # only down needs it
+
+    shutil.rmtree(wired_dir(state_dir, project), ignore_errors=True)
     (state_dir / "up" / f"{project}.yml").unlink(missing_ok=True)

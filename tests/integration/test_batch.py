@@ -69,14 +69,15 @@ def test_lines_after_ip_stopped_are_not_done_and_the_failing_one_is_named(
     shim.write_text(SHIM)
     shim.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
-    monkeypatch.setenv("STOP_AFTER", "2")  # a's batch: link set ..., addr add 192.0.2.1/30 | addr add 198.18.9.1/24
+    monkeypatch.setenv("STOP_AFTER", "2")  # a's batch: addr add 192.0.2.1/30, addr add 198.18.9.1/24 | link set ... up
     record = ProjectRecord()
     saves: list[int] = []
     with pytest.raises(WiringError) as caught:
         wiring.converge_lab(topo, Scope(frozenset(targets)), targets, record, lambda: saves.append(1))
     a = targets["a"].netns
     assert caught.value.message.startswith(
-        f'`ip -n {a} addr add 198.18.9.1/24 dev e1` failed: Error: argument "x" is wrong: stopped here by the test'
+        f'`ip -n {a} link set dev e1 alias composens:batchtest up` failed: Error: argument "x" is wrong: '
+        "stopped here by the test"
     )
     assert caught.value.message.endswith("undid what this run had done: the lab is as it was before")
     assert saves  # claims were written before the pair was made

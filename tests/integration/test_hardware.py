@@ -22,12 +22,18 @@ def mac(project: Project, service: str, ifname: str) -> str:
 
 
 def first_ping(project: Project, service: str, address: str) -> bool:
-    """One echo request, one second to answer: a neighbour entry pointing at an old MAC would lose it."""
+    """One echo request, three seconds to answer (room for a loaded machine): a neighbour entry pointing at an
+    old MAC loses it for 23 to 35 s."""
     done = run(
         "ip", "netns", "exec", f"{project.name}-{service}",
-        "busybox", "ping", "-c", "1", "-W", "1", address, check=False,
+        "busybox", "ping", "-c", "1", "-W", "3", address, check=False,
     )  # fmt: skip
     return done.returncode == 0
+
+
+def reaches(project: Project, service: str, address: str) -> bool:
+    """Reachable within a few tries (a fresh link's first neighbour discovery may lose one)."""
+    return any(first_ping(project, service, address) for _ in range(3))
 
 
 LAN = """
@@ -55,8 +61,8 @@ def test_a_restarted_lan_member_keeps_its_mac_and_is_reached_on_the_first_packet
     before = {s: mac(project, s, "eth1") for s in ("r1", "r2", "r3")}
     # The neighbours learn r2's MAC (REACHABLE entries), as a running lab's would.
     for source in ("r1", "r3"):
-        assert first_ping(project, source, "198.18.3.2")
-        assert first_ping(project, source, "2001:db8:3::2") or first_ping(project, source, "2001:db8:3::2")
+        assert reaches(project, source, "198.18.3.2")
+        assert reaches(project, source, "2001:db8:3::2")
     run("docker", "restart", "-t", "0", project.container("r2"))
     project.cli("netns", "link")
     assert {s: mac(project, s, "eth1") for s in ("r1", "r2", "r3")} == before

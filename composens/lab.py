@@ -329,31 +329,36 @@ class Lab:
             )
         return end
 
-    def _require_running(self, topo: Topology, service: str) -> None:
-        if not any(c.running and c.service == service for c in self.compose.containers(topo.project)):
-            raise ComposensError(f"service {service} is not running: `composens up -d {service}` first")
+    @staticmethod
+    def _require_running(containers: list[Container], services: Iterable[str]) -> None:
+        for service in sorted(services):
+            if not any(c.running and c.service == service for c in containers):
+                raise ComposensError(f"service {service} is not running: `composens up -d {service}` first")
 
     def hold(self, topo: Topology, end: Endpoint, *, down: bool) -> LinkReport:
         """Set an end down (the peer loses carrier) or up again; kept across restarts until `link up` or down."""
-        self._require_running(topo, end.node)
-        with self.store.locked() as state:
+
+        def record_it(state: State, containers: list[Container]) -> None:
+            self._require_running(containers, [end.node])
             record = state.project(topo.project)
             (record.down.add if down else record.down.discard)(str(end))
-        return self.link(topo, {end.node})
+
+        return self.link(topo, {end.node}, first=record_it)
 
     def set_conditions(self, topo: Topology, ends: list[Endpoint], conditions: Conditions | None) -> LinkReport:
         """Replace the conditions on ends' egress at run time (None: back to what the file declares)."""
         services = {end.node for end in ends if end.node in topo.services}
-        for service in services:
-            self._require_running(topo, service)
-        with self.store.locked() as state:
+
+        def record_them(state: State, containers: list[Container]) -> None:
+            self._require_running(containers, services)
             record = state.project(topo.project)
             for end in ends:
                 if conditions is None:
                     record.conditions.pop(str(end), None)
                 else:
                     record.conditions[str(end)] = conditions.spelled()
-        return self.link(topo, services)
+
+        return self.link(topo, services, first=record_them)
 
     def reset_all_conditions(self, topo: Topology) -> LinkReport:
         with self.store.locked() as state:
@@ -470,12 +475,25 @@ class Lab:
         self.store.ensure_directory()
         return startgate.gated_compose(self.compose, topo, self.paths.state_dir)
 
-    def link(self, topo: Topology, services: set[str], *, wire: bool = True) -> LinkReport:
-        """Link every running container of `services` and converge the wiring that touches them."""
-        _, _, _, running = self._running(topo)
+    def link(
+        self,
+        topo: Topology,
+        services: set[str],
+        *,
+        wire: bool = True,
+        first: Callable[[State, list[Container]], None] | None = None,
+    ) -> LinkReport:
+        """Link every running container of `services` and converge the wiring that touches them.
+
+        `first` changes the record (a run-time setting) in the same hold of the lock, once the containers are
+        known. They are listed once the lock is held: a run that waited for another's would act on a stale list.
+        """
         report = LinkReport()
         self.directory.ensure_root()
         with self.store.locked() as state:
+            containers, _, _, running = self._running(topo)
+            if first is not None:
+                first(state, containers)
             wanted = [w for w in running if w.container.service in services]
             report.entries = netns.link(self.directory, state, topo.project, wanted, services)
             if not wire:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.integration.conftest import REPO, Project, run
 from tests.integration.test_hardware import first_ping
@@ -56,6 +57,7 @@ x-composens:
 x-router: &router
   image: {image}
   network_mode: none
+  cap_add: [NET_ADMIN, NET_RAW, SYS_ADMIN]  # zebra's and ospfd's
   sysctls: {{net.ipv4.ip_forward: "1"}}
 services:
   r1:
@@ -117,10 +119,15 @@ def test_an_imported_containerlab_frr_lab_routes_end_to_end_and_reruns_exec_afte
         "-o", str(project.folder / "docker-compose.yml"), cwd=project.folder,
     )  # fmt: skip
     assert imported.returncode == 0
-    text = (project.folder / "docker-compose.yml").read_text().replace("name: frr01\n", "")
-    (project.folder / "docker-compose.yml").write_text(
-        text.replace("x-composens:\n", f"x-composens:\n  netns_prefix: {project.name}-\n", 1)
-    )
+    compose_file = project.folder / "docker-compose.yml"
+    config = yaml.safe_load(compose_file.read_text())
+    del config["name"]  # the test's own project name
+    config["x-composens"]["netns_prefix"] = f"{project.name}-"
+    for service in config["services"].values():
+        # containerlab runs its nodes privileged; this machine grants no container every capability.
+        service.pop("privileged", None)
+        service["cap_add"] = ["NET_ADMIN", "NET_RAW", "SYS_ADMIN"]
+    compose_file.write_text(yaml.safe_dump(config, sort_keys=False))
     project.cli("up", "-d")
     wait_for(lambda: first_ping(project, "PC1", "198.19.3.2"), 90, "PC1 reaching PC3 over OSPF")
     assert run("docker", "exec", project.container("PC1"), "cat", "/tmp/exec-runs").stdout == "ran\n"

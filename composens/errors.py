@@ -71,3 +71,8 @@ class RecordDamaged(ComposensError):
 
 class EngineUnavailable(Exception):
     """Not for users: the engine's API cannot answer here, so the docker CLI is asked instead."""
+
+
+class EngineRefused(Exception):
+    """Not for users: the engine answered a request with an error (a paused container, no such container);
+    its message is the engine's own, for the caller to put in its words."""

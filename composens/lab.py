@@ -311,7 +311,7 @@ class Lab:
             if c.service in topo.services and c.service not in targets:
                 path, _, _ = netns.resolve_target(c, by_id)  # docker's mount, verified to be its namespace now
                 targets[c.service] = probe.Target(c.service, c.id, path, c.running)
-        attempt = functools.partial(probe.attempt, docker=self.compose.docker)
+        attempt = functools.partial(probe.attempt, docker=self.compose.docker, use_api=self.compose.use_api)
         return probe.run_checks(checks, targets, fail_fast=fail_fast, on_update=on_update, probe=attempt)
 
     # ------------------------------------------------------------------ run-time changes

@@ -11,9 +11,15 @@ answered pings took 0.4 s with both. icmplib also drops why a request could not 
 ("Network is unreachable", which this module reports), times round trips on the wall clock,
 has no type information for mypy --strict, and is LGPL-3.0.
 
-exec runs `docker exec CONTAINER COMMAND...` without a TTY (what `docker compose exec -T`
-does) and kills it after the check's timeout. Killing the docker client does not stop the
-command inside the container: docker has no way to do that from the CLI.
+exec runs the command in the container through the engine's API without a TTY (what `docker
+compose exec -T` does): create an exec, start it and read its output, then ask the engine for the
+command's own exit code. What the engine refuses (a paused or stopped container, one that is gone,
+an executable that is not there) is the check's error, never its exit code. After the check's
+timeout the command and what it started are killed on the host (processes.py), checked first to be
+in the container's pid namespace, and the attempt ends only once the engine says the exec ended: a
+`wait` check that keeps timing out has at most one command running. Where the CLI talks to another
+engine (DOCKER_HOST, a context) it runs `docker exec`, whose own failures are told from the
+command's by their message; there a command that times out is left running (only the client dies).
 
 run_checks runs every check at once in a bounded thread pool. A check with `wait` is tried
 about every second until it passes or its time is up; an attempt starts only while time is
@@ -35,9 +41,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from composens.checks import Check, Exec, Ping, evaluate_exec, evaluate_ping
+from composens.checks import Check, Exec, Ping, evaluate_exec, evaluate_ping, tail
+
+if TYPE_CHECKING:
+    from composens.engine import EngineAPI, ExecState
 
 INTERVAL = 0.2  # seconds between echo requests
 RETRY_EVERY = 1.0  # seconds between the starts of a waiting check's attempts
@@ -233,12 +242,106 @@ class ExecOutput:
     exit_code: int | None  # None: it timed out and was killed
     stdout: str
     stderr: str
+    left_running: str | None = None  # after a timeout: why the command could not be stopped, if it could not
+
+
+ExecRunner = Callable[[str, Sequence[str], float], ExecOutput]
+STOP_WAIT = 5.0  # s for the engine to see a killed command end, or a finished one as finished
+
+
+def run_exec(
+    container_id: str, command: Sequence[str], *, timeout: float, docker: Sequence[str] = ("docker",), use_api: bool
+) -> ExecOutput:
+    """Run a command in a container without a TTY: through the engine's API where it is the CLI's engine."""
+    from composens import engine
+    from composens.errors import EngineUnavailable
+
+    if use_api:
+        try:
+            api = engine.connect()
+        except EngineUnavailable:
+            pass
+        else:
+            try:
+                return engine_exec(api, container_id, command, timeout=timeout)
+            except _NotCreated:
+                pass  # the socket did not answer before anything ran: the CLI may reach the engine
+            finally:
+                api.close()
+    return docker_exec(container_id, command, timeout=timeout, docker=docker)
+
+
+class _NotCreated(Exception):
+    """The engine's API could not be reached to make the exec: nothing ran."""
+
+
+def engine_exec(api: EngineAPI, container_id: str, command: Sequence[str], *, timeout: float) -> ExecOutput:
+    """Run a command through the engine's API; stop it and what it started after timeout seconds."""
+    from composens.errors import EngineRefused, EngineUnavailable
+
+    try:
+        exec_id = api.exec_create(container_id, command)
+    except EngineRefused as e:
+        raise ProbeError(f"docker refused the exec: {e}") from e
+    except EngineUnavailable as e:
+        raise _NotCreated from e
+    deadline = time.monotonic() + timeout
+    try:
+        with api.exec_start(exec_id) as stream:
+            ended = stream.read(until=deadline)
+            if not ended:
+                left_running = _stop_exec(api, exec_id, container_id)
+                return ExecOutput(None, _decode(stream.stdout), _decode(stream.stderr), left_running)
+        state = _ended(api, exec_id)
+    except EngineRefused as e:
+        raise ProbeError(f"docker could not run the exec: {e}") from e
+    except EngineUnavailable as e:
+        raise ProbeError(f"the engine's API failed during the exec: {e}") from e
+    out, err = _decode(stream.stdout), _decode(stream.stderr)
+    if state.pid == 0 or state.exit_code is None or stream.system_error:
+        # It never started: the engine wrote its reason into the stream (a missing executable, say).
+        said = _decode(stream.system_error) or err or out
+        raise ProbeError(f"docker could not run {command[0]!r}: {tail(said)}")
+    return ExecOutput(state.exit_code, out, err)
+
+
+def _ended(api: EngineAPI, exec_id: str) -> ExecState:
+    """The exec's state once the engine has seen it end (its output closes a moment before)."""
+    limit = time.monotonic() + STOP_WAIT
+    while (state := api.exec_inspect(exec_id)).running and time.monotonic() < limit:
+        time.sleep(0.005)
+    if state.running:
+        raise ProbeError("the engine still reports the exec running after its output ended")
+    return state
+
+
+def _stop_exec(api: EngineAPI, exec_id: str, container_id: str) -> str | None:
+    """Kill a timed-out exec's process and its children; say why not, if they could not be stopped."""
+    from composens import processes
+
+    limit = time.monotonic() + STOP_WAIT
+    while (state := api.exec_inspect(exec_id)).running and state.pid == 0 and time.monotonic() < limit:
+        time.sleep(0.01)  # started, but the engine does not know its process yet
+    if not state.running:
+        return None
+    if state.pid == 0:
+        return "the engine never named its process"
+    try:
+        namespace = processes.pid_namespace(api.container_pid(container_id))
+        processes.stop_tree(state.pid, namespace)
+    except OSError as e:
+        return f"process {state.pid} could not be stopped: {e.strerror or e}"
+    while api.exec_inspect(exec_id).running:
+        if time.monotonic() >= limit:
+            return f"process {state.pid} is still running"
+        time.sleep(0.01)
+    return None
 
 
 def docker_exec(
     container_id: str, command: Sequence[str], *, timeout: float, docker: Sequence[str] = ("docker",)
 ) -> ExecOutput:
-    """Run a command in a container without a TTY; kill it after timeout seconds."""
+    """Run a command with `docker exec`, without a TTY; kill the client after timeout seconds."""
     argv = [*docker, "exec", container_id, *command]
     try:
         child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -250,23 +353,46 @@ def docker_exec(
         except subprocess.TimeoutExpired:
             child.kill()
             out, err = child.communicate()
-            return ExecOutput(None, _decode(out), _decode(err))
-    return ExecOutput(child.returncode, _decode(out), _decode(err))
+            return ExecOutput(None, _decode(out), _decode(err), "left running: docker exec cannot stop it")
+    stdout, stderr = _decode(out), _decode(err)
+    if failure := _docker_failure(child.returncode, stderr):
+        raise ProbeError(f"docker exec failed: {failure}")
+    return ExecOutput(child.returncode, stdout, stderr)
 
 
-def _decode(data: bytes) -> str:
-    return data.decode("utf-8", errors="replace")
+def _docker_failure(code: int, stderr: str) -> str | None:
+    """docker's own failure (not the command's), from its exit code and its last words on stderr.
+
+    docker exec exits 1 when the engine refuses (a paused, stopped or missing container: "Error response
+    from daemon: ..."), and 126 or 127 when the runtime cannot start the command; a command of that exit
+    code is told apart by those words, which it would have to print last on its stderr to be mistaken.
+    """
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    last = lines[-1] if lines else ""
+    if code == 0:
+        return None
+    if last.startswith("Error response from daemon:") or "Cannot connect to the Docker daemon" in last:
+        return last.removeprefix("Error response from daemon:").strip()
+    if code in (126, 127) and last.startswith("OCI runtime exec failed"):
+        return last  # the runtime could not start the command: missing, or not executable
+    return None
+
+
+def _decode(data: bytes | bytearray) -> str:
+    return bytes(data).decode("utf-8", errors="replace")
 
 
 # --------------------------------------------------------------------------- one attempt
 
 
-def attempt(check: Check, target: Target, *, docker: Sequence[str] = ("docker",)) -> Attempt:
+def attempt(check: Check, target: Target, *, docker: Sequence[str] = ("docker",), use_api: bool = True) -> Attempt:
     """Try a check once against its service's container."""
     probe = check.probe
     if isinstance(probe, Ping):
         return _attempt_ping(probe, target)
-    return _attempt_exec(probe, target, docker)
+    return _attempt_exec(
+        probe, target, lambda cid, argv, timeout: run_exec(cid, argv, timeout=timeout, docker=docker, use_api=use_api)
+    )
 
 
 def _attempt_ping(probe: Ping, target: Target) -> Attempt:
@@ -279,12 +405,13 @@ def _attempt_ping(probe: Ping, target: Target) -> Attempt:
     return Attempt(evaluate_ping(probe, len(result.rtts_ms), result.problem), result.rtts_ms)
 
 
-def _attempt_exec(probe: Exec, target: Target, docker: Sequence[str]) -> Attempt:
+def _attempt_exec(probe: Exec, target: Target, execute: ExecRunner) -> Attempt:
     if target.container_id is None:
         raise ProbeError(f"service {target.service} has no container")
-    out = docker_exec(target.container_id, probe.command, timeout=probe.timeout, docker=docker)
+    out = execute(target.container_id, probe.command, probe.timeout)
     if out.exit_code is None:
-        return Attempt(f"timed out after {probe.timeout:g} s")
+        left = f" ({out.left_running})" if out.left_running else ""
+        return Attempt(f"timed out after {probe.timeout:g} s{left}")
     return Attempt(evaluate_exec(probe, out.exit_code, out.stdout, out.stderr))
 
 

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from composens import engine
 from composens.compose import Compose, ComposeOptions, Container
 from composens.configcache import KEEP, ConfigCache, cache_key
-from composens.errors import EngineUnavailable
+from composens.errors import EngineRefused, EngineUnavailable
 
 COMPOSE = "name: demo\nservices:\n  a: {image: busybox, network_mode: none}\n"
 
@@ -505,3 +506,125 @@ def test_a_container_number_that_is_not_a_small_decimal_reads_as_one(
     monkeypatch.setattr(engine, "connect", lambda: answering(ok(document)))
     [container] = FallbackCompose().inspect(["a"])
     assert container.number == 1
+
+
+# ------------------------------------------- engine API: a check's exec (issue 21, item 2)
+
+
+def answer(status: str, document: Any) -> bytes:
+    body = json.dumps(document).encode()
+    return b"HTTP/1.1 %b\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%b" % (
+        status.encode(),
+        len(body),
+        body,
+    )
+
+
+def test_an_exec_is_made_without_a_tty_and_its_id_returned(answering: Answering) -> None:
+    api = answering(answer("201 Created", {"Id": "e1"}))
+    assert api.exec_create("c1", ["sh", "-c", "exit 1"]) == "e1"
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        ("409 Conflict", "Container c1 is paused, unpause the container before exec"),
+        ("409 Conflict", "Container c1 is not running"),
+        ("404 Not Found", "No such container: c1"),
+    ],
+)
+def test_the_engines_refusal_of_an_exec_is_its_own_words(answering: Answering, status: str, message: str) -> None:
+    api = answering(answer(status, {"message": message}))
+    with pytest.raises(EngineRefused, match=message):
+        api.exec_create("c1", ["true"])
+
+
+def test_an_execs_state_is_read_and_checked(answering: Answering) -> None:
+    api = answering(answer("200 OK", {"Running": False, "ExitCode": 3, "Pid": 42}), answer("200 OK", {"Running": 1}))
+    assert api.exec_inspect("e1") == engine.ExecState(False, 3, 42)
+    with pytest.raises(EngineUnavailable, match="not an exec's document"):
+        api.exec_inspect("e1")
+
+
+UPGRADED = b"HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.raw-stream\r\nUpgrade: tcp\r\n\r\n"
+
+
+def frame(kind: int, data: bytes) -> bytes:
+    return bytes([kind, 0, 0, 0]) + len(data).to_bytes(4, "big") + data
+
+
+@pytest.fixture
+def streaming() -> Iterator[Callable[..., engine.ExecStream]]:
+    """An ExecStream whose connection carries the given bytes, sent in pieces of `piece` bytes."""
+    pairs: list[tuple[engine.ExecStream, socket.socket]] = []
+
+    def make(raw: bytes, *, piece: int = 0, hang_up: bool = True) -> engine.ExecStream:
+        ours, theirs = socket.socketpair()
+        stream = engine.ExecStream(ours, "/exec/e1/start")
+        for start in range(0, len(raw), piece or len(raw) or 1):
+            theirs.sendall(raw[start : start + (piece or len(raw))])
+        if hang_up:
+            theirs.shutdown(socket.SHUT_WR)
+        pairs.append((stream, theirs))
+        return stream
+
+    yield make
+    for stream, theirs in pairs:
+        stream.close()
+        theirs.close()
+
+
+@pytest.mark.parametrize("piece", [0, 1, 3, 9])
+def test_the_streams_frames_are_told_apart_however_they_arrive(
+    streaming: Callable[..., engine.ExecStream], piece: int
+) -> None:
+    raw = UPGRADED + frame(2, b"err\n") + frame(1, b"out\n") + frame(1, b"") + frame(1, b"more")
+    stream = streaming(raw, piece=piece)
+    assert stream.read(until=time.monotonic() + 5) is True
+    assert (bytes(stream.stdout), bytes(stream.stderr)) == (b"out\nmore", b"err\n")
+
+
+def test_an_old_engines_plain_200_answer_carries_the_stream_too(streaming: Callable[..., engine.ExecStream]) -> None:
+    stream = streaming(b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.raw-stream\r\n\r\n" + frame(1, b"x"))
+    assert stream.read(until=time.monotonic() + 5) is True
+    assert bytes(stream.stdout) == b"x"
+
+
+def test_output_beyond_the_bound_is_read_and_dropped(
+    streaming: Callable[..., engine.ExecStream], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine, "MAX_OUTPUT", 5)
+    stream = streaming(UPGRADED + frame(1, b"0123") + frame(1, b"456789") + frame(2, b"e"))
+    assert stream.read(until=time.monotonic() + 5) is True
+    assert (bytes(stream.stdout), bytes(stream.stderr)) == (b"01234", b"e")
+
+
+def test_a_stream_still_open_at_the_deadline_says_so(streaming: Callable[..., engine.ExecStream]) -> None:
+    stream = streaming(UPGRADED + frame(1, b"partial"), hang_up=False)
+    started = time.monotonic()
+    assert stream.read(until=started + 0.2) is False
+    assert 0.15 < time.monotonic() - started < 2
+    assert bytes(stream.stdout) == b"partial"
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        (UPGRADED + b"OCI runtime exec failed", "not docker's stream framing"),
+        (UPGRADED + frame(1, b"cut short")[:-3], "inside a frame"),
+        (UPGRADED + frame(1, b"x")[:5], "inside a frame"),
+    ],
+)
+def test_a_stream_of_another_shape_is_an_engine_failure(
+    streaming: Callable[..., engine.ExecStream], raw: bytes, problem: str
+) -> None:
+    with pytest.raises(EngineUnavailable, match=problem):
+        streaming(raw).read(until=time.monotonic() + 5)
+
+
+def test_an_exec_the_engine_will_not_start_is_refused_in_its_words(
+    streaming: Callable[..., engine.ExecStream],
+) -> None:
+    stream = streaming(answer("409 Conflict", {"message": "Container c1 is paused, unpause the container before exec"}))
+    with pytest.raises(EngineRefused, match="is paused"):
+        stream.read(until=time.monotonic() + 5)

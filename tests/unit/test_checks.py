@@ -15,7 +15,8 @@ import yaml
 
 from composens import checks, junit, probe, topology
 from composens.checks import Check, Exec, Ping
-from composens.errors import ConfigError
+from composens.engine import ExecState
+from composens.errors import ConfigError, EngineRefused
 from composens.probe import Attempt, CheckResult, CheckUpdate, ProbeError, Target
 
 CASES = Path(__file__).resolve().parents[1] / "topology"
@@ -372,18 +373,94 @@ def test_docker_exec_captures_exit_code_and_output() -> None:
 def test_exec_attempt_judges_the_output() -> None:
     passing = Check("ok", Exec("router1", ("show", "Full")), None)
     failing = Check("no", Exec("router1", ("show", "Init", "1"), stdout_contains="Full"), None)
-    assert probe.attempt(passing, ROUTER, docker=DOCKER) == Attempt(None)
-    assert probe.attempt(failing, ROUTER, docker=DOCKER) == Attempt("exit code 1, expected 0: to stderr")
+    assert probe.attempt(passing, ROUTER, docker=DOCKER, use_api=False) == Attempt(None)
+    assert probe.attempt(failing, ROUTER, docker=DOCKER, use_api=False) == Attempt("exit code 1, expected 0: to stderr")
 
 
 def test_exec_attempt_that_times_out_fails() -> None:
     slow = Check("slow", Exec("router1", ("sleep", "30"), timeout=0.3), None)
-    assert probe.attempt(slow, ROUTER, docker=DOCKER) == Attempt("timed out after 0.3 s")
+    assert probe.attempt(slow, ROUTER, docker=DOCKER, use_api=False) == Attempt(
+        "timed out after 0.3 s (left running: docker exec cannot stop it)"
+    )
 
 
 def test_missing_docker_is_a_probe_error() -> None:
     with pytest.raises(ProbeError, match="not found: install docker"):
         probe.docker_exec("cid", ["true"], timeout=1, docker=("/nonexistent/docker",))
+
+
+@pytest.mark.parametrize(
+    ("code", "stderr", "reason"),
+    [
+        (1, "Error response from daemon: Container c is paused, unpause the container before exec",
+         "docker exec failed: Container c is paused, unpause the container before exec"),
+        (1, "Error response from daemon: No such container: c", "docker exec failed: No such container: c"),
+        (126, 'OCI runtime exec failed: exec failed: exec: "nope": executable file not found in $PATH: unknown',
+         'docker exec failed: OCI runtime exec failed: exec failed: exec: "nope": executable file not found in $PATH: '
+         "unknown"),
+    ],
+)  # fmt: skip
+def test_docker_execs_own_failures_are_errors_not_exit_codes(code: int, stderr: str, reason: str) -> None:
+    failing = (sys.executable, "-c", f"import sys; print({stderr!r}, file=sys.stderr); sys.exit({code})")
+    with pytest.raises(ProbeError) as raised:
+        probe.docker_exec("cid", ["exit 1"], timeout=10, docker=failing)
+    assert str(raised.value) == reason
+
+
+@pytest.mark.parametrize(("code", "stderr"), [(1, "Error: no route"), (126, "sh: permission denied"), (127, "")])
+def test_a_commands_own_exit_code_is_kept_whatever_it_is(code: int, stderr: str) -> None:
+    command = (sys.executable, "-c", f"import sys; print({stderr!r}, file=sys.stderr); sys.exit({code})")
+    assert probe.docker_exec("cid", ["x"], timeout=10, docker=command).exit_code == code
+
+
+class FakeExecAPI:
+    """The engine's answers to one exec, for engine_exec's judgement of them."""
+
+    def __init__(self, *, refuse: str | None = None, state: Any = None, output: bytes = b"") -> None:
+        self.refuse, self.state, self.output = refuse, state, output
+
+    def exec_create(self, container_id: str, command: Any) -> str:
+        if self.refuse:
+            raise EngineRefused(self.refuse)
+        return "e1"
+
+    def exec_start(self, exec_id: str) -> Any:
+        api = self
+
+        class Stream:
+            stdout, stderr, system_error = bytearray(api.output), bytearray(), bytearray()
+
+            def __enter__(self) -> Any:
+                return self
+
+            def __exit__(self, *exc: object) -> None:
+                pass
+
+            def read(self, until: float) -> bool:
+                return True
+
+        return Stream()
+
+    def exec_inspect(self, exec_id: str) -> Any:
+        return self.state
+
+
+def test_an_exec_the_engine_refuses_is_an_error_in_its_words() -> None:
+    api: Any = FakeExecAPI(refuse="Container c is paused, unpause the container before exec")
+    with pytest.raises(ProbeError, match="docker refused the exec: Container c is paused"):
+        probe.engine_exec(api, "c", ["true"], timeout=5)
+
+
+def test_an_exec_that_never_started_is_an_error_though_its_exit_code_was_expected() -> None:
+    said = b'OCI runtime exec failed: exec failed: exec: "nope": executable file not found in $PATH: unknown\r\n'
+    api: Any = FakeExecAPI(state=ExecState(False, 126, 0), output=said)
+    with pytest.raises(ProbeError, match="docker could not run 'nope': OCI runtime exec failed"):
+        probe.engine_exec(api, "c", ["nope"], timeout=5)
+
+
+def test_an_exec_that_ran_gives_its_own_exit_code_and_output() -> None:
+    api: Any = FakeExecAPI(state=ExecState(False, 126, 4242), output=b"hello\n")
+    assert probe.engine_exec(api, "c", ["sh", "-c", "exit 126"], timeout=5) == probe.ExecOutput(126, "hello\n", "")
 
 
 def test_checksum_of_a_packet_with_its_checksum_is_zero() -> None:

@@ -31,6 +31,7 @@ class FakeCompose:
         self.ran: list[list[str]] = []
         self.options = ComposeOptions(files=("docker-compose.yml",))
         self.docker = ["docker"]
+        self.use_api = False
 
     def config(self) -> dict[str, Any]:
         if isinstance(self._config, Exception):

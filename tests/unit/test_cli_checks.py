@@ -26,7 +26,7 @@ CONFIG: dict[str, Any] = {
 }
 
 
-def fake_attempt(check: Check, target: probe.Target, *, docker: object = None) -> Attempt:
+def fake_attempt(check: Check, target: probe.Target, **kw: object) -> Attempt:
     return Attempt(None, (0.05, 0.07)) if check.kind == "ping" else Attempt("exit code 1, expected 0: nope")
 
 

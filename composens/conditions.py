@@ -25,6 +25,7 @@ _RATE_BIT = {"bit": 1, "kbit": 1000, "mbit": 1_000_000, "gbit": 1_000_000_000}
 MAX_DELAY_US = 60_000_000  # a minute: netem keeps every delayed packet in memory
 MAX_JITTER_US = 2_147_483  # netem caps jitter at 2^31 - 1 ns, silently: seen on Debian's 6.1 kernel
 MAX_LIMIT = 1_000_000
+NETEM_LIMIT = 1000  # packets: the queue netem has when no limit is given (tc's default too)
 TBF_LATENCY = "200ms"  # how long a packet may wait for tokens before the bucket drops it
 TBF_MIN_BURST = 16 * 1024  # bytes: at least a jumbo frame, and smooth at low rates
 
@@ -100,8 +101,10 @@ class Conditions:
         for f in fields(self):
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
             if f.name == "limit":
-                if mine is not None and mine != theirs:
-                    return False  # the kernel always reports a limit; the file need not give one
+                # The kernel always reports a netem's limit; none asked for is netem's default, which a
+                # limit set before and no longer wanted must go back to.
+                if (mine or NETEM_LIMIT) != (theirs or NETEM_LIMIT):
+                    return False
             elif f.name == "rate_bit":
                 if (mine is None) != (theirs is None) or (mine is not None and mine // 8 != theirs // 8):
                     return False  # the kernel keeps whole bytes a second

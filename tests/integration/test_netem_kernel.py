@@ -65,6 +65,8 @@ FOREIGN = {
     "peakrate": "tbf rate 1mbit burst 16384 latency 200ms peakrate 2mbit mtu 1514",
 }
 JITTER_OVER_CAP = Conditions(delay_us=10_000, jitter_us=3_000_000)  # parse refuses it; the kernel would cap it
+LIMITED = parse({"delay": "10ms", "limit": 10})
+UNLIMITED = parse({"delay": "10ms"})  # LIMITED with its limit taken off: netem's default queue again
 
 HELPERS = f"""
 set -u
@@ -169,6 +171,13 @@ def guest_script() -> str:
         reset_line(A),
         set_line(A, DELAY),
         'field fresh_qdiscs "$(qdiscs a)"',
+        reset_line(A),
+        # A limit no longer wanted: what composens runs for it (the netem goes, UNLIMITED is set anew).
+        set_line(A, LIMITED),
+        'field limited_qdiscs "$(qdiscs a)"',
+        reset_line(A),
+        set_line(A, UNLIMITED),
+        'field unlimited_qdiscs "$(qdiscs a)"',
         "echo '\"done\": true}'",
     ]
     return "\n".join(lines) + "\n"
@@ -273,3 +282,11 @@ def test_replace_keeps_the_old_netems_corrupt_and_rate(guest: dict[str, Any]) ->
     assert guest["replaced_qdiscs"][1]["options"]["reorder"]["reorder"] == 0.25
     assert not DELAY.same_as(replaced)
     assert DELAY.same_as(read(guest, "fresh_qdiscs"))
+
+
+def test_a_limit_no_longer_wanted_is_seen_and_goes(guest: dict[str, Any]) -> None:
+    limited, unlimited = read(guest, "limited_qdiscs"), read(guest, "unlimited_qdiscs")
+    assert limited.limit == 10
+    assert not UNLIMITED.same_as(limited)  # drift: the 10-packet queue is still there
+    assert unlimited.limit == 1000  # netem's default, which the file's {delay: 10ms} means
+    assert UNLIMITED.same_as(unlimited)

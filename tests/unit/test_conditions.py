@@ -396,9 +396,13 @@ def test_replace_leftovers_show_in_the_reading() -> None:
         (Conditions(loss=0.0, duplicate=1.0), Conditions(duplicate=1.0, limit=1000), True),
         (Conditions(delay_us=1000, jitter_us=0), Conditions(delay_us=1000, limit=1000), True),
         (Conditions(delay_us=1000), Conditions(delay_us=1000, corrupt=0.1, limit=1000), False),
-        # the kernel always has a limit: only one asked for is compared
+        # the kernel always has a limit: none asked for is netem's default of 1000 packets
         (Conditions(delay_us=1000, limit=10), Conditions(delay_us=1000, limit=10), True),
         (Conditions(delay_us=1000, limit=10), Conditions(delay_us=1000, limit=1000), False),
+        (Conditions(delay_us=1000), Conditions(delay_us=1000, limit=1000), True),
+        (Conditions(delay_us=1000, limit=1000), Conditions(delay_us=1000, limit=1000), True),
+        (Conditions(delay_us=1000), Conditions(delay_us=1000, limit=10), False),  # a limit no longer wanted
+        (Conditions(delay_us=1000), Conditions(delay_us=1000, limit=5000), False),
         # a rate alone is a tbf: a netem carrying the same rate is not it, nor the other way round
         (Conditions(rate_bit=10**6), Conditions(rate_bit=10**6, limit=1000), False),
         (Conditions(rate_bit=10**6, limit=1000), Conditions(rate_bit=10**6), False),

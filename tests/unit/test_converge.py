@@ -243,6 +243,24 @@ def test_changed_netem_conditions_are_taken_off_and_set_anew() -> None:
     assert lab.converge(parse(config))[0] == []
 
 
+def test_a_limit_no_longer_wanted_is_taken_off() -> None:
+    """Going from {delay, limit: 10} to {delay} shows drift and sets netem anew (its default queue of 1000)."""
+    config = json.loads(json.dumps(SEED))
+    config["x-composens"]["links"][0]["netem"] = {"node1:node1_router1": {"delay": "10ms", "limit": 10}}
+    lab = PaperLab()
+    lab.converge(parse(config))
+    config["x-composens"]["links"][0]["netem"] = {"node1:node1_router1": {"delay": "10ms"}}
+    lines, found = lab.converge(parse(config))
+    assert [str(d) for d in found.drift] == [
+        "differs conditions on node1_router1: delay 10ms limit 10, wanted delay 10ms"
+    ]
+    assert lines == [
+        "- tc -n node1 qdisc del dev node1_router1 root",
+        "+ tc -n node1 qdisc replace dev node1_router1 root netem delay 10ms",
+    ]
+    assert lab.converge(parse(config))[0] == []
+
+
 def test_the_full_plan_is_the_diff_from_nothing() -> None:
     topo = parse(SEED)
     found = converge.from_scratch(topo)

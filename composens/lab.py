@@ -367,13 +367,19 @@ class Lab:
         return self.link(topo, {end.split(":", 1)[0] for end in ends} or set(topo.services))
 
     def conditions(self, topo: Topology, services: set[str]) -> list[ConditionsRow]:
-        """Every lab interface with conditions: what the kernel has now, and whether the file or a person set them."""
+        """Every lab interface with conditions: what the kernel has now, and whether the file or a person set them.
+
+        A service's ends are listed under its name; the host's ends under `host`; a LAN's hub ports under the
+        LAN's name, each by the member end it faces (`lan1`, `r1:eth1`: what r1 receives on lan1). With services
+        named, the host ends and hub ports that face them come too.
+        """
         from composens import wiring
 
         _, _, _, running = self._running(topo)
         state = self.store.read()
         targets = self._targets(topo, state, running)
-        seen = wiring.read_all({n: t for n, t in targets.items() if n in services}, qdiscs=True)
+        labels = _condition_labels(topo, services)
+        seen = wiring.read_all({n: t for n, t in targets.items() if n in services or n in (HOST, HUB)}, qdiscs=True)
         scope = self._scope(topo, state, targets, services)
         rows = []
         for node, ns in seen.items():
@@ -382,12 +388,12 @@ class Lab:
                 found = ns.qdiscs.get(ifname)
                 declared = topo.conditions_of(end)
                 at_run_time = scope.conditions.get(end)
-                if found is None and declared is None and at_run_time is None:
+                if end not in labels or (found is None and declared is None and at_run_time is None):
                     continue
                 source = "run time" if at_run_time else ("declared" if declared else "not composens'")
                 live_text = (str(found.conditions) if found.conditions else found.kind) if found else None
                 wanted = at_run_time or declared
-                rows.append(ConditionsRow(node, ifname, live_text, str(wanted) if wanted else None, source))
+                rows.append(ConditionsRow(*labels[end], live_text, str(wanted) if wanted else None, source))
         return rows
 
     def capture(self, topo: Topology, what: str) -> tuple[str, str]:
@@ -839,6 +845,26 @@ def _declared_interfaces(topo: Topology, node: str) -> tuple[str, ...]:
     if node == HUB:
         return tuple(name for lan in topo.lans for name in (lan.name, *lan.ports))
     return topo.interfaces_of(node)
+
+
+def _condition_labels(topo: Topology, services: set[str]) -> dict[Endpoint, tuple[str, str]]:
+    """How `netem show` names each end it may list, for the chosen services: (service column, interface column)."""
+    everything = services >= set(topo.services)
+
+    def chosen(end: Endpoint) -> bool:
+        return end.node in services or (end.node == HOST and everything)
+
+    labels: dict[Endpoint, tuple[str, str]] = {}
+    for pair in topo.links:
+        for end, peer in ((pair.a, pair.b), (pair.b, pair.a)):
+            if chosen(end) or (end.node == HOST and peer.node in services):
+                labels[end] = (end.node, end.ifname)
+    for lan in topo.lans:
+        for member in lan.members:
+            if chosen(member):
+                labels[member] = (member.node, member.ifname)
+                labels[lan.port_of(member)] = (lan.name, str(member))
+    return labels
 
 
 def _interface_row(ns: LiveNamespace | None, ifname: str, held_down: bool, show_mac: bool) -> InterfaceRow:

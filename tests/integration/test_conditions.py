@@ -190,3 +190,45 @@ def test_unknown_ends_and_stopped_services_are_clear_errors(project: Project) ->
     stopped = project.cli("link", "down", "r2:eth1", check=False)
     assert stopped.returncode == 1
     assert stopped.stderr.strip() == "composens: error: service r2 is not running: `composens up -d r2` first"
+
+
+def lan_and_host_lab(project: Project) -> tuple[str, str]:
+    """Two services on a LAN with a rate on every port, and a link from r1 to the host with a rate on the host's end."""
+    host_end = f"h{project.name[-8:]}"
+    return (
+        f"""
+x-composens:
+  netns_prefix: {project.name}-
+  hub: {project.name}-hub
+  lans:
+    lan1: {{endpoints: ["r1:eth1", "r2:eth1"], netem: {{rate: 2mbit}}}}
+  links:
+    - endpoints: ["r1:up", "host:{host_end}"]
+      netem: {{"host:{host_end}": {{rate: 1mbit}}}}
+services:
+  r1: {{image: IMAGE, network_mode: none, x-composens: {{addresses: {{eth1: [198.18.0.1/24], up: [198.18.9.2/30]}}}}}}
+  r2: {{image: IMAGE, network_mode: none, x-composens: {{addresses: {{eth1: [198.18.0.2/24]}}}}}}
+""",
+        host_end,
+    )
+
+
+def test_netem_show_lists_lan_ports_by_lan_and_member_and_host_ends(project: Project) -> None:
+    text, host_end = lan_and_host_lab(project)
+    project.write(text)
+    project.cli("up", "-d")
+    assert "qdisc tbf" in run("ip", "-o", "link", "show", "dev", host_end).stdout  # made, on the host
+    lan_port = {"live": "rate 2mbit", "wanted": "rate 2mbit", "source": "declared"}
+    assert conditions(project) == [
+        {"service": "host", "ifname": host_end, "live": "rate 1mbit", "wanted": "rate 1mbit", "source": "declared"},
+        {"service": "lan1", "ifname": "r1:eth1", **lan_port},
+        {"service": "lan1", "ifname": "r2:eth1", **lan_port},
+    ]
+    # Named services: the host ends and hub ports that face them.
+    only_r2 = json.loads(project.cli("netem", "show", "r2", "--format", "json").stdout)
+    assert only_r2 == [{"service": "lan1", "ifname": "r2:eth1", **lan_port}]
+    only_r1 = json.loads(project.cli("netem", "show", "r1", "--format", "json").stdout)
+    assert [(r["service"], r["ifname"]) for r in only_r1] == [("host", host_end), ("lan1", "r1:eth1")]
+    table = project.cli("netem", "show").stdout.splitlines()
+    assert table[0].split() == ["SERVICE", "INTERFACE", "LIVE", "WANTED", "SET", "BY"]
+    assert table[2].split() == ["lan1", "r1:eth1", "rate", "2mbit", "rate", "2mbit", "declared"]

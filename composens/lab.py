@@ -46,6 +46,11 @@ if TYPE_CHECKING:
     from composens.wiring import Target
 
 STATE_DIR = Path("/run/composens")
+MAX_NAMED = 4  # ends named in an error about conditions the kernel cannot set; the rest are counted
+QDISC_HINTS = {
+    "netem": "modprobe sch_netem, or use a kernel built with it; a rate alone needs only tbf",
+    "tbf": "modprobe sch_tbf, or use a kernel built with it",
+}
 SETTLE_DELAY = 1.0  # s after a burst of events: one more pass
 MAX_RETRY_DELAY = 16.0  # s between passes while they keep failing
 
@@ -77,6 +82,7 @@ class Lab:
         self.paths = paths or Paths()
         self.directory = NetnsDirectory(self.paths.netns_dir)
         self.store = StateStore(self.paths.state_dir)
+        self._kernel_has: set[str] = set()  # qdisc kinds found settable, asked once a command (never on disk)
 
     def load(self) -> Topology:
         """Read and validate the project's configuration."""
@@ -92,8 +98,10 @@ class Lab:
         return chosen or set(topo.services)
 
     def precheck(self, topo: Topology, services: set[str]) -> None:
-        """Refuse before anything runs when a name the project needs is taken by something not of it."""
+        """Refuse before anything runs when a name the project needs is taken by something not of it, or when
+        the kernel cannot set the conditions it declares."""
         state = self.store.read()
+        self.check_kernel(topo, state)
         for name in sorted(services):
             node = topo.services[name]
             if node.replicas > 1 or node.network_mode == "host":
@@ -119,6 +127,35 @@ class Lab:
         host_ends = [ep for pair in topo.pairs() for ep in (pair.a, pair.b) if ep.node == HOST]
         if host_ends:
             self._precheck_host(topo, state, host_ends)
+
+    def check_kernel(self, topo: Topology, state: State) -> None:
+        """Refuse (exit 3) before anything changes when the kernel lacks a qdisc the file or `netem set` wants."""
+        from composens.conditions import parse as parse_conditions
+
+        record = state.projects.get(topo.project)
+        run_time = record.conditions if record else {}
+        self._check_qdiscs(
+            _declared_conditions(topo)
+            + [(f"{end} (netem set)", parse_conditions(spelled)) for end, spelled in sorted(run_time.items())]
+        )
+
+    def _check_qdiscs(self, wanted: list[tuple[str, Conditions]]) -> None:
+        kinds = {conditions.kind for _, conditions in wanted} - self._kernel_has
+        if not kinds:
+            return
+        from composens import wiring
+
+        missing = wiring.missing_qdisc_kinds(kinds)
+        self._kernel_has |= kinds - missing
+        for kind in sorted(missing):
+            asking = [f"{where} ({conditions})" for where, conditions in wanted if conditions.kind == kind]
+            shown = ", ".join(asking[:MAX_NAMED]) + (
+                f" and {len(asking) - MAX_NAMED} more" if len(asking) > MAX_NAMED else ""
+            )
+            raise ConfigError(
+                f"this kernel has no sch_{kind}, which {shown} {'need' if len(asking) > 1 else 'needs'}; "
+                f"{QDISC_HINTS.get(kind, 'load the module or use a kernel built with it')}"
+            )
 
     def _precheck_host(self, topo: Topology, state: State, host_ends: list[topology.Endpoint]) -> None:
         from composens import converge, wiring
@@ -348,6 +385,8 @@ class Lab:
     def set_conditions(self, topo: Topology, ends: list[Endpoint], conditions: Conditions | None) -> LinkReport:
         """Replace the conditions on ends' egress at run time (None: back to what the file declares)."""
         services = {end.node for end in ends if end.node in topo.services}
+        if conditions is not None:
+            self._check_qdiscs([(f"netem set {end}", conditions) for end in ends])
 
         def record_them(state: State, containers: list[Container]) -> None:
             self._require_running(containers, services)
@@ -494,6 +533,8 @@ class Lab:
         `first` changes the record (a run-time setting) in the same hold of the lock, once the containers are
         known. They are listed once the lock is held: a run that waited for another's would act on a stale list.
         """
+        if wire:
+            self.check_kernel(topo, self.store.read())
         report = LinkReport()
         self.directory.ensure_root()
         with self.store.locked() as state:
@@ -845,6 +886,15 @@ def _declared_interfaces(topo: Topology, node: str) -> tuple[str, ...]:
     if node == HUB:
         return tuple(name for lan in topo.lans for name in (lan.name, *lan.ports))
     return topo.interfaces_of(node)
+
+
+def _declared_conditions(topo: Topology) -> list[tuple[str, Conditions]]:
+    """Who declares which conditions: each link end's, each LAN's (on all its ports)."""
+    found: list[tuple[str, Conditions]] = []
+    for link in topo.links:
+        found += [(f"link end {end}", conditions) for end, conditions in link.conditions.items()]
+    found += [(f"LAN {lan.name}", lan.conditions) for lan in topo.lans if lan.conditions is not None]
+    return found
 
 
 def _condition_labels(topo: Topology, services: set[str]) -> dict[Endpoint, tuple[str, str]]:

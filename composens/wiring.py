@@ -43,6 +43,8 @@ from composens.topology import Topology
 CLONE_NEWNET = 0x40000000
 PARALLEL = 8  # ip processes at once: on two cores 8 read and wired a LAN of 100 in 0.37 s, 4 in 0.40 s, 16 in 0.50 s
 READ_LINES = "link show\naddr show\nroute show table all\n"
+# The least each qdisc composens sets takes, to learn whether the kernel has it (tbf needs all three).
+PROBE_QDISCS = {"netem": ("netem",), "tbf": ("tbf", "rate", "1mbit", "burst", "16384", "latency", "200ms")}
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -67,6 +69,33 @@ def run_in_netns(ns_fd: int, work: Callable[[], None]) -> None:
     thread.join()
     if failure:
         raise failure[0]
+
+
+def missing_qdisc_kinds(kinds: Iterable[str]) -> set[str]:
+    """The qdisc kinds this kernel cannot set: each tried on the loopback of a network namespace made for it.
+
+    The namespace belongs to a thread unshared for the purpose (tc, its child, starts in it) and goes when
+    both end: nothing outside it changes, except that the kernel may load the qdisc's module, as wiring
+    would. It costs 2.7 ms for a kind and 4.8 ms for both (medians of 50 here). When the namespace cannot
+    be made, nothing is said to be missing: the wiring's own error then tells.
+    """
+    wanted = sorted(set(kinds))
+    missing: set[str] = set()
+
+    def probe() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.unshare(CLONE_NEWNET) != 0:
+            return
+        for kind in wanted:
+            done = _ip(None, "qdisc", "replace", "dev", "lo", "root", *PROBE_QDISCS.get(kind, (kind,)), tool="tc")
+            if done.returncode != 0 and "qdisc kind is unknown" in done.stderr:
+                missing.add(kind)
+
+    if wanted:
+        thread = threading.Thread(target=probe)
+        thread.start()
+        thread.join()
+    return missing
 
 
 def in_parallel(work: Callable[[T], R], items: list[T]) -> list[R]:

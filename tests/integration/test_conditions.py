@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Project, run
+from tests.integration.conftest import NETNS_DIR, Project, run
 from tests.integration.test_wiring import ping
 
 pytestmark = pytest.mark.integration
@@ -154,9 +154,38 @@ def test_a_declared_delay_works_or_is_refused_with_the_reason(project: Project) 
         average = float(rtt.rsplit("=", 1)[1].split("/")[1])
         assert 90 <= average <= 150
         return
-    assert done.returncode == 7, done.stderr
-    assert "this kernel has no sch_netem" in done.stderr
-    assert "undid what this run had done: the lab is as it was before" in done.stderr
+    # Refused before compose up: no container, no entry, no interface.
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.strip() == (
+        "composens: error: this kernel has no sch_netem, which link end r1:eth1 (delay 50ms), link end r2:eth1 "
+        "(delay 50ms) need; modprobe sch_netem, or use a kernel built with it; a rate alone needs only tbf"
+    )
+    label = f"label=com.docker.compose.project={project.name}"
+    assert run("docker", "ps", "-aq", "--filter", label).stdout.split() == []
+    assert not [p for p in NETNS_DIR.iterdir() if p.name.startswith(project.name)]
+    assert project.name not in run("ip", "-o", "link", "show").stdout  # no host-side interface marked as ours
+
+
+def test_conditions_the_kernel_lacks_are_refused_before_anything_changes(project: Project) -> None:
+    if kernel_has_netem():
+        pytest.skip("this kernel has sch_netem: nothing to refuse")
+    text, host_end = lan_and_host_lab(project)
+    lossy = text.replace("netem: {rate: 2mbit}", "netem: {rate: 2mbit, loss: 1%}")
+    project.write(lossy)
+    refused = project.cli("up", "-d", check=False)
+    assert refused.returncode == 3, refused.stderr
+    assert "no sch_netem, which LAN lan1 (loss 1% rate 2mbit) needs;" in refused.stderr
+    assert run("docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project.name}").stdout == ""
+    assert run("ip", "link", "show", "dev", host_end, check=False).returncode != 0  # the host end was never made
+    # A rate alone (tbf) is fine; `netem set` of a delay is refused before it is recorded.
+    project.write(text)
+    project.cli("up", "-d")
+    denied = project.cli("netem", "set", "r1:up", "--delay", "10ms", "--both", check=False)
+    assert denied.returncode == 3, denied.stderr
+    assert "no sch_netem, which netem set r1:up (delay 10ms), netem set host:" in denied.stderr
+    assert all(r["source"] == "declared" for r in conditions(project))  # nothing recorded at run time
+    assert project.cli("plan", "--exit-code", check=False).returncode == 0
+    assert project.cli("netns", "link").returncode == 0  # and later runs are not stuck on it
 
 
 def test_capture_writes_the_packets_of_a_ping(project: Project, tmp_path: Path) -> None:

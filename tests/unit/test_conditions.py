@@ -8,6 +8,7 @@ foreign ones after hand-written tc lines). That test proves them again on every 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -410,3 +411,41 @@ def test_replace_leftovers_show_in_the_reading() -> None:
 )
 def test_same_as(wanted: Conditions, found: Conditions, same: bool) -> None:
     assert wanted.same_as(found) is same
+
+
+# --------------------------------------------------------------------------- kernels without a qdisc (issue 21, 11)
+
+
+def test_conditions_the_kernel_lacks_are_named_and_the_kernel_asked_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from composens import lab, topology, wiring
+    from composens.errors import ConfigError
+    from composens.state import State
+
+    asked: list[set[str]] = []
+
+    def missing(kinds: Any) -> set[str]:
+        asked.append(set(kinds))
+        return {"netem"} & set(kinds)
+
+    monkeypatch.setattr(wiring, "missing_qdisc_kinds", missing)
+    links = [{"endpoints": [f"s{i}:a", f"s{i + 1}:b"], "netem": {"delay": f"{i + 1}ms"}} for i in range(3)]
+    links.append({"endpoints": ["s0:r", "s1:r"], "netem": {"rate": "1mbit"}})
+    config = {
+        "name": "k",
+        "x-composens": {"links": links, "lans": {"lan1": {"endpoints": ["s0:l", "s1:l"], "netem": {"loss": "1%"}}}},
+        "services": {f"s{i}": {"image": "x"} for i in range(4)},
+    }
+    topo = topology.parse(config, source="f.yml")
+    the_lab = lab.Lab(None, lab.Paths(tmp_path / "netns", tmp_path / "state"))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError) as refused:
+        the_lab.check_kernel(topo, State())
+    assert str(refused.value) == (
+        "this kernel has no sch_netem, which link end s0:a (delay 1ms), link end s1:b (delay 1ms), link end s1:a "
+        "(delay 2ms), link end s2:b (delay 2ms) and 3 more need; modprobe sch_netem, or use a kernel built with "
+        "it; a rate alone needs only tbf"
+    )
+    assert asked == [{"netem", "tbf"}]
+    the_lab._check_qdiscs([("link end s0:r", parse({"rate": "1mbit"}))])
+    assert asked == [{"netem", "tbf"}]  # tbf is known to be there: not asked again

@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import shlex
-import subprocess
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -42,6 +41,8 @@ def run_pending(
     wired: Iterable[tuple[str, str, int, int]],
     present: Iterable[tuple[int, int]],
     docker: Sequence[str],
+    *,
+    use_api: bool = True,
 ) -> list[ExecResult]:
     """Run the commands of each wired start (service, container id, namespace inode, pid) that has not had them;
     forget the results of starts that are gone. Return what ran now."""
@@ -58,7 +59,7 @@ def run_pending(
             fd = os.open(place / f"{key}.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             continue
-        results = [_run(service, container, command, docker) for command in commands]
+        results = [_run(service, container, command, docker, use_api) for command in commands]
         with os.fdopen(fd, "w") as f:
             json.dump([[r.command, r.exit_code, r.output] for r in results], f)
         ran += results
@@ -93,18 +94,17 @@ def _key(inode: int, pid: int) -> str | None:
     return startwait.flag_name(inode, started) if started is not None else None
 
 
-def _run(service: str, container: str, command: Command, docker: Sequence[str]) -> ExecResult:
+def _run(service: str, container: str, command: Command, docker: Sequence[str], use_api: bool) -> ExecResult:
+    # The checks' exec (probe.py): the engine's API tells docker's own failures from the command's exit code,
+    # and a command that runs out of time is stopped in the container, not only its client.
+    from composens.probe import ProbeError, run_exec
+
     try:
-        done = subprocess.run(
-            [*docker, "exec", container, *argv(command)],
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return ExecResult(service, shown(command), None, f"did not finish within {TIMEOUT:.0f} s")
-    except FileNotFoundError:
-        return ExecResult(service, shown(command), None, "the docker command is missing")
+        done = run_exec(container, argv(command), timeout=TIMEOUT, docker=docker, use_api=use_api)
+    except ProbeError as e:
+        return ExecResult(service, shown(command), None, str(e))
     output = (done.stdout + done.stderr).strip()
-    return ExecResult(service, shown(command), done.returncode, output[-KEPT:])
+    if done.exit_code is None:
+        stopped = f"; {done.left_running}" if done.left_running else ""
+        output = f"{output}\ndid not finish within {TIMEOUT:.0f} s{stopped}".strip()
+    return ExecResult(service, shown(command), done.exit_code, output[-KEPT:])

@@ -418,7 +418,9 @@ class Lab:
         state = self.store.read()
         targets = self._targets(topo, state, running)
         labels = _condition_labels(topo, services)
-        seen = wiring.read_all({n: t for n, t in targets.items() if n in services or n in (HOST, HUB)}, qdiscs=True)
+        # A container restarting while this reads takes its namespace along: its rows are left out, the rest stands.
+        chosen = {n: t for n, t in targets.items() if n in services or n in (HOST, HUB)}
+        seen = wiring.read_all(chosen, qdiscs=True, vanished_ok=True)
         scope = self._scope(topo, state, targets, services)
         rows = []
         for node, ns in seen.items():
@@ -558,6 +560,7 @@ class Lab:
                 [(w.container.service, w.container.id, w.inode, w.container.pid) for w in wired if w.inode],
                 [(w.inode, w.container.pid) for w in starts if w.inode],
                 self.compose.docker,
+                use_api=self.compose.use_api,
             )
         return report
 

@@ -28,7 +28,7 @@ def ring(folder: Path, size: int, *, gated: bool) -> str:
     lines = [f"name: {name}", "x-composens:", f"  netns_prefix: {name}-", "  links:"]
     lines += [f'    - endpoints: ["s{i}:r", "s{(i + 1) % size}:l"]' for i in range(size)]
     lines.append("services:")
-    command = '["sh", "-c", "read up idle < /proc/uptime; echo started $up; exec sleep 86400"]'
+    command = '["sh", "-c", "read up idle < /proc/uptime; echo started $$up; exec sleep 86400"]'
     for i in range(size):
         right, left = f"198.18.{i}.1/30", f"198.18.{(i - 1) % size}.2/30"
         gate = "start_after_wiring: true, " if gated else ""

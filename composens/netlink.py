@@ -107,15 +107,16 @@ def _new_socket() -> socket.socket:
 
 def read_path(path: str) -> NetlinkRead:
     """Read the namespace at `path` (an nsfs mount, a /var/run/netns entry, /proc/self/ns/net)."""
-    if path == "/proc/self/ns/net":
-        sock = open_socket()
-    else:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            sock = open_socket(fd)
-        finally:
-            os.close(fd)
-    with sock:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return read_fd(fd, own=path == "/proc/self/ns/net")
+    finally:
+        os.close(fd)
+
+
+def read_fd(ns_fd: int, *, own: bool = False) -> NetlinkRead:
+    """Read the namespace `ns_fd` refers to (own: it is this process's, so no thread need enter it)."""
+    with open_socket(None if own else ns_fd) as sock:
         return read_socket(sock)
 
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from composens import changes as ch
-from composens import converge, live
+from composens import converge, live, netlink
 from composens.changes import Change
 from composens.conditions import DEFAULT_KINDS, LiveQdisc, parse_qdiscs
 from composens.errors import ConfigError, ConflictError, EngineError, WiringError
@@ -162,10 +162,42 @@ def _parse_read(done: list[subprocess.CompletedProcess[str]], what: str) -> Live
 
 
 def read_target(target: Target, *, qdiscs: bool = False) -> LiveNamespace:
-    """Read a namespace through its path, whether or not an entry names it: `ip` runs in a thread inside it
+    """Read a namespace through its path, whether or not an entry names it: over netlink (see netlink.py),
+    or with `ip -json` where a netlink socket cannot be made there."""
+    try:
+        fd = os.open(target.path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise WiringError(f"cannot read the interfaces of {target.netns or target.path}: {e.strerror or e}") from e
+    try:
+        read = netlink.read_fd(fd, own=target.path == HOST_TARGET.path)
+    except OSError:
+        read = None  # no netlink there (or not for us): ip reads it as before
+    finally:
+        os.close(fd)
+    if read is None:
+        return _read_target_by_ip(target, qdiscs=qdiscs)
+    found = read.namespace
+    # Only a namespace where some link's root qdisc is not the kernel's default needs tc's details.
+    if qdiscs and any(read.root_qdiscs.get(name) not in DEFAULT_KINDS for name in found.links):
+        done: list[subprocess.CompletedProcess[str]] = []
+
+        def show() -> None:
+            done.append(_ip(None, "-json", "qdisc", "show", tool="tc"))
+
+        if target.path == HOST_TARGET.path or target.linked:
+            done.append(_ip(target.netns, "-json", "qdisc", "show", tool="tc"))
+        else:
+            inside(target.path, show, f"cannot read the qdiscs of {target.netns}")
+        if done[0].returncode != 0:
+            raise WiringError(f"cannot read the qdiscs of {target.netns or 'the host'}: {done[0].stderr.strip()}")
+        found = replace(found, qdiscs=parse_qdiscs(json.loads(done[0].stdout or "[]")))
+    return found
+
+
+def _read_target_by_ip(target: Target, *, qdiscs: bool) -> LiveNamespace:
+    """Read a namespace with `ip -json -batch`: by its entry where that reaches it, else from a thread in it
     (a child process starts in the namespace of the thread that starts it)."""
     if target.path == HOST_TARGET.path or target.linked:
-        # By the entry where it is known to reach the namespace: `ip -n` costs 12 % less than a thread in it.
         return read_namespace(target.netns, qdiscs=qdiscs)
     done: list[subprocess.CompletedProcess[str]] = []
 

@@ -124,14 +124,34 @@ def test_what_was_compared_has_every_kind_of_thing(namespaces: tuple[str, str]) 
     assert read.root_qdiscs["va0"] == "tbf"
 
 
-def test_wiring_reads_by_netlink_with_tc_details_where_a_qdisc_is_set(namespaces: tuple[str, str]) -> None:
+def test_wiring_reads_by_netlink_with_tc_details_where_a_qdisc_is_set(
+    namespaces: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     a, _ = namespaces
     path = f"/var/run/netns/{a}"
     by_ip = wiring.read_namespace(a, qdiscs=True)
     assert by_ip.qdiscs["va0"].kind == "tbf"
+
+    def no_ip(target: wiring.Target, *, qdiscs: bool) -> None:
+        raise AssertionError("read by ip, not by netlink")
+
+    monkeypatch.setattr(wiring, "_read_target_by_ip", no_ip)
     for target in (wiring.Target(a, path, path), wiring.Target(a, path, path, linked=False)):
         assert wiring.read_target(target, qdiscs=True) == by_ip
         assert wiring.read_all({"a": target}, qdiscs=True) == {"a": by_ip}
+
+
+def test_without_netlink_ip_reads_the_same(namespaces: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    a, _ = namespaces
+    path = f"/var/run/netns/{a}"
+    by_netlink = wiring.read_target(wiring.Target(a, path, path), qdiscs=True)
+
+    def refused(fd: int, *, own: bool = False) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(netlink, "read_fd", refused)
+    for target in (wiring.Target(a, path, path), wiring.Target(a, path, path, linked=False)):
+        assert wiring.read_target(target, qdiscs=True) == by_netlink
 
 
 def test_a_namespace_that_is_gone_is_a_wiring_error(namespaces: tuple[str, str]) -> None:

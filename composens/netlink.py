@@ -39,7 +39,7 @@ RTM_NEWADDR, RTM_GETADDR = 20, 22
 RTM_NEWROUTE, RTM_GETROUTE = 24, 26
 
 IFF_UP = 0x1
-IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_QDISC, IFLA_MASTER = 3, 4, 5, 6, 10
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_QDISC, IFLA_MASTER = 1, 3, 4, 5, 6, 10
 IFLA_LINKINFO, IFLA_IFALIAS, IFLA_EXT_MASK = 18, 20, 29
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 RTEXT_FILTER_SKIP_STATS = 1 << 3
@@ -48,6 +48,10 @@ IFLA_BR_STP_STATE, IFLA_BR_GROUP_FWD_MASK, IFLA_BR_MCAST_SNOOPING = 5, 9, 23
 IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
 IFA_F_SECONDARY = 0x01
 IFA_F_PERMANENT = 0x80
+
+# Link types whose hardware address ip prints as an IP address (ll_addr_n2a), by its length.
+IP_ADDRESSED = {768: (4, socket.AF_INET), 776: (4, socket.AF_INET), 778: (4, socket.AF_INET)}  # ipip, sit, gre
+IP_ADDRESSED |= {769: (16, socket.AF_INET6), 823: (16, socket.AF_INET6)}  # ip6tnl, ip6gre
 
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE, RTA_PREF = 1, 4, 5, 6, 15, 20
 RT_TABLE_MAIN = 254
@@ -198,14 +202,14 @@ def parse(links: list[bytes], addresses: list[bytes], routes: list[bytes]) -> Ne
     by_index: dict[int, str] = {}
     parsed_links: dict[str, LiveLink] = {}
     qdiscs: dict[str, str] = {}
-    raw: list[tuple[int, int, dict[int, bytes]]] = []
+    raw: list[tuple[int, int, int, dict[int, bytes]]] = []
     for payload in links:
-        _, _, index, flags, _ = IFINFOMSG.unpack_from(payload)
+        _, link_type, index, flags, _ = IFINFOMSG.unpack_from(payload)
         attrs = attributes(payload, IFINFOMSG.size)
         if IFLA_IFNAME in attrs:
             by_index[index] = _string(attrs[IFLA_IFNAME])
-            raw.append((index, flags, attrs))
-    for index, flags, attrs in raw:
+            raw.append((index, link_type, flags, attrs))
+    for index, link_type, flags, attrs in raw:
         name = by_index[index]
         info = attributes(attrs[IFLA_LINKINFO], 0) if IFLA_LINKINFO in attrs else {}
         kind = _string(info[IFLA_INFO_KIND]) if IFLA_INFO_KIND in info else None
@@ -224,6 +228,7 @@ def parse(links: list[bytes], addresses: list[bytes], routes: list[bytes]) -> Ne
             up=bool(flags & IFF_UP),
             master=None if master is None else by_index.get(master, f"if{master}"),
             bridge_options=_bridge_options(info.get(IFLA_INFO_DATA, b"")) if kind == "bridge" else (),
+            mac=_hardware_address(link_type, attrs[IFLA_ADDRESS]) if IFLA_ADDRESS in attrs else None,
         )
     parsed_addresses: dict[str, list[LiveAddress]] = {}
     address_flags: dict[tuple[str, str], int] = {}
@@ -256,6 +261,14 @@ def parse(links: list[bytes], addresses: list[bytes], routes: list[bytes]) -> Ne
         qdiscs,
         address_flags,
     )
+
+
+def _hardware_address(link_type: int, value: bytes) -> str:
+    """As ip's ll_addr_n2a writes it: an IP address for IP tunnels, else bytes in hex joined by colons."""
+    size, family = IP_ADDRESSED.get(link_type, (0, 0))
+    if size and len(value) == size:
+        return _address(family, value)
+    return ":".join(f"{byte:02x}" for byte in value)
 
 
 def _bridge_options(data: bytes) -> tuple[tuple[str, str], ...]:

@@ -46,6 +46,7 @@ def fill(a: str, b: str) -> None:
         "link set vs1 master br0\n"
         "link set vp1 master br1\n"
         'link set va0 alias "composens:netlinktest"\n'
+        "link set va0 address 02:00:5e:10:00:0a\n"
         "link set vs0 alias x\n"
         "link set lo up\nlink set va0 up\nlink set vs1 up\nlink set br0 up\nlink set vp0 up\n"
         # vs0 and br1 stay down
@@ -96,6 +97,8 @@ def test_what_was_compared_has_every_kind_of_thing(namespaces: tuple[str, str]) 
     assert found.links["vs0"].peer_index == found.links["vs1"].index
     assert found.links["va0"].alias == "composens:netlinktest"
     assert found.links["va0"].mtu == 1400
+    assert found.links["va0"].mac == "02:00:5e:10:00:0a"
+    assert found.links["lo"].mac == "00:00:00:00:00:00"
     assert not found.links["vs0"].up
     assert found.links["vs1"].master == "br0"
     assert dict(found.links["br0"].bridge_options) == {

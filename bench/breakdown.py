@@ -57,7 +57,7 @@ def phases(folder: Path, rounds: int) -> list[tuple[str, float]]:
     targets = core._targets(topo, state, running)
     scope = core._scope(topo, state, targets, set(topo.services))
     seen = wiring.read_all(targets)
-    rows = core.status(topo, set(topo.services))
+    rows = core.status(topo, set(topo.services)).rows
     found: list[tuple[str, float]] = [
         ("config (cached)", median_seconds(rounds, core.load)),
         ("list + inspect containers (engine socket)", median_seconds(rounds, lambda: core._running(topo))),

@@ -29,6 +29,8 @@ from pathlib import Path
 from composens.live import LiveAddress, LiveLink, LiveNamespace, LiveRoute
 
 NETLINK_ROUTE = 0
+SOL_NETLINK = 270
+NETLINK_GET_STRICT_CHK = 12  # Linux 4.20: dump requests' headers filter (a route dump by its table)
 NLM_F_REQUEST = 0x1
 NLM_F_DUMP = 0x300
 NLM_F_DUMP_INTR = 0x10
@@ -42,6 +44,9 @@ IFF_UP = 0x1
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_QDISC, IFLA_MASTER = 1, 3, 4, 5, 6, 10
 IFLA_LINKINFO, IFLA_IFALIAS, IFLA_EXT_MASK = 18, 20, 29
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
+LINK_ATTRIBUTES = frozenset(
+    {IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_QDISC, IFLA_MASTER, IFLA_LINKINFO, IFLA_IFALIAS}
+)
 RTEXT_FILTER_SKIP_STATS = 1 << 3
 IFLA_BR_STP_STATE, IFLA_BR_GROUP_FWD_MASK, IFLA_BR_MCAST_SNOOPING = 5, 9, 23
 
@@ -126,11 +131,16 @@ def read_fd(ns_fd: int, *, own: bool = False) -> NetlinkRead:
 
 def read_socket(sock: socket.socket) -> NetlinkRead:
     """Dump links, addresses and routes through `sock` and parse them as `ip -details -json` would read."""
+    try:
+        sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+        table = RT_TABLE_MAIN  # the kernel sends the main table's routes only (parse keeps only those anyway)
+    except OSError:
+        table = 0
     links = dump(sock, RTM_GETLINK, IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _u32_attr(
         IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS
     ))  # fmt: skip
     addresses = dump(sock, RTM_GETADDR, IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0))
-    routes = dump(sock, RTM_GETROUTE, RTMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0, 0, 0, 0, 0))
+    routes = dump(sock, RTM_GETROUTE, RTMSG.pack(socket.AF_UNSPEC, 0, 0, 0, table, 0, 0, 0, 0))
     return parse(links, addresses, routes)
 
 
@@ -172,15 +182,19 @@ def _dump_once(sock: socket.socket, kind: int, body: bytes) -> tuple[list[bytes]
             offset += (length + 3) & ~3
 
 
-def attributes(data: bytes, offset: int) -> dict[int, bytes]:
-    """The attributes from `offset` on, by type (the nested flag masked off); the last of a type wins."""
+def attributes(data: bytes, offset: int, wanted: frozenset[int] | None = None) -> dict[int, bytes]:
+    """The attributes from `offset` on (those of `wanted` types only, if given), by type (the nested flag
+    masked off); the last of a type wins."""
     found: dict[int, bytes] = {}
     end = len(data)
-    while offset + RTATTR.size <= end:
-        length, kind = RTATTR.unpack_from(data, offset)
-        if length < RTATTR.size:
+    unpack = RTATTR.unpack_from
+    while offset + 4 <= end:
+        length, kind = unpack(data, offset)
+        if length < 4:
             break
-        found[kind & 0x3FFF] = data[offset + RTATTR.size : offset + length]
+        kind &= 0x3FFF
+        if wanted is None or kind in wanted:
+            found[kind] = data[offset + 4 : offset + length]
         offset += (length + 3) & ~3
     return found
 
@@ -205,7 +219,7 @@ def parse(links: list[bytes], addresses: list[bytes], routes: list[bytes]) -> Ne
     raw: list[tuple[int, int, int, dict[int, bytes]]] = []
     for payload in links:
         _, link_type, index, flags, _ = IFINFOMSG.unpack_from(payload)
-        attrs = attributes(payload, IFINFOMSG.size)
+        attrs = attributes(payload, IFINFOMSG.size, LINK_ATTRIBUTES)
         if IFLA_IFNAME in attrs:
             by_index[index] = _string(attrs[IFLA_IFNAME])
             raw.append((index, link_type, flags, attrs))

@@ -505,6 +505,39 @@ def bench_conditions(folder: Path, size: int, rounds: int) -> list[tuple[str, fl
     return [(f"conditions on {len(tc_lines)} interfaces (in process, with reading) / tc -batch", own, base)]
 
 
+def bench_reading(folder: Path, sizes: list[int], rounds: int) -> list[tuple[str, float, float]]:
+    """Reading a running ring (a link per service): ps --netns beside docker compose ps, an unchanged
+    netns link beside one docker inspect of its containers, and that link above composens' start-up."""
+    results = []
+    for size in sizes:
+        lab_dir = folder / f"r{size}"
+        lab_dir.mkdir()
+        ring_lab(lab_dir, size)
+        try:
+            sh(*COMPOSENS, "up", "-d", cwd=lab_dir)
+            ids = sh("docker", "compose", "ps", "-q", cwd=lab_dir).split()
+            print(f"reading a ring of {size}: load average {os.getloadavg()[0]:.1f}", flush=True)
+
+            def ours(*args: str, at: Path = lab_dir) -> Callable[[], object]:
+                return lambda: sh(*COMPOSENS, *args, cwd=at)
+
+            compose_ps = lambda at=lab_dir: sh("docker", "compose", "ps", cwd=at)  # noqa: E731
+            table, base = paired(rounds, ours("ps", "--netns"), compose_ps)
+            results.append((f"ps --netns, ring of {size} / docker compose ps", table, base))
+            as_json, base = paired(rounds, ours("ps", "--netns", "--format", "json"), compose_ps)
+            results.append((f"ps --netns --format json, ring of {size} / docker compose ps", as_json, base))
+            link, inspect = paired(rounds, ours("netns", "link"), lambda ids=ids: sh("docker", "inspect", *ids))
+            results.append((f"netns link (unchanged), ring of {size} / one docker inspect", link, inspect))
+            start = median_of(rounds, lambda: sh(sys.executable, "-c", "import composens.cli, composens.lab"))
+            results.append(
+                (f"netns link (unchanged), ring of {size}, above start-up / docker inspect", link - start, inspect)
+            )
+            print(f"  start-up (python, composens.cli and lab imported): {start:.3f}s; load {os.getloadavg()[0]:.1f}")
+        finally:
+            subprocess.run([*COMPOSENS, "down", "-t", "0"], cwd=lab_dir, capture_output=True, check=False)
+    return results
+
+
 def scale_round(lab_dir: Path, size: int) -> dict[str, float]:
     """Bring a ring of `size` services up, ping across every link, bring it down; time each phase."""
     lab_dir.mkdir()
@@ -561,8 +594,11 @@ def main() -> None:
     parser.add_argument("--links", type=int, default=100, help="links in the wiring lab (default 100)")
     parser.add_argument("--rounds", type=int, default=3, help="runs per figure; the median is shown (default 3)")
     parser.add_argument(
-        "--only", choices=["wiring", "lifecycle", "scale", "converge", "lan", "conditions"], help="run one part"
+        "--only",
+        choices=["wiring", "lifecycle", "scale", "converge", "lan", "conditions", "reading"],
+        help="run one part",
     )
+    parser.add_argument("--reading", default="30,60,200", help="ring sizes for the reading part (default 30,60,200)")
     parser.add_argument("--converge", default="50,200", help="ring sizes for the converge part (default 50,200)")
     parser.add_argument("--scale", default="50,200", help="ring sizes for the scale part (default 50,200)")
     args = parser.parse_args()
@@ -596,6 +632,9 @@ def main() -> None:
             if args.only in (None, "conditions"):
                 (Path(tmp) / "cond").mkdir()
                 results += bench_conditions(Path(tmp) / "cond", 50, args.rounds)
+            if args.only in (None, "reading"):
+                (Path(tmp) / "read").mkdir()
+                results += bench_reading(Path(tmp) / "read", [int(n) for n in args.reading.split(",")], args.rounds)
             if args.only == "scale":
                 (Path(tmp) / "s").mkdir()
                 bench_scale(Path(tmp) / "s", [int(n) for n in args.scale.split(",")])

@@ -62,7 +62,7 @@ def test_links_read_as_ip_prints_them() -> None:
         65536,
         True,
         None,
-        "0" * 2 + ":00" * 5,
+        "00:00:00:00:00:00",
     )
     assert found["br0"].bridge_options == (("stp_state", "1"), ("mcast_snooping", "0"), ("group_fwd_mask", "0xfff8"))
     assert found["br1"].bridge_options == (("group_fwd_mask", "0"),)  # C's %#x writes 0 without its 0x

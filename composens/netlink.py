@@ -98,7 +98,7 @@ def open_socket(ns_fd: int | None = None) -> socket.socket:
     """A NETLINK_ROUTE socket in the namespace of `ns_fd` (None: this process's own)."""
     if ns_fd is None:
         return _new_socket()
-    from composens.wiring import run_in_netns
+    from composens.wiring import run_in_netns  # here: wiring imports this module
 
     made: list[socket.socket] = []
     run_in_netns(ns_fd, lambda: made.append(_new_socket()))

@@ -157,6 +157,8 @@ class _Work:
             if not self.scope.touches(ends):
                 continue
             missing = [ep.node for ep in ends if ep.node not in available]
+            if any(self.topo.node(node).replicas == 0 for node in missing):
+                continue  # scaled to 0: the file asks for no container, so no pair either
             if missing:
                 names = ", ".join(self._name(n) for n in dict.fromkeys(missing))
                 self.out.unwired_pairs.append((pair, f"{pair.a} <-> {pair.b}: {names} not running"))

@@ -42,10 +42,12 @@ def run_pending(
     present: Iterable[tuple[int, int]],
     docker: Sequence[str],
     *,
+    listed_at: float,
     use_api: bool = True,
 ) -> list[ExecResult]:
     """Run the commands of each wired start (service, container id, namespace inode, pid) that has not had them;
-    forget the results of starts that are gone. Return what ran now."""
+    forget the results of starts that were gone when the containers were listed (at `listed_at`). Return what
+    ran now."""
     place = folder(state_dir, topo.project)
     keep = {_key(inode, pid) for inode, pid in present} - {None}
     ran: list[ExecResult] = []
@@ -55,24 +57,68 @@ def run_pending(
         if not commands or key is None:
             continue
         place.mkdir(mode=0o700, parents=True, exist_ok=True)
-        try:  # the claim: one run of composens runs a start's commands, whichever gets here first
-            fd = os.open(place / f"{key}.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
+        if not _claim(place / f"{key}.json"):
             continue
-        results = [_run(service, container, command, docker, use_api) for command in commands]
-        with os.fdopen(fd, "w") as f:
-            json.dump([[r.command, r.exit_code, r.output] for r in results], f)
+        results: list[ExecResult] = []
+        try:
+            for command in commands:
+                results.append(_run(service, container, command, docker, use_api))
+        finally:  # even when interrupted: what ran is known, and the start is not claimed by a dead run for good
+            done = [[r.command, r.exit_code, r.output] for r in results]
+            missing = [[shown(c), None, "not run: composens was interrupted"] for c in commands[len(results) :]]
+            _write(place / f"{key}.json", {"owner": None, "results": done + missing})
         ran += results
     if place.is_dir():
         for old in place.iterdir():
-            if old.stem not in keep:
+            # A result written since the listing is a start this run did not see (another run's): kept.
+            if old.stem not in keep and old.suffix == ".json" and _mtime(old) < listed_at:
                 with contextlib.suppress(FileNotFoundError):
                     old.unlink()
     return ran
 
 
+def _claim(path: Path) -> bool:
+    """Claim a start's commands for this run: one run of composens runs them, whichever gets here first. A claim
+    whose owner died without writing its results (killed midway) is taken over."""
+    me = [os.getpid(), startwait.started_at(os.getpid())]
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            try:
+                owner = json.loads(path.read_text()).get("owner")
+            except (OSError, ValueError, AttributeError):
+                return False  # being written by its claimer this very moment: left to it
+            if owner is None or _alive(owner):  # done, or still running
+                return False
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump({"owner": me, "results": None}, f)
+        return True
+    return False
+
+
+def _alive(owner: list[int | None]) -> bool:
+    pid, started = owner
+    return isinstance(pid, int) and startwait.started_at(pid) == started
+
+
+def _write(path: Path, data: object) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return float("inf")
+
+
 def results_of(state_dir: Path, project: str, service: str, inode: int | None, pid: int | None) -> list[ExecResult]:
-    """What a start's commands said, if they ran."""
+    """What a start's commands said, once they ran."""
     key = _key(inode, pid) if inode is not None and pid is not None else None
     if key is None:
         return []
@@ -80,7 +126,10 @@ def results_of(state_dir: Path, project: str, service: str, inode: int | None, p
         data = json.loads((folder(state_dir, project) / f"{key}.json").read_text())
     except (OSError, ValueError):
         return []
-    return [ExecResult(service, str(c), e if isinstance(e, int) else None, str(o)) for c, e, o in data]
+    results = data.get("results") if isinstance(data, dict) else None
+    if not isinstance(results, list):
+        return []  # still running
+    return [ExecResult(service, str(c), e if isinstance(e, int) else None, str(o)) for c, e, o in results]
 
 
 def forget(state_dir: Path, project: str) -> None:

@@ -540,6 +540,7 @@ class Lab:
         report = LinkReport()
         self.directory.ensure_root()
         with self.store.locked() as state:
+            listed_at = time.time()
             containers, _, _, running = self._running(topo)
             if first is not None:
                 first(state, containers)
@@ -550,7 +551,6 @@ class Lab:
             targets = self._wire(topo, state, running, services, report)
             starts = [w for w in running if w.inode is not None]
             wired = [w for w in starts if _wired(topo, w.container.service, targets)]
-            self._open_gates(topo, starts, wired)
         if any(node.exec for node in topo.services.values()):  # outside the lock: commands may take their time
             from composens import execs
 
@@ -560,20 +560,28 @@ class Lab:
                 [(w.container.service, w.container.id, w.inode, w.container.pid) for w in wired if w.inode],
                 [(w.inode, w.container.pid) for w in starts if w.inode],
                 self.compose.docker,
+                listed_at=listed_at,
                 use_api=self.compose.use_api,
             )
+        self._open_gates(
+            topo, starts, wired, listed_at
+        )  # after its exec commands: a command may rely on what they set up
         return report
 
-    def _open_gates(self, topo: Topology, starts: list[Wanted], wired: list[Wanted]) -> None:
+    def _open_gates(self, topo: Topology, starts: list[Wanted], wired: list[Wanted], listed_at: float) -> None:
         """Let the waiting services whose namespace is wired now start their commands."""
         from composens import startgate
 
         waiting = startgate.waiting(topo)
-        if not waiting:
+
+        def gated(w: Wanted) -> bool:  # by the file, or by the label of a container made with the wait
+            return w.container.service in waiting or startgate.GATED_LABEL in w.container.labels
+
+        ours = [(w.inode, w.container.pid) for w in starts if gated(w) and w.inode]
+        if not ours:
             return
-        ours = [(w.inode, w.container.pid) for w in starts if w.container.service in waiting and w.inode]
-        opened = [(w.inode, w.container.pid) for w in wired if w.container.service in waiting and w.inode]
-        startgate.release(self.paths.state_dir, topo.project, opened, ours)
+        opened = [(w.inode, w.container.pid) for w in wired if gated(w) and w.inode]
+        startgate.release(self.paths.state_dir, topo.project, opened, ours, listed_at)
 
     def _wire(
         self, topo: Topology, state: State, running: list[Wanted], services: set[str], report: LinkReport
@@ -617,7 +625,9 @@ class Lab:
         containers, _, _, running = ([], {}, {}, []) if full else self._running(topo)
         if full or not running:
             lines, unwired = converge.full_plan(topo, None if services is None else frozenset(services))
-            return [PlanLine("", line) for line in lines], unwired
+            # Nothing runs: the plan from scratch says what up would wire; with nothing to wire, what is not running.
+            stopped = [] if full or lines else [f"{s}: not running" for s in _not_running(topo, chosen, containers)]
+            return [PlanLine("", line) for line in lines], stopped + unwired
         stopped = [f"{s}: not running" for s in _not_running(topo, chosen, containers)]
         state = self.store.read()
         plan_lines = self._entry_plan(topo, state, running, chosen)

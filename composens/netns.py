@@ -251,6 +251,8 @@ def link(
     moving = {w.name for w, _ in moves}
     for w, change in decided:
         changes.append(_carry_out(directory, state, w, change) if w.name in moving else change)
+        if change.action is Action.KEEP and directory.mark(w.name) is None:  # made before entries were marked
+            _set_mark(directory.path(w.name), entry_mark(project, w.container.service, w.container.id))
     return changes
 
 

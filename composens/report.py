@@ -66,8 +66,9 @@ class LabStatus:
     def differences(self) -> int:
         """How many ways the lab differs from its file, counted as `plan --exit-code` counts them: what composens
         would change (entries to make or repoint, drift of its own), pairs it cannot wire, services not running.
-        What someone else added on a composens interface is shown, and left alone: no difference."""
-        drift = sum(1 for row in self.rows for d in row.drift if not (d.problem == "extra" and d.ours is False))
+        What someone else added on a composens interface is shown, and left alone: no difference; so is an exec
+        command that failed (`up -d` would not run it again: the next start of its container does)."""
+        drift = sum(1 for row in self.rows for d in row.drift if not _shown_only(d))
         entries = sum(1 for row in self.rows if row.status in (Status.UNLINKED, Status.STALE, Status.CONFLICT))
         return drift + entries + len(self.unwired) + len(self.not_running)
 
@@ -84,6 +85,10 @@ class ExecResult:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0
+
+
+def _shown_only(drift: Drift) -> bool:
+    return (drift.problem == "extra" and drift.ours is False) or drift.problem == "failed"
 
 
 @dataclass

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from composens import startwait
-from composens.compose import Compose
+from composens.compose import COMPOSE_FILE_NAMES, Compose
 from composens.errors import ConfigError
 from composens.topology import Topology
+
+GATED_LABEL = startwait.GATED_LABEL
 
 
 def waiting(topo: Topology) -> dict[str, int]:
@@ -37,15 +39,17 @@ def gated_compose(compose: Compose, topo: Topology, state_dir: Path) -> Compose:
     limits = waiting(topo)
     config = compose.config()
     services = config.get("services") or {}
+    for name in limits:  # a service that is only built has the image compose names after project and service
+        services[name].setdefault("image", f"{config.get('name')}-{name}")
     images = _image_configs(compose, {name: services[name] for name in limits})
     commands = {}
     for name in limits:
-        image_name = services[name].get("image", "")
+        image_name = services[name]["image"]
         image = images[image_name]
         if _has_shell(image) is False:
             raise ConfigError(
                 f"{topo.source}: services.{name}.x-composens.start_after_wiring: its image {image_name} has no "
-                f"{startwait.SHELL} to wait in; use an image with a shell, or drop start_after_wiring"
+                f"{startwait.SHELL} (and sleep) to wait in; use an image with a shell, or drop start_after_wiring"
             )
         commands[name] = startwait.command_of(services[name], image.get("Config") or {})
         if not commands[name]:
@@ -69,7 +73,13 @@ def _project_directory(compose: Compose) -> str:
     if options.project_directory:
         return str(Path(options.project_directory).resolve())
     first = options.files[0] if options.files else (os.environ.get("COMPOSE_FILE", "").split(os.pathsep)[0] or "")
-    return str(Path(first).resolve().parent) if first and first != "-" else str(Path.cwd())
+    if first and first != "-":
+        return str(Path(first).resolve().parent)
+    here = Path.cwd()
+    for folder in (here, *here.parents):  # compose looks for its file here, then in each parent folder
+        if any((folder / name).is_file() for name in COMPOSE_FILE_NAMES):
+            return str(folder)
+    return str(here)
 
 
 def _image_configs(compose: Compose, services: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -92,8 +102,12 @@ def _image_configs(compose: Compose, services: Mapping[str, Mapping[str, Any]]) 
     return found
 
 
+_BIN = (("bin",), ("usr", "bin"))
+
+
 def _has_shell(image: Mapping[str, Any]) -> bool | None:
-    """Whether the image's layers hold /bin/sh (None: the engine's storage does not say, so it is tried)."""
+    """Whether the image's layers hold sh and sleep, the wait's shell and its pause between looks (None: the
+    engine's storage does not say, so it is tried)."""
     driver = image.get("GraphDriver") or {}
     data = driver.get("Data") or {}
     if driver.get("Name") != "overlay2" or not data.get("UpperDir"):
@@ -101,18 +115,22 @@ def _has_shell(image: Mapping[str, Any]) -> bool | None:
     layers = [data["UpperDir"], *(d for d in str(data.get("LowerDir") or "").split(":") if d)]
     if not all(os.path.isdir(layer) for layer in layers):
         return None
-    return any(
-        os.path.lexists(os.path.join(layer, *where))
-        for layer in layers
-        for where in (("bin", "sh"), ("usr", "bin", "sh"))
-    )
+
+    def found(name: str) -> bool:
+        return any(os.path.lexists(os.path.join(layer, *where, name)) for layer in layers for where in _BIN)
+
+    return found("sh") and found("sleep")
 
 
 def release(
-    state_dir: Path, project: str, wired: Iterable[tuple[int, int]], present: Iterable[tuple[int, int]]
+    state_dir: Path,
+    project: str,
+    wired: Iterable[tuple[int, int]],
+    present: Iterable[tuple[int, int]],
+    listed_at: float,
 ) -> None:
     """Open the gate for each start that is wired (namespace inode, pid of its first process); remove the flags of
-    starts no container has any more."""
+    starts no container had when they were listed (at `listed_at`: a flag written since is another run's)."""
     folder = wired_dir(state_dir, project)
     if not folder.is_dir():
         return
@@ -128,8 +146,8 @@ def release(
             if not flag.exists():
                 flag.touch(mode=0o644)
     for old in folder.iterdir():
-        if old.name not in keep:
-            with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError):
+            if old.name not in keep and old.stat().st_mtime < listed_at:
                 old.unlink()
 
 

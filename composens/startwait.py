@@ -26,6 +26,7 @@ from typing import Any
 DEFAULT_LIMIT = 300  # seconds a wait lasts before the command starts anyway
 WIRED_MOUNT = "/run/composens-wired"  # where the folder of wired-flags appears in the container
 SHELL = "/bin/sh"
+GATED_LABEL = "composens.start-after-wiring"  # on every container made with the wait in front of its command
 
 
 def wait_script(limit: int) -> str:
@@ -106,6 +107,16 @@ def wrap(config: Mapping[str, Any], limits: Mapping[str, int], commands: Mapping
         service = wrapped["services"][name]
         service["entrypoint"] = [SHELL, "-c", escape(wait_script(limit)), "composens-wait"]
         service["command"] = commands[name]
-        volume = {"type": "bind", "source": wired, "target": WIRED_MOUNT, "read_only": True}
+        # create_host_path: the engine makes the folder again when it restarts the container after a reboot
+        # (/run is a tmpfs), rather than refusing to start it.
+        volume = {
+            "type": "bind",
+            "source": wired,
+            "target": WIRED_MOUNT,
+            "read_only": True,
+            "bind": {"create_host_path": True},
+        }
         service["volumes"] = [*(service.get("volumes") or []), volume]
+        # Known by its own label too: its gate must open even once the file stops asking for it.
+        service["labels"] = {**(service.get("labels") or {}), GATED_LABEL: str(limit)}
     return wrapped

@@ -277,7 +277,7 @@ def essentials(config: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(spec, dict):
             kept["services"][name] = spec
             continue
-        part = {key: spec[key] for key in ("network_mode", "scale", EXTENSION) if key in spec}
+        part = {key: spec[key] for key in ("network_mode", "pid", "scale", EXTENSION) if key in spec}
         deploy = spec.get("deploy")
         if isinstance(deploy, dict) and "replicas" in deploy:
             part["deploy"] = {"replicas": deploy["replicas"]}
@@ -329,6 +329,12 @@ def _parse_service(name: str, spec: Any, prefix: str, where: _Where) -> Node:
     if node.start_after_wiring is not None and not node.has_own_netns:
         raise ext_where.at("start_after_wiring").error(
             f"service {name} has no network namespace of its own to wait for (network_mode: {node.network_mode})"
+        )
+    if node.start_after_wiring is not None and spec.get("pid"):
+        # The wait knows its container's start by the container's first process, which it is only in a pid
+        # namespace of the container's own.
+        raise ext_where.at("start_after_wiring").error(
+            f"service {name} shares another pid namespace (pid: {spec['pid']}); the wait needs one of its own"
         )
     if name == HOST and (node.addresses or node.routes or node.macs):
         raise ext_where.error(_HOST_SERVICE)

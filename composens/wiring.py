@@ -618,7 +618,10 @@ class _Run:
         if target.netns is None and target.path == HOST_TARGET.path:
             write()
         else:
-            run_in_netns(self.fd(node), write)
+            try:
+                run_in_netns(self.fd(node), write)
+            except OSError as e:  # the namespace cannot be entered (its container stopped, say): nothing written
+                return [(changes[0], e)]
         return outcomes
 
     def fd(self, node: str) -> int:

@@ -1,0 +1,116 @@
+"""The start gate and exec bookkeeping: pure parts and files on disk, no engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from composens import execs, startgate, startwait, topology
+
+
+@pytest.mark.parametrize(
+    ("service", "image", "argv"),
+    [
+        ({}, {"Entrypoint": None, "Cmd": ["sh", "-c", "echo $HOME"]}, ["sh", "-c", "echo $$HOME"]),
+        ({"command": ["run", "x"]}, {"Entrypoint": ["/init"], "Cmd": ["default"]}, ["/init", "run", "x"]),
+        ({"entrypoint": ["/mine"]}, {"Entrypoint": ["/init"], "Cmd": ["default"]}, ["/mine"]),  # CMD dropped
+        ({"entrypoint": [], "command": None}, {"Entrypoint": ["/init"], "Cmd": ["default"]}, ["default"]),
+        ({"entrypoint": ["/mine"], "command": ["a"]}, {"Cmd": ["b"]}, ["/mine", "a"]),
+    ],
+)
+def test_the_command_is_merged_as_the_engine_merges_it(service: dict, image: dict, argv: list[str]) -> None:
+    assert startwait.command_of(service, image) == argv
+
+
+def test_wrap_puts_the_wait_in_front_binds_the_flags_and_labels_the_container() -> None:
+    config = {"name": "p", "services": {"r1": {"image": "i", "labels": {"a": "b"}}, "r2": {"image": "i"}}}
+    wrapped = startwait.wrap(config, {"r1": 30}, {"r1": ["/init", "$$X"]}, "/run/composens/wired/p")
+    r1 = wrapped["services"]["r1"]
+    assert r1["entrypoint"][:2] == ["/bin/sh", "-c"]
+    assert "$$" in r1["entrypoint"][2]  # the script's own $ escaped for compose
+    assert "$" not in r1["entrypoint"][2].replace("$$", "")
+    assert r1["command"] == ["/init", "$$X"]
+    assert r1["volumes"][-1]["bind"] == {"create_host_path": True}
+    assert r1["labels"] == {"a": "b", startwait.GATED_LABEL: "30"}
+    assert wrapped["services"]["r2"] == {"image": "i"}
+    assert config["services"]["r1"] == {"image": "i", "labels": {"a": "b"}}  # the input is left as it was
+
+
+def test_the_wait_passes_when_its_flag_is_there_and_gives_up_after_its_limit(tmp_path: Path) -> None:
+    script = startwait.wait_script(1).replace(startwait.WIRED_MOUNT, str(tmp_path))
+    flag = startwait.flag_name(os.stat("/proc/self/ns/net").st_ino, startwait.started_at(1) or 0)
+    (tmp_path / flag).touch()
+    done = subprocess.run(["sh", "-c", script, "wait", "echo", "a b"], capture_output=True, text=True, timeout=10)
+    assert (done.stdout, done.stderr) == ("a b\n", "")
+    (tmp_path / flag).unlink()
+    started = time.monotonic()
+    done = subprocess.run(["sh", "-c", script, "wait", "echo", "anyway"], capture_output=True, text=True, timeout=10)
+    assert done.stdout == "anyway\n"
+    assert "not wired after 1 s" in done.stderr
+    assert time.monotonic() - started >= 0.9
+
+
+def test_release_keeps_a_flag_written_after_the_listing(tmp_path: Path) -> None:
+    folder = startgate.wired_dir(tmp_path, "p")
+    folder.mkdir(parents=True)
+    (folder / "1-1").touch()  # a start gone before this run listed the containers
+    os.utime(folder / "1-1", (time.time() - 60, time.time() - 60))
+    listed_at = time.time() - 1
+    (folder / "2-2").touch()  # another run's, for a start this run did not see
+    me = os.getpid()
+    startgate.release(tmp_path, "p", [(7, me)], [(7, me)], listed_at)
+    names = {p.name for p in folder.iterdir()}
+    assert names == {"2-2", startwait.flag_name(7, startwait.started_at(me) or 0)}
+
+
+def lab_with_exec() -> topology.Topology:
+    config = {"name": "p", "services": {"a": {"x-composens": {"exec": ["true", ["echo", "x"]]}}}}
+    return topology.parse(config, source="f")
+
+
+def test_an_exec_claim_left_by_a_dead_run_is_taken_over_and_a_live_one_is_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from composens.report import ExecResult
+
+    ran: list[str] = []
+    monkeypatch.setattr(
+        execs,
+        "_run",
+        lambda service, container, command, docker, use_api: (
+            ran.append(execs.shown(command)) or ExecResult(service, execs.shown(command), 0, "")
+        ),
+    )
+    me = os.getpid()
+    key = startwait.flag_name(9, startwait.started_at(me) or 0)
+    place = execs.folder(tmp_path, "p")
+    place.mkdir(parents=True)
+    (place / f"{key}.json").write_text(json.dumps({"owner": [me, startwait.started_at(me)], "results": None}))
+    assert execs.run_pending(tmp_path, lab_with_exec(), [("a", "c", 9, me)], [(9, me)], (), listed_at=0) == []
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (place / f"{key}.json").write_text(json.dumps({"owner": [dead.pid, 1], "results": None}))
+    results = execs.run_pending(tmp_path, lab_with_exec(), [("a", "c", 9, me)], [(9, me)], (), listed_at=0)
+    assert ran == ["true", "echo x"]
+    assert [r.command for r in results] == ["true", "echo x"]
+    assert [r.command for r in execs.results_of(tmp_path, "p", "a", 9, me)] == ["true", "echo x"]
+
+
+def test_an_exec_run_cut_short_says_what_did_not_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(execs, "_run", interrupted)
+    me = os.getpid()
+    with pytest.raises(KeyboardInterrupt):
+        execs.run_pending(tmp_path, lab_with_exec(), [("a", "c", 9, me)], [(9, me)], (), listed_at=0)
+    found = execs.results_of(tmp_path, "p", "a", 9, me)
+    assert [(r.command, r.exit_code, r.output) for r in found] == [
+        ("true", None, "not run: composens was interrupted"),
+        ("echo x", None, "not run: composens was interrupted"),
+    ]

@@ -24,10 +24,10 @@ from composens.names import IFNAMSIZ, NETNS_NAME_MAX, valid_ifname, valid_netns_
 HOST = "host"
 HUB = names.HUB_NODE  # the LANs' own namespace
 EXTENSION = "x-composens"
-TOP_LEVEL_KEYS = ("netns_prefix", "links", "lans", "hub", "host", "checks")
-SERVICE_KEYS = ("netns", "addresses", "routes", "macs", "start_after_wiring", "exec")
-LINK_KEYS = ("endpoints", "mtu", "netem")
-LAN_KEYS = ("endpoints", "mtu", "netem")
+TOP_LEVEL_KEYS = ("netns_prefix", "links", "lans", "hub", "host", "checks", "hosts", "vxlan")
+SERVICE_KEYS = ("netns", "addresses", "routes", "macs", "start_after_wiring", "exec", "host")
+LINK_KEYS = ("endpoints", "mtu", "netem", "vni")
+LAN_KEYS = ("endpoints", "mtu", "netem", "vni")
 HOST_KEYS = ("addresses", "routes", "macs")
 
 METRIC_MAX = 2**32 - 1
@@ -141,6 +141,9 @@ class Topology:
     hub: Node | None = None  # present when the project declares LANs
     checks: tuple[Any, ...] = ()  # composens.checks.Check, parsed there
     macs: Mapping[Endpoint, str] = field(default_factory=dict)  # every end composens makes: declared or derived
+    hosts: Any = None  # composens.hosts.Hosts, when the file places services on several machines
+    this_host: str | None = None  # in the view from one host (hosts.view): its name
+    tunnels: tuple[Any, ...] = ()  # that host's VXLAN ends (composens.hosts.Tunnel)
 
     def node(self, name: str) -> Node:
         if name == HOST:
@@ -178,7 +181,8 @@ class Topology:
 
     @cached_property
     def _conditions(self) -> dict[Endpoint, Conditions]:
-        return {end: conditions for pair in self.pairs() for end, conditions in pair.conditions.items()}
+        found = {end: conditions for pair in self.pairs() for end, conditions in pair.conditions.items()}
+        return found | {t.end: t.conditions for t in self.tunnels if t.conditions is not None}
 
     def interfaces_of(self, node: str) -> tuple[str, ...]:
         """The declared interfaces of a node: its link ends, LAN member ends, and for the hub its ports."""
@@ -190,6 +194,8 @@ class Topology:
         for pair in self.pairs():
             for ep in (pair.a, pair.b):
                 found.setdefault(ep.node, []).append(ep.ifname)
+        for tunnel in self.tunnels:
+            found.setdefault(tunnel.end.node, []).append(tunnel.end.ifname)
         return {node: tuple(names) for node, names in found.items()}
 
     @property
@@ -255,6 +261,9 @@ def parse(config: Mapping[str, Any], *, source: str) -> Topology:
     lans = _parse_lans(top.get("lans"), services, where_top.at("lans"))
     topo = Topology(project, source, prefix, services, host, links, lans)
     _check_wiring(topo)
+    from composens import hosts  # several machines: placement, VNIs (None without x-composens.hosts)
+
+    topo = replace(topo, hosts=hosts.parse(config, top, topo))
     if lans:
         topo = replace(topo, hub=_parse_hub(top.get("hub"), project, services, where_top.at("hub")))
     topo = replace(topo, macs=_assign_macs(topo))

@@ -1,0 +1,234 @@
+"""Several machines: hosts, placement, VNIs, which host this is, and the view from one host (pure)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from composens import hosts, topology
+from composens.errors import ConfigError, ExitCode
+from composens.topology import HUB, Endpoint
+
+
+def lab(**top: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "name": "lab",
+        "x-composens": {
+            "hosts": {"h1": {"underlay": "198.18.200.1"}, "h2": {"underlay": "198.18.200.2"}},
+            "links": [{"endpoints": ["r1:eth1", "r2:eth1"]}, {"endpoints": ["r1:eth2", "r3:eth2"]}],
+            "lans": {"core": {"endpoints": ["r1:lan0", "r3:lan0", "r2:lan0"]}},
+        },
+        "services": {
+            "r1": {"network_mode": "none", "x-composens": {"host": "h1", "addresses": {"eth1": ["198.19.1.1/30"]}}},
+            "r2": {"network_mode": "none", "x-composens": {"host": "h2", "addresses": {"eth1": ["198.19.1.2/30"]}}},
+            "r3": {"network_mode": "none", "x-composens": {"host": "h1"}},
+        },
+    }
+    config["x-composens"].update(top)
+    return config
+
+
+def parse(config: dict[str, Any]) -> topology.Topology:
+    return topology.parse(config, source="lab.yml")
+
+
+def error_of(config: dict[str, Any]) -> str:
+    with pytest.raises(ConfigError) as caught:
+        parse(config)
+    assert caught.value.exit_code == ExitCode.CONFIG
+    return str(caught.value)
+
+
+def test_a_file_without_hosts_has_none() -> None:
+    config = lab()
+    del config["x-composens"]["hosts"]
+    for spec in config["services"].values():
+        del spec["x-composens"]["host"]
+    assert parse(config).hosts is None
+
+
+def test_hosts_placement_and_port_are_read() -> None:
+    found = parse(lab(vxlan={"port": 4790})).hosts
+    assert found.placement == {"r1": "h1", "r2": "h2", "r3": "h1"}
+    assert found.hosts["h2"].underlay == "198.18.200.2"
+    assert found.port == 4790
+    assert parse(lab()).hosts.port == 4789
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c["services"]["r3"]["x-composens"].update(host="h9"),
+         "lab.yml: services.r3.x-composens.host: 'h9' is not a declared host (declared: h1, h2)"),
+        (lambda c: c["services"]["r3"]["x-composens"].pop("host"),
+         "lab.yml: services.r3.x-composens.host: missing; with x-composens.hosts every service is placed on one "
+         "(h1, h2); not placed: r3"),
+        (lambda c: c["x-composens"].pop("hosts"),
+         "lab.yml: services.r1.x-composens.host: 'h1' is not a declared host (declare the machines in x-composens.hosts)"),
+        (lambda c: c["x-composens"]["hosts"]["h2"].update(underlay="198.18.200.1"),
+         "lab.yml: x-composens.hosts.h2.underlay: 198.18.200.1 is already the underlay of host h1"),
+        (lambda c: c["x-composens"]["hosts"]["h2"].update(underlay="not-an-address"),
+         "lab.yml: x-composens.hosts.h2.underlay: 'not-an-address' is not an IPv4 or IPv6 address"),
+        (lambda c: c["x-composens"]["hosts"]["h2"].update(address="x"),
+         "lab.yml: x-composens.hosts.h2.address: unknown key (expected one of: underlay)"),
+        (lambda c: c["x-composens"]["hosts"]["h2"].update(underlay="2001:db8::2"),
+         "lab.yml: x-composens.hosts: the underlay addresses mix IPv4 and IPv6"),
+        (lambda c: c["x-composens"].update(vxlan={"port": 0}),
+         "lab.yml: x-composens.vxlan.port: 0 is not a UDP port (1 to 65535)"),
+        (lambda c: c["x-composens"]["links"][0].update(vni=2**24),
+         "lab.yml: x-composens.links[0].vni: 16777216 is not a VNI (a whole number from 1 to 16777215)"),
+        (lambda c: (c["x-composens"]["links"][0].update(vni=5), c["x-composens"]["lans"]["core"].update(vni=5)),
+         "lab.yml: x-composens.lans.core.vni: VNI 5 is already the VNI of links[0]"),
+        (lambda c: c["x-composens"]["lans"]["core"]["endpoints"].append("host:lab-h"),
+         "lab.yml: x-composens.lans.core.endpoints[3]: host:lab-h is a host's own namespace, but this LAN has "
+         "members on hosts h1, h2"),
+    ],
+)  # fmt: skip
+def test_invalid_placements_say_file_and_key(edit: Any, message: str) -> None:
+    config = lab()
+    edit(config)
+    assert error_of(config).startswith(message)
+
+
+def test_a_vni_without_hosts_is_an_error() -> None:
+    config = lab()
+    del config["x-composens"]["hosts"]
+    for spec in config["services"].values():
+        del spec["x-composens"]["host"]
+    config["x-composens"]["links"][0]["vni"] = 5
+    assert error_of(config) == "lab.yml: x-composens.links[0].vni: a VNI needs x-composens.hosts"
+
+
+def test_vnis_are_stable_unique_and_independent_of_file_order() -> None:
+    first = parse(lab()).hosts
+    config = lab()
+    config["x-composens"]["links"].reverse()
+    config["x-composens"]["links"][1]["endpoints"].reverse()
+    again = parse(config).hosts
+    assert first.link_vnis == tuple(reversed(again.link_vnis))
+    assert first.lan_vnis == again.lan_vnis
+    every = [*first.link_vnis, *first.lan_vnis.values()]
+    assert len(set(every)) == len(every)
+    assert all(1 <= v <= hosts.VNI_MAX for v in every)
+    other = lab()
+    other["name"] = "another"
+    assert parse(other).hosts.link_vnis != first.link_vnis  # derived from the project
+
+
+def test_a_declared_vni_is_kept_and_a_derived_one_that_collides_moves_on() -> None:
+    derived = parse(lab()).hosts.link_vnis
+    config = lab()
+    config["x-composens"]["links"][1]["vni"] = derived[0]  # take the VNI links[0] would have derived
+    found = parse(config).hosts
+    assert found.link_vnis[1] == derived[0]
+    assert found.link_vnis[0] not in (derived[0], 0)
+    assert found.link_vnis[0] == hosts.derive_vni("lab", "link\0r1:eth1\0r2:eth1", {derived[0]})
+    # and deterministically so: a second parse agrees
+    assert parse(copy.deepcopy(config)).hosts.link_vnis == found.link_vnis
+
+
+def test_derive_vni_skips_taken_values() -> None:
+    first = hosts.derive_vni("p", "k", set())
+    second = hosts.derive_vni("p", "k", {first})
+    assert second != first
+    assert hosts.derive_vni("p", "k", {first}) == second
+
+
+def test_which_host_by_assigned_address_or_choice() -> None:
+    found = parse(lab()).hosts
+    assert hosts.which_host(found, ["127.0.0.1", "198.18.200.2"], None, "lab.yml").name == "h2"
+    assert hosts.which_host(found, ["198.18.200.2"], "h1", "lab.yml").name == "h1"
+    with pytest.raises(
+        ConfigError,
+        match=r"no declared host's underlay address is assigned on this machine "
+        r"\(h1 \(198.18.200.1\), h2 \(198.18.200.2\)\); choose one with --host NAME or COMPOSENS_HOST",
+    ):
+        hosts.which_host(found, ["127.0.0.1"], None, "lab.yml")
+    with pytest.raises(ConfigError, match=r"several hosts are assigned on this machine \(h1, h2\)"):
+        hosts.which_host(found, ["198.18.200.1", "198.18.200.2"], None, "lab.yml")
+    with pytest.raises(ConfigError, match=r"--host h7: not a declared host \(declared: h1, h2\)"):
+        hosts.which_host(found, [], "h7", "lab.yml")  # fmt: skip
+
+
+def view(config: dict[str, Any], name: str, mtu: int = 1500) -> topology.Topology:
+    topo = parse(config)
+    return hosts.view(topo, topo.hosts, topo.hosts.hosts[name], mtu, "eth0")
+
+
+def test_the_view_from_host_1() -> None:
+    mine = view(lab(), "h1")
+    assert set(mine.services) == {"r1", "r3"}
+    assert [(str(link.a), str(link.b)) for link in mine.links] == [("r1:eth2", "r3:eth2")]
+    (core,) = mine.lans
+    assert core.members == (Endpoint("r1", "lan0"), Endpoint("r3", "lan0"))
+    assert core.mtu == 1450  # every port of a LAN spanning hosts fits the underlay
+    link_end, lan_port = mine.tunnels
+    vnis = parse(lab()).hosts
+    assert (link_end.end, link_end.peer, link_end.vni) == (
+        Endpoint("r1", "eth1"),
+        Endpoint("r2", "eth1"),
+        vnis.link_vnis[0],
+    )
+    assert (link_end.local, [h.underlay for h in link_end.remotes], link_end.port, link_end.mtu) == (
+        "198.18.200.1",
+        ["198.18.200.2"],
+        4789,
+        1450,
+    )
+    assert (lan_port.end, lan_port.lan, lan_port.vni) == (Endpoint(HUB, "vx.core"), "core", vnis.lan_vnis["core"])
+    assert mine.interfaces_of("r1") == ("eth2", "lan0", "eth1")
+    assert mine.interfaces_of(HUB) == ("r1.lan0", "r3.lan0", "vx.core")
+    assert mine.this_host == "h1"  # fmt: skip
+
+
+def test_the_view_from_host_2_mirrors_it() -> None:
+    theirs = view(lab(), "h2")
+    assert set(theirs.services) == {"r2"}
+    assert theirs.links == ()
+    (core,) = theirs.lans
+    assert core.members == (Endpoint("r2", "lan0"),)
+    mine = view(lab(), "h1")
+    for here, there in zip(mine.tunnels, theirs.tunnels, strict=True):
+        assert here.vni == there.vni
+        assert (here.local, there.local) == (there.remotes[0].underlay, here.remotes[0].underlay)
+
+
+def test_a_lan_on_one_host_and_links_elsewhere_stay_out_of_the_view() -> None:
+    config = lab()
+    config["x-composens"]["lans"]["core"]["endpoints"] = ["r1:lan0", "r3:lan0"]
+    theirs = view(config, "h2")
+    assert theirs.lans == ()
+    assert theirs.hub is None
+    assert [t.end for t in theirs.tunnels] == [Endpoint("r2", "eth1")]
+
+
+def test_mtu_over_ipv6_and_declared_mtus() -> None:
+    config = lab()
+    config["x-composens"]["hosts"] = {"h1": {"underlay": "2001:db8:200::1"}, "h2": {"underlay": "2001:db8:200::2"}}
+    assert view(config, "h1", 9000).tunnels[0].mtu == 8930
+    config = lab()
+    config["x-composens"]["links"][0]["mtu"] = 1400
+    assert view(config, "h1").tunnels[0].mtu == 1400
+    config["x-composens"]["links"][0]["mtu"] = 9000
+    with pytest.raises(ConfigError) as caught:
+        view(config, "h1")
+    assert str(caught.value) == (
+        "lab.yml: x-composens.links[0].mtu: 9000 does not fit the underlay: eth0 on host h1 has MTU 1500, "
+        "and VXLAN over IPv4 takes 50 bytes, so at most 1450"
+    )
+
+
+def test_checks_run_where_their_service_is() -> None:
+    config = lab(checks=[{"ping": {"from": "r1", "to": "198.19.1.2"}}, {"ping": {"from": "r2", "to": "198.19.1.1"}}])
+    assert [c.service for c in view(config, "h1").checks] == ["r1"]
+    assert [c.service for c in view(config, "h2").checks] == ["r2"]
+
+
+def test_the_vxlan_port_name_avoids_member_ports() -> None:
+    config = lab()
+    config["x-composens"]["lans"] = {"verylongname12": {"endpoints": ["r1:lan0", "r2:lan0"]}}
+    (port,) = [t for t in view(config, "h1").tunnels if t.lan]
+    assert port.end.ifname.startswith("v")
+    assert len(port.end.ifname) == 11

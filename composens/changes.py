@@ -66,6 +66,61 @@ class CreatePair:
 
 
 @dataclass(frozen=True)
+class CreateVxlan:
+    """One end of a link (or a LAN's port) over VXLAN, made from the host's namespace straight in the end's.
+
+    The kernel keeps a VXLAN device's UDP socket in the namespace the request came from, so the tunnel runs on
+    the host's underlay while the interface lives in the service's namespace (or the hub) under its declared name.
+    """
+
+    end: Endpoint
+    vni: int
+    local: str  # this host's underlay address
+    remote: str  # the far host's (a LAN's first remote; the others get all-zero FDB entries)
+    port: int
+    mtu: int | None = None
+    mac: str | None = None
+    node: str = HOST
+    sign: str = "+"
+
+    def words(self, netns_of: NetnsOf) -> list[str]:
+        netns = netns_of(self.end.node)
+        return [
+            "link",
+            "add",
+            "name",
+            self.end.ifname,
+            *(["mtu", str(self.mtu)] if self.mtu else []),
+            *(["address", self.mac] if self.mac else []),
+            *(["netns", netns] if netns else []),
+            "type",
+            "vxlan",
+            "id",
+            str(self.vni),
+            "local",
+            self.local,
+            "remote",
+            self.remote,
+            "dstport",
+            str(self.port),
+        ]
+
+
+@dataclass(frozen=True)
+class AppendFdb:
+    """Head-end replication to one more remote host: an all-zero FDB entry on a LAN's VXLAN port (bridge, not ip)."""
+
+    node: str
+    ifname: str
+    remote: str
+    sign: str = "+"
+    tool: str = "bridge"
+
+    def words(self, netns_of: NetnsOf) -> list[str]:
+        return ["fdb", "append", "00:00:00:00:00:00", "dev", self.ifname, "dst", self.remote]
+
+
+@dataclass(frozen=True)
 class CreateBridge:
     node: str
     name: str
@@ -214,6 +269,8 @@ class DelQdisc:
 
 Change = (
     CreatePair
+    | CreateVxlan
+    | AppendFdb
     | CreateBridge
     | DeleteLink
     | SetLink
@@ -261,6 +318,8 @@ def command(change: Change, netns_of: NetnsOf) -> str:
 
 def tool(change: Change) -> str:
     """The iproute2 program a change's line is for: `tc` for conditions, `ip` for the rest."""
+    if isinstance(change, AppendFdb):
+        return "bridge"
     return "tc" if isinstance(change, SetQdisc | DelQdisc) else "ip"
 
 
@@ -286,6 +345,12 @@ def simulate(state: Live, change: Change) -> dict[str, LiveNamespace]:
             end_b = LiveLink(b.ifname, index_b, "veth", index_a, None, mtu or 1500, False, mac=mac_b)
             update(a.node, live.with_link(get(a.node), end_a))
             update(b.node, live.with_link(get(b.node), end_b))
+        case CreateVxlan(end, vni, local, remote, port, mtu, mac):
+            vxlan = live.Vxlan(vni, local, remote, port)
+            made = LiveLink(end.ifname, _fresh_index(get(end.node)), "vxlan", None, None, mtu or 1500, False, mac=mac)
+            update(end.node, live.with_link(get(end.node), replace(made, vxlan=vxlan)))
+        case AppendFdb():
+            pass  # no route or address depends on it
         case CreateBridge(node, name, mtu):
             link = LiveLink(
                 name, _fresh_index(get(node)), "bridge", None, None, mtu or 1500, False, None, BRIDGE_OPTIONS
@@ -367,6 +432,10 @@ def visible(change: Change, state: Live, project: str) -> bool:
             )
         case CreateBridge(node, name):
             return link(node, name) is not None
+        case CreateVxlan(end):
+            return link(end.node, end.ifname) is not None
+        case AppendFdb(node, ifname):
+            return False  # FDB entries are not read back: a bridge batch that stopped early is taken as failed
         case DeleteLink(node, ifname):
             return link(node, ifname) is None
         case SetLink(node, ifname, mtu, master, alias, state_word, _, mac):

@@ -69,6 +69,7 @@ def is_detached(args: list[str]) -> bool:
 class App:
     options: ComposeOptions
     debug: bool
+    host: str | None = None  # which host of a multi-host lab this is (--host, COMPOSENS_HOST)
 
     def compose(self) -> Compose:
         from composens.configcache import ConfigCache
@@ -78,7 +79,7 @@ class App:
     def lab(self) -> Lab:
         from composens.lab import Lab
 
-        return Lab(self.compose())
+        return Lab(self.compose(), host=self.host)
 
     def output(self) -> Output:
         from composens.render import Output
@@ -171,6 +172,12 @@ def global_options(
     parallel: Annotated[str | None, typer.Option("--parallel", help="Passed to compose.")] = None,
     compatibility: Annotated[bool, typer.Option("--compatibility", help="Passed to compose.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            "--host", envvar="COMPOSENS_HOST", help="Which of x-composens.hosts this machine is (default: by address)."
+        ),
+    ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = False,
@@ -189,7 +196,7 @@ def global_options(
         project_directory=project_directory,
         extra=tuple(extra),
     )
-    ctx.obj = App(options, debug)
+    ctx.obj = App(options, debug, host or None)
 
 
 def _app(ctx: typer.Context) -> App:
@@ -218,6 +225,7 @@ def up(
     lab.directory.ensure_root()
     lab.precheck(topo, services)
     compose = lab.compose_for_up(topo)
+    args = _placed_here(topo, args)
     if not is_detached(args):
         raise typer.Exit(lab.run_attached(topo, compose, args, services, out.link_report, out.warning))
     code = compose.run(["up", *args])
@@ -230,6 +238,15 @@ def up(
         made = sorted(name for name, rec in lab.store.read().entries.items() if rec.project == topo.project)
         out.message(f"composens: compose up had finished; netns entries recorded so far: {', '.join(made) or 'none'}")
         raise
+
+
+def _placed_here(topo: Topology, args: list[str]) -> list[str]:
+    """compose up's arguments on one host of a multi-host lab: only the services placed there, unless named."""
+    if topo.this_host is None or service_args("up", args):
+        return args
+    if not topo.services:
+        raise ConfigError(f"{topo.source}: no service is placed on host {topo.this_host}; nothing to bring up here")
+    return [*args, *topo.services]
 
 
 @app.command(context_settings=EXTRA_ARGS)
@@ -465,7 +482,10 @@ def _peer(topo: Topology, end: Endpoint) -> Endpoint:
     for pair in topo.pairs():
         if end in (pair.a, pair.b):
             return pair.b if end == pair.a else pair.a
-    raise AssertionError(end)  # lab.endpoint accepted only declared ends
+    tunnel = next(t for t in topo.tunnels if t.end == end)  # lab.endpoint accepted only declared ends
+    raise ConfigError(
+        f"{topo.source}: {end}'s peer {tunnel.peer} is on host {tunnel.remotes[0].name}: run netem set there for its end"
+    )
 
 
 @netem_app.command("reset")
@@ -547,7 +567,7 @@ def graph(
 
     state = _app(ctx)
     lab = state.lab()
-    topo = lab.load()
+    topo = lab.load(whole=not live)  # a lab over several hosts is drawn whole; --live draws this host's part
     overlay = lab.overlay(topo) if live else None
     text = picture.mermaid(topo, overlay) if format is GraphFormat.mermaid else picture.dot(topo, overlay)
     if format in (GraphFormat.svg, GraphFormat.png):

@@ -18,8 +18,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from composens import changes as ch
+from composens import live
 from composens.changes import Change
 from composens.conditions import Conditions
 from composens.conditions import parse as parse_conditions
@@ -27,6 +29,9 @@ from composens.live import LiveAddress, LiveLink, LiveNamespace, LiveRoute
 from composens.report import Drift
 from composens.state import Claim, NodeRecord
 from composens.topology import HOST, HUB, Endpoint, Link, Route, Topology, parse_route
+
+if TYPE_CHECKING:
+    from composens.hosts import Tunnel
 
 VETH_MTU = 1500  # what a veth gets when no MTU is declared
 
@@ -44,6 +49,7 @@ class Want:
     up: bool
     conditions: Conditions | None = None  # on its egress: set at run time, or else declared
     mac: str | None = None  # declared, or derived from the project and the end's name
+    tunnel: Tunnel | None = None  # kind "vxlan": the tunnel it is this host's end of
 
 
 @dataclass
@@ -175,12 +181,38 @@ class _Work:
                     self.scope.conditions.get(end) or self.topo.conditions_of(end),
                     self.topo.mac_of(end),
                 )
+        for tunnel in self.topo.tunnels:
+            if not self.scope.touches(self._tunnel_members(tunnel)):
+                continue
+            end = tunnel.end
+            if end.node not in available:
+                far = f"{tunnel.peer} on {tunnel.remotes[0].name}" if tunnel.peer else f"LAN {tunnel.lan}'s other hosts"
+                self.out.unwired.append(f"{end} <-> {far} (vxlan {tunnel.vni}): {self._name(end.node)} not running")
+                continue
+            wants[end] = Want(
+                end,
+                "vxlan",
+                None,
+                tunnel.mtu,
+                tunnel.lan,
+                self.topo.node(end.node).addresses.get(end.ifname, ()) if end.node != HUB else (),
+                end not in self.scope.down,
+                self.scope.conditions.get(end) or self.topo.conditions_of(end),
+                self.topo.mac_of(end),
+                tunnel,
+            )
         if HUB in available:
             for lan in self.topo.lans:
                 if self.scope.touches(lan.members):
                     bridge = Endpoint(HUB, lan.name)
                     wants[bridge] = Want(bridge, "bridge", None, lan.mtu, None, (), True)
         return wants
+
+    def _tunnel_members(self, tunnel: Tunnel) -> tuple[Endpoint, ...]:
+        """The service ends a tunnel serves: its own, or its LAN's members on this host."""
+        if tunnel.lan is None:
+            return (tunnel.end,)
+        return next(lan.members for lan in self.topo.lans if lan.name == tunnel.lan)
 
     def _bridge_of(self, end: Endpoint) -> str | None:
         if end.node != HUB:
@@ -208,7 +240,7 @@ class _Work:
         if link is None or claim is None or link.alias is not None or claim.index is not None:
             return False
         if claim.peer is None:
-            return end.node == HUB and link.kind == "bridge"
+            return (end.node == HUB and link.kind == "bridge") or link.kind == "vxlan"
         node, ifname = claim.peer.split(":", 1)
         peer = self.state.get(node, LiveNamespace()).links.get(ifname)
         return peer is not None and peer.index == link.peer_index and peer.peer_index == link.index
@@ -247,6 +279,10 @@ class _Work:
                 continue
             if want.kind == "bridge":
                 self._bridge(want)
+                done.add(end)
+                continue
+            if want.kind == "vxlan":
+                self._vxlan(want)
                 done.add(end)
                 continue
             assert want.peer is not None
@@ -305,6 +341,31 @@ class _Work:
         self.out.creations.append(ch.CreateBridge(HUB, want.end.ifname, want.mtu))
         self.fresh.add(want.end)
 
+    def _vxlan(self, want: Want) -> None:
+        """Make this host's end of a tunnel, or make it again when its VNI, ends or port differ."""
+        tunnel = want.tunnel
+        assert tunnel is not None
+        end, link = want.end, self.link(want.end)
+        if link is not None and not self.owned(end):
+            self._conflict(end, link)
+            return
+        wanted = live.Vxlan(tunnel.vni, tunnel.local, tunnel.remotes[0].underlay, tunnel.port)
+        if link is not None and link.kind == "vxlan" and link.vxlan == wanted:
+            return
+        if link is None:
+            self._drift(end.node, end.ifname, "missing", f"interface {end.ifname}")
+        elif end not in self.gone:
+            now = _tunnel_text(link.vxlan) if link.vxlan else f"a {link.kind or 'device'}"
+            item = f"interface {end.ifname}: {now}, declared {_tunnel_text(wanted)}"
+            self._drift(end.node, end.ifname, "differs", item)
+            self._delete(end, link)
+        self.out.creations.append(
+            ch.CreateVxlan(end, tunnel.vni, tunnel.local, wanted.remote or "", tunnel.port, want.mtu, want.mac)
+        )
+        # Head-end replication to every further host with members (the first is the device's own remote).
+        self.out.creations += [ch.AppendFdb(end.node, end.ifname, host.underlay) for host in tunnel.remotes[1:]]
+        self.fresh.add(end)
+
     def _undeclared(self) -> None:
         """Remove what composens made in a fully converged namespace that the file no longer declares."""
         order = [*self.topo.services, HOST, HUB]
@@ -351,6 +412,9 @@ class _Work:
         restore: list[Change] = []
         if link.kind == "bridge":
             restore.append(ch.CreateBridge(end.node, end.ifname, link.mtu))
+        elif link.vxlan is not None and link.vxlan.local is not None and link.vxlan.remote is not None:
+            vni, local, remote, port = link.vxlan.vni, link.vxlan.local, link.vxlan.remote, link.vxlan.port
+            restore.append(ch.CreateVxlan(end, vni, local, remote, port, link.mtu, link.mac))
         elif peer is not None:
             peer_mac = links[1][1].mac
             mtu = link.mtu if link.mtu != VETH_MTU else None
@@ -592,7 +656,7 @@ def _in_waves(found: list[Change]) -> list[Change]:
     batch (in the order found), then its tc batch, and interfaces deleted last, once nothing else needs them."""
 
     def wave(change: Change) -> int:
-        if isinstance(change, ch.CreatePair | ch.CreateBridge):
+        if isinstance(change, ch.CreatePair | ch.CreateBridge | ch.CreateVxlan):
             return 0
         if isinstance(change, ch.WriteSysctls):
             return 1
@@ -620,8 +684,12 @@ def route_ours(record: NodeRecord, found: LiveRoute) -> bool:
 
 
 def _declared(topo: Topology) -> set[Endpoint]:
-    ends = {ep for pair in topo.pairs() for ep in (pair.a, pair.b)}
+    ends = {ep for pair in topo.pairs() for ep in (pair.a, pair.b)} | {t.end for t in topo.tunnels}
     return ends | {Endpoint(HUB, lan.name) for lan in topo.lans}
+
+
+def _tunnel_text(tunnel: live.Vxlan) -> str:
+    return f"vxlan {tunnel.vni} from {tunnel.local} to {tunnel.remote} port {tunnel.port}"
 
 
 def as_route(route: LiveRoute) -> Route:

@@ -17,23 +17,16 @@ from typing import Any
 
 from composens.conditions import Conditions
 from composens.errors import ConfigError
-from composens.topology import (
-    EXTENSION,
-    HOST,
-    HUB,
-    Endpoint,
-    Lan,
-    Link,
-    Topology,
-    valid_ifname,
-    valid_netns_name,
-)
+from composens.macs import derive as derive_mac
+from composens.names import valid_ifname, valid_netns_name
+from composens.topology import EXTENSION, HOST, HUB, Endpoint, Lan, Link, Topology
 
 HOSTS_KEY = "hosts"
 VXLAN_KEY = "vxlan"
 HOST_KEYS = ("underlay",)
 VXLAN_KEYS = ("port",)
 DEFAULT_PORT = 4789  # IANA's VXLAN port
+ASSUMED_MTU = 1500  # an underlay this machine does not have (a host chosen with --host): Ethernet's
 VNI_MAX = 2**24 - 1
 OVERHEAD = {4: 50, 6: 70}  # VXLAN, UDP, IP and the inner Ethernet header over an IPv4 or IPv6 underlay
 
@@ -357,8 +350,12 @@ def view(topo: Topology, hosts: Hosts, me: Host, underlay_mtu: int, underlay_dev
         port = Endpoint(HUB, vxlan_port_name(lan, topo.lans))
         tunnels.append(Tunnel(port, hosts.lan_vnis[lan.name], me.underlay, remotes, hosts.port, mtu, lan=lan.name))
     services = {name: node for name, node in topo.services.items() if hosts.placement.get(name) == me.name}
+    # A LAN's port is named alike on every host: its MAC is salted with the host, so no two ports of one segment
+    # share one.
+    ports = {t.end: derive_mac(topo.project, f"{HUB}@{me.name}", t.end.ifname) for t in tunnels if t.lan}
     return replace(
         topo,
+        macs={**topo.macs, **ports},
         services=services,
         links=tuple(links),
         lans=tuple(lans),

@@ -33,6 +33,7 @@ from composens.report import (
     NetnsRow,
     PlanLine,
     Pruned,
+    RemoteEnd,
 )
 from composens.state import NodeRecord, State, StateStore
 from composens.topology import HOST, HUB, Endpoint, Topology
@@ -40,7 +41,7 @@ from composens.topology import HOST, HUB, Endpoint, Topology
 if TYPE_CHECKING:
     from composens.conditions import Conditions
     from composens.converge import Scope
-    from composens.live import LiveNamespace
+    from composens.live import LiveAddress, LiveNamespace
     from composens.picture import LiveOverlay
     from composens.probe import CheckResult, CheckUpdate
     from composens.wiring import Target
@@ -77,16 +78,29 @@ class StopFlag:
 
 
 class Lab:
-    def __init__(self, compose: Compose, paths: Paths | None = None) -> None:
+    def __init__(self, compose: Compose, paths: Paths | None = None, *, host: str | None = None) -> None:
         self.compose = compose
+        self.host = host  # which of a multi-host lab's hosts this is, when chosen (--host, COMPOSENS_HOST)
         self.paths = paths or Paths()
         self.directory = NetnsDirectory(self.paths.netns_dir)
         self.store = StateStore(self.paths.state_dir)
         self._kernel_has: set[str] = set()  # qdisc kinds found settable, asked once a command (never on disk)
 
-    def load(self) -> Topology:
-        """Read and validate the project's configuration."""
-        return topology.parse(self.compose.essentials(), source=self.compose.options.source_label())
+    def load(self, *, whole: bool = False) -> Topology:
+        """Read and validate the project's configuration: over several hosts, the part this one runs (or all)."""
+        topo = topology.parse(self.compose.essentials(), source=self.compose.options.source_label())
+        if topo.hosts is None or whole:
+            return topo
+        from composens import hosts, wiring
+
+        here = wiring.read_namespace(None)
+        assigned = [a.address.split("/")[0] for addresses in here.addresses.values() for a in addresses]
+        me = hosts.which_host(topo.hosts, assigned, self.host, topo.source)
+        device = next((name for name, addrs in here.addresses.items() if me.underlay in assigned_of(addrs)), None)
+        link = here.links.get(device) if device else None
+        if link is None:  # chosen with --host on a machine that does not have its address: assume Ethernet's
+            return hosts.view(topo, topo.hosts, me, hosts.ASSUMED_MTU, "its underlay (not on this machine)")
+        return hosts.view(topo, topo.hosts, me, link.mtu, device or "")
 
     @staticmethod
     def select(topo: Topology, services: Iterable[str]) -> set[str]:
@@ -264,7 +278,7 @@ class Lab:
             if record
             else {}
         )
-        declared = any(pair.conditions for pair in topo.pairs())
+        declared = any(pair.conditions for pair in topo.pairs()) or any(t.conditions for t in topo.tunnels)
         recorded = record is not None and any(node.qdiscs for node in record.nodes.values())
         chosen = None if services >= set(topo.services) else frozenset(services)
         return Scope(frozenset(targets), chosen, frozenset(down), conditions, declared or bool(conditions) or recorded)
@@ -303,7 +317,7 @@ class Lab:
         rows += self._special_rows(topo, state)
         not_running = _not_running(topo, services, containers)
         unwired: list[str] = []
-        if topo.pairs() or state.projects.get(topo.project):
+        if topo.pairs() or topo.tunnels or state.projects.get(topo.project):
             rows, unwired = self._with_wiring(topo, state, running, services, rows)
         rows = self._with_exec_failures(topo, running, rows)
         return LabStatus(tuple(rows), tuple(unwired), not_running)
@@ -503,7 +517,13 @@ class Lab:
             declared = _declared_interfaces(topo, node)
             macs = topo.node(node).macs if node != HUB else {}
             interfaces = tuple(
-                _interface_row(seen[node] if linked else None, name, Endpoint(node, name) in scope.down, name in macs)
+                _interface_row(
+                    seen[node] if linked else None,
+                    name,
+                    Endpoint(node, name) in scope.down,
+                    name in macs,
+                    _remote_of(topo, Endpoint(node, name)),
+                )
                 for name in declared
             )
             drift = tuple(d for d in found.drift if d.node == node) if linked else ()
@@ -599,7 +619,7 @@ class Lab:
                 wiring.prepare_hub(str(self.directory.path(topo.hub.netns)))
         record = state.projects.get(topo.project)
         targets: dict[str, Target] = {}
-        if topo.pairs() or (record and not record.empty()):
+        if topo.pairs() or topo.tunnels or (record and not record.empty()):
             from composens import wiring
 
             targets = self._targets(topo, state, running)
@@ -897,7 +917,8 @@ def _not_running(topo: Topology, services: set[str], containers: list[Container]
 
 def _declared_interfaces(topo: Topology, node: str) -> tuple[str, ...]:
     if node == HUB:
-        return tuple(name for lan in topo.lans for name in (lan.name, *lan.ports))
+        ports = tuple(t.end.ifname for t in topo.tunnels if t.end.node == HUB)
+        return tuple(name for lan in topo.lans for name in (lan.name, *lan.ports)) + ports
     return topo.interfaces_of(node)
 
 
@@ -927,15 +948,38 @@ def _condition_labels(topo: Topology, services: set[str]) -> dict[Endpoint, tupl
             if chosen(member):
                 labels[member] = (member.node, member.ifname)
                 labels[lan.port_of(member)] = (lan.name, str(member))
+    for tunnel in topo.tunnels:  # a cross-host link's end on this host
+        if tunnel.lan is None and chosen(tunnel.end):
+            labels[tunnel.end] = (tunnel.end.node, tunnel.end.ifname)
     return labels
 
 
-def _interface_row(ns: LiveNamespace | None, ifname: str, held_down: bool, show_mac: bool) -> InterfaceRow:
+def assigned_of(addresses: Iterable[LiveAddress]) -> set[str]:
+    return {a.address.split("/")[0] for a in addresses}
+
+
+def _remote_of(topo: Topology, end: Endpoint) -> RemoteEnd | None:
+    """Where a cross-host interface leads: the far host (or hosts), its VNI and its VTEPs."""
+    tunnel = next((t for t in topo.tunnels if t.end == end), None)
+    if tunnel is None:
+        return None
+    return RemoteEnd(
+        tuple(h.name for h in tunnel.remotes),
+        tunnel.vni,
+        tuple(h.underlay for h in tunnel.remotes),
+        tunnel.port,
+        str(tunnel.peer) if tunnel.peer else None,
+    )
+
+
+def _interface_row(
+    ns: LiveNamespace | None, ifname: str, held_down: bool, show_mac: bool, remote: RemoteEnd | None = None
+) -> InterfaceRow:
     link = ns.links.get(ifname) if ns is not None else None
     qdisc = ns.qdiscs.get(ifname) if ns is not None else None
     conditions = (str(qdisc.conditions) if qdisc.conditions else qdisc.kind) if qdisc else None
     mac = link.mac if link is not None and show_mac else None
-    return InterfaceRow(ifname, link is not None, link is not None and link.up, held_down, conditions, mac)
+    return InterfaceRow(ifname, link is not None, link is not None and link.up, held_down, conditions, mac, remote)
 
 
 def _is_lifecycle(line: str) -> bool:

@@ -22,6 +22,16 @@ MANUAL_PROTOCOLS = ("boot", "static")
 
 
 @dataclass(frozen=True)
+class Vxlan:
+    """What makes a VXLAN device the tunnel it is: its VNI, its two ends on the underlay, and the UDP port."""
+
+    vni: int
+    local: str | None
+    remote: str | None
+    port: int
+
+
+@dataclass(frozen=True)
 class LiveLink:
     ifname: str
     index: int
@@ -33,6 +43,7 @@ class LiveLink:
     master: str | None = None  # the bridge it is a port of
     bridge_options: tuple[tuple[str, str], ...] = ()  # for a bridge: stp_state, mcast_snooping, group_fwd_mask
     mac: str | None = None  # its hardware address, as ip writes it
+    vxlan: Vxlan | None = None  # for a VXLAN device: its tunnel
 
 
 @dataclass(frozen=True)
@@ -138,6 +149,7 @@ def parse_namespace(
             master=item.get("master"),
             bridge_options=options if info.get("info_kind") == "bridge" else (),
             mac=item.get("address"),
+            vxlan=_vxlan(data) if info.get("info_kind") == "vxlan" else None,
         )
     parsed_addresses = {
         item["ifname"]: tuple(
@@ -148,6 +160,18 @@ def parse_namespace(
         for item in addresses
     }
     return LiveNamespace(parsed_links, {k: v for k, v in parsed_addresses.items() if v}, _parse_routes(routes))
+
+
+def _vxlan(data: Mapping[str, Any]) -> Vxlan:
+    """A VXLAN device's tunnel from ip's details (IPv6 ends are `local6`/`remote6` there)."""
+    local = data.get("local", data.get("local6"))
+    remote = data.get("remote", data.get("remote6"))
+    return Vxlan(
+        int(data.get("id", 0)),
+        str(ipaddress.ip_address(local)) if local else None,
+        str(ipaddress.ip_address(remote)) if remote else None,
+        int(data.get("port", 0)),
+    )
 
 
 def _parse_routes(routes: Iterable[dict[str, Any]]) -> tuple[LiveRoute, ...]:

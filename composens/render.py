@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, TextIO
 
 from composens.netns import Action, EntryChange
-from composens.report import ConditionsRow, ExecResult, LabStatus, LinkReport, NetnsRow, PlanLine
+from composens.report import ConditionsRow, ExecResult, LabStatus, LinkReport, NetnsRow, PlanLine, RemoteEnd
 from composens.topology import HUB
 
 if TYPE_CHECKING:
@@ -191,7 +191,8 @@ def _interfaces_text(row: NetnsRow) -> str:
         held = " (set)" if iface.set_down else ""
         conditions = f" [{iface.conditions}]" if iface.conditions else ""
         mac = f" {iface.mac}" if iface.mac else ""
-        words.append(f"{iface.ifname} {state}{held}{mac}{conditions}")
+        remote = f" (vxlan {iface.remote.vni} to {', '.join(iface.remote.hosts)})" if iface.remote else ""
+        words.append(f"{iface.ifname} {state}{held}{mac}{remote}{conditions}")
     return ", ".join(words) or "-"
 
 
@@ -234,6 +235,18 @@ def status_notes(status: LabStatus) -> list[str]:
     return notes + [f"not wired: {reason}" for reason in status.unwired]
 
 
+def _remote_json(remote: RemoteEnd | None) -> dict[str, object] | None:
+    if remote is None:
+        return None
+    return {
+        "hosts": list(remote.hosts),
+        "vni": remote.vni,
+        "vteps": list(remote.vteps),
+        "port": remote.port,
+        "peer": remote.peer,
+    }
+
+
 def netns_json(rows: Sequence[NetnsRow]) -> str:
     return json.dumps(
         [
@@ -253,6 +266,7 @@ def netns_json(rows: Sequence[NetnsRow]) -> str:
                         "set_down": i.set_down,
                         "conditions": i.conditions,
                         "mac": i.mac,
+                        "remote": _remote_json(i.remote),
                     }
                     for i in r.interfaces
                 ],

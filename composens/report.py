@@ -29,6 +29,17 @@ class Drift:
 
 
 @dataclass(frozen=True)
+class RemoteEnd:
+    """Where a cross-host interface leads (a VXLAN end): the far host(s), the VNI, their underlay addresses."""
+
+    hosts: tuple[str, ...]  # one for a link; every other host with members for a LAN's port
+    vni: int
+    vteps: tuple[str, ...]
+    port: int
+    peer: str | None = None  # a link's far end, SERVICE:IFNAME
+
+
+@dataclass(frozen=True)
 class InterfaceRow:
     ifname: str
     present: bool
@@ -36,6 +47,7 @@ class InterfaceRow:
     set_down: bool = False  # held down with `composens link down`
     conditions: str | None = None  # on its egress, as the kernel has them
     mac: str | None = None  # where the file declares one: the MAC the interface has now
+    remote: RemoteEnd | None = None  # a cross-host interface: where it leads
 
 
 @dataclass(frozen=True)

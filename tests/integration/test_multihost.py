@@ -2,28 +2,292 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
-from collections.abc import Iterator
+import random
+import re
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import run
-from tests.integration.twohost import HOST1_UNDERLAY, SecondHost, second_host
+from tests.integration.conftest import IMAGE, Project, run
+from tests.integration.twohost import HOST1_UNDERLAY, HOST2_UNDERLAY, SecondHost, second_host
 
 
 @pytest.fixture(scope="module")
 def host2() -> Iterator[SecondHost]:
-    with second_host() as host:
+    with second_host((IMAGE,)) as host:
         yield host
+
+
+class TwoHosts:
+    """One project on both hosts: the same file (or, to make the hosts disagree, another for host 2)."""
+
+    def __init__(self, project: Project, host2: SecondHost) -> None:
+        self.project = project
+        self.host2 = host2
+        self.port = random.randint(4790, 4999)  # this run's own UDP port: no other tunnel on the machine uses it
+        self.folder2 = project.folder  # host 2 reads the same folder unless a test gives it its own
+
+    @property
+    def name(self) -> str:
+        return self.project.name
+
+    def write(self, text: str) -> None:
+        self.project.write(self._fill(text))
+
+    def write_host2(self, text: str) -> None:
+        """Give host 2 a file of its own (same project name): the hosts disagree until it is put back."""
+        self.folder2 = self.project.folder / "host2"
+        self.folder2.mkdir(exist_ok=True)
+        (self.folder2 / "docker-compose.yml").write_text(self._fill(text).replace("IMAGE", IMAGE))
+
+    def _fill(self, text: str) -> str:
+        head = (
+            "x-composens:\n"
+            f"  netns_prefix: {self.name}-\n"
+            f"  hosts: {{h1: {{underlay: {HOST1_UNDERLAY}}}, h2: {{underlay: {HOST2_UNDERLAY}}}}}\n"
+            f"  vxlan: {{port: {self.port}}}\n"
+        )
+        return head + text
+
+    def on1(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.project.cli(*args, check=check)
+
+    def on2(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.host2.composens(self.name, self.folder2, *args, check=check)
+
+    def ns(self, service: str) -> str:
+        return f"{self.name}-{service}"
+
+    def in1(self, service: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run("ip", "netns", "exec", self.ns(service), *args, check=check)
+
+    def in2(self, service: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.host2.run("ip", "netns", "exec", self.ns(service), *args, check=check)
+
+    def link1(self, service: str, ifname: str) -> dict[str, object]:
+        found: list[dict[str, object]] = json.loads(self.in1(service, "ip", "-d", "-j", "link", "show", ifname).stdout)
+        return found[0]
+
+    def cleanup_host2(self) -> None:
+        self.on2("down", "-t", "0", check=False)
+        label = f"label=com.docker.compose.project={self.name}"
+        ids = self.host2.run("docker", "ps", "-aq", "--filter", label, check=False).stdout.split()
+        if ids:
+            self.host2.run("docker", "rm", "-f", *ids, check=False)
+        self.host2.run("sh", "-c", f"for e in /run/netns/{self.name}*; do [ -L $e ] && rm $e; done; true", check=False)
+        self.host2.run("sh", "-c", f"ip netns delete {self.name} 2>/dev/null; true", check=False)
+
+
+@pytest.fixture
+def lab(project: Project, host2: SecondHost) -> Iterator[TwoHosts]:
+    both = TwoHosts(project, host2)
+    try:
+        yield both
+    finally:
+        both.cleanup_host2()  # host 1's part: the project fixture
+
+
+def wait_until(what: str, condition: Callable[[], bool], timeout: float = 10) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(0.2)
+    raise AssertionError(f"{what} did not happen within {timeout} s")
+
+
+def pings(runner: Callable[..., subprocess.CompletedProcess[str]], service: str, address: str) -> bool:
+    return runner(service, "busybox", "ping", "-c", "1", "-W", "1", address, check=False).returncode == 0
+
+
+LINK = """\
+  links:
+    - endpoints: [r1:eth1, r2:eth1]
+services:
+  r1:
+    image: IMAGE
+    command: sleep 3600
+    network_mode: none
+    x-composens: {host: h1, addresses: {eth1: [198.19.1.1/30, "2001:db8:1::1/64"]}}
+  r2:
+    image: IMAGE
+    command: sleep 3600
+    network_mode: none
+    x-composens: {host: h2, addresses: {eth1: [198.19.1.2/30, "2001:db8:1::2/64"]}}
+"""
 
 
 def test_second_host_is_a_host_of_its_own(host2: SecondHost) -> None:
     # Its own engine (not this machine's), its own /run, and the underlay between the two.
-    assert host2.run("docker", "info", "-f", "{{.DockerRootDir}}").stdout.strip() == "/var/lib/docker"
     assert host2.run("docker", "ps", "-aq").stdout.strip() == ""
-    assert host2.run("readlink", "/proc/self/ns/net").stdout != os.readlink("/proc/self/ns/net")
+    assert host2.run("readlink", "/proc/self/ns/net").stdout.strip() != os.readlink("/proc/self/ns/net")
     assert host2.run("ls", "/run/netns").stdout == ""
-    assert host2.run("docker", "image", "inspect", "busybox:1.36", check=False).returncode == 0
+    assert host2.run("docker", "image", "inspect", IMAGE, check=False).returncode == 0
     host2.run("busybox", "ping", "-c", "1", "-W", "2", HOST1_UNDERLAY)
-    run("ip", "link", "show", "dev", host2.host_if)
     assert host2.started_in < 20  # measured: 0.5 s here
+
+
+def test_a_link_across_hosts_carries_ipv4_and_ipv6_over_the_underlay(lab: TwoHosts, tmp_path: Path) -> None:
+    lab.write(LINK)
+    lab.on1("up", "-d")
+    # Host 1 brought up only its own service.
+    assert run("docker", "ps", "-q", "--filter", f"name={lab.project.container('r2')}").stdout.strip() == ""
+    lab.on2("up", "-d")
+    assert lab.host2.run("docker", "ps", "-q", "--filter", f"name={lab.project.container('r1')}").stdout.strip() == ""
+    capture = subprocess.Popen(
+        ["tcpdump", "-i", lab.host2.host_if, "-n", "-c", "2", "-l", f"udp dst port {lab.port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        wait_until("r1 reaches r2 over IPv4", lambda: pings(lab.in1, "r1", "198.19.1.2"))
+        wait_until("r2 reaches r1 over IPv4", lambda: pings(lab.in2, "r2", "198.19.1.1"))
+        wait_until("r1 reaches r2 over IPv6", lambda: pings(lab.in1, "r1", "2001:db8:1::2"))
+        wait_until("r2 reaches r1 over IPv6", lambda: pings(lab.in2, "r2", "2001:db8:1::1"))
+        seen, _ = capture.communicate(timeout=10)
+    finally:
+        capture.kill()
+    # UDP from host 1's underlay address to host 2's on the VXLAN port (tcpdump decodes VXLAN only on 4789).
+    assert re.search(rf"{HOST1_UNDERLAY}\.\d+ > {HOST2_UNDERLAY}\.{lab.port}: ", seen), seen
+    # The end is a VXLAN device under the declared name, marked, and its MTU fits the 1500 underlay.
+    eth1 = lab.link1("r1", "eth1")
+    info = eth1["linkinfo"]["info_data"]  # type: ignore[index]
+    assert eth1["linkinfo"]["info_kind"] == "vxlan"  # type: ignore[index]
+    assert (info["local"], info["remote"], info["port"]) == (HOST1_UNDERLAY, HOST2_UNDERLAY, lab.port)
+    assert eth1["ifalias"] == f"composens:{lab.name}"
+    assert eth1["mtu"] == 1450
+    # Its UDP socket is on host 1's own namespace, not the container's.
+    assert f":{lab.port} " in run("ss", "-Hlun").stdout
+    assert f":{lab.port} " not in lab.in1("r1", "ss", "-Hlun", check=False).stdout
+    # ps shows where it leads; the lab matches its file on both hosts.
+    row = next(r for r in lab.project.ps() if r["service"] == "r1")
+    (iface,) = row["interfaces"]  # type: ignore[misc]
+    assert iface["remote"]["hosts"] == ["h2"]
+    assert iface["remote"]["vteps"] == [HOST2_UNDERLAY]
+    assert iface["remote"]["vni"] == info["id"]
+    assert iface["remote"]["peer"] == "r2:eth1"
+    assert lab.on1("plan", "--exit-code").returncode == 0
+    assert lab.on2("plan", "--exit-code").returncode == 0
+
+
+LAN = """\
+  lans:
+    core: {endpoints: [m1:lan0, m2:lan0, m3:lan0]}
+services:
+  m1:
+    image: IMAGE
+    command: sleep 3600
+    network_mode: none
+    x-composens: {host: h1, addresses: {lan0: [198.19.2.1/24, "2001:db8:2::1/64"]}}
+  m2:
+    image: IMAGE
+    command: sleep 3600
+    network_mode: none
+    x-composens: {host: h1, addresses: {lan0: [198.19.2.2/24, "2001:db8:2::2/64"]}}
+  m3:
+    image: IMAGE
+    command: sleep 3600
+    network_mode: none
+    x-composens: {host: h2, addresses: {lan0: [198.19.2.3/24, "2001:db8:2::3/64"]}}
+"""
+
+
+def link_local(runner: Callable[..., subprocess.CompletedProcess[str]], service: str) -> str:
+    shown = json.loads(runner(service, "ip", "-j", "-6", "addr", "show", "dev", "lan0", "scope", "link").stdout)
+    return str(shown[0]["addr_info"][0]["local"])
+
+
+def test_a_lan_across_hosts_is_one_segment(lab: TwoHosts) -> None:
+    lab.write(LAN)
+    lab.on1("up", "-d")
+    lab.on2("up", "-d")
+    members = {"m1": (lab.in1, "198.19.2.1"), "m2": (lab.in1, "198.19.2.2"), "m3": (lab.in2, "198.19.2.3")}
+    for source, (runner, _) in members.items():
+        for target, (_, address) in members.items():
+            if source != target:
+                wait_until(f"{source} reaches {target}", lambda r=runner, s=source, a=address: pings(r, s, a))
+    # Broadcast and multicast cross hosts: all-nodes from the remote member is answered by both others.
+    wanted = {link_local(lab.in1, "m1"), link_local(lab.in1, "m2")}
+    answered = lab.in2("m3", "busybox", "ping", "-6", "-c", "3", "-I", "lan0", "ff02::1", check=False).stdout
+    sources = {ipaddress.ip_address(w.split("%")[0]).compressed for w in _reply_sources(answered)}
+    assert wanted <= sources, answered
+    # The hub's bridge on each host: the local members' ports and one VXLAN port.
+    ports = run("ip", "-n", lab.name, "-j", "link", "show", "master", "core").stdout
+    assert sorted(p["ifname"] for p in json.loads(ports)) == ["m1.lan0", "m2.lan0", "vx.core"]
+    ports2 = lab.host2.run("ip", "-n", lab.name, "-j", "link", "show", "master", "core").stdout
+    assert sorted(p["ifname"] for p in json.loads(ports2)) == ["m3.lan0", "vx.core"]
+    assert lab.on1("plan", "--exit-code").returncode == 0
+
+
+def _reply_sources(ping_output: str) -> list[str]:
+    return [line.split(" from ", 1)[1].split(": ", 1)[0] for line in ping_output.splitlines() if " from " in line]
+
+
+def test_an_mtu_too_large_for_the_underlay_is_refused_before_anything_runs(lab: TwoHosts) -> None:
+    lab.write(
+        LINK.replace("    - endpoints: [r1:eth1, r2:eth1]\n", "    - endpoints: [r1:eth1, r2:eth1]\n      mtu: 9000\n")
+    )
+    done = lab.on1("up", "-d", check=False)
+    assert done.returncode == 3, done.stderr
+    assert "links[0].mtu: 9000 does not fit the underlay" in done.stderr
+    assert "has MTU 1500" in done.stderr
+    assert "so at most 1450" in done.stderr
+    label = f"label=com.docker.compose.project={lab.name}"
+    assert run("docker", "ps", "-aq", "--filter", label).stdout.strip() == ""
+
+
+def test_a_restart_on_host_2_heals_and_host_1_is_untouched(lab: TwoHosts) -> None:
+    lab.write(LINK)
+    lab.on1("up", "-d")
+    lab.on2("up", "-d")
+    wait_until("r1 reaches r2", lambda: pings(lab.in1, "r1", "198.19.1.2"))
+    before = lab.link1("r1", "eth1")["ifindex"]
+    lab.host2.run("docker", "restart", "-t", "0", lab.project.container("r2"))
+    lab.on2("netns", "link")
+    took = wait_until("r1 reaches r2 again", lambda: pings(lab.in1, "r1", "198.19.1.2"), timeout=10)
+    assert took < 10
+    assert lab.link1("r1", "eth1")["ifindex"] == before
+
+
+def test_a_vni_that_differs_on_one_side_breaks_the_link_and_converging_back_heals_it(lab: TwoHosts) -> None:
+    lab.write(LINK)
+    lab.on1("up", "-d")
+    lab.on2("up", "-d")
+    wait_until("r1 reaches r2", lambda: pings(lab.in1, "r1", "198.19.1.2"))
+    lab.write_host2(
+        LINK.replace("    - endpoints: [r1:eth1, r2:eth1]\n", "    - endpoints: [r1:eth1, r2:eth1]\n      vni: 4242\n")
+    )
+    lab.on2("up", "-d")
+    assert (
+        json.loads(lab.in2("r2", "ip", "-d", "-j", "link", "show", "eth1").stdout)[0]["linkinfo"]["info_data"]["id"]
+        == 4242
+    )
+    assert not pings(lab.in1, "r1", "198.19.1.2")
+    lab.write_host2(LINK)
+    assert lab.on2("plan", "--exit-code", check=False).returncode == 2
+    lab.on2("up", "-d")
+    wait_until("r1 reaches r2 again", lambda: pings(lab.in1, "r1", "198.19.1.2"))
+
+
+def test_down_on_each_host_removes_only_its_part(lab: TwoHosts) -> None:
+    lab.write(LINK)
+    lab.on1("up", "-d")
+    lab.on2("up", "-d")
+    wait_until("r1 reaches r2", lambda: pings(lab.in1, "r1", "198.19.1.2"))
+    lab.on2("down", "-t", "0")
+    label = f"label=com.docker.compose.project={lab.name}"
+    assert lab.host2.run("docker", "ps", "-aq", "--filter", label).stdout.strip() == ""
+    assert lab.host2.run("ls", "/run/netns").stdout.strip() == ""
+    assert lab.name not in lab.host2.run("cat", "/run/composens/state.json", check=False).stdout
+    assert lab.link1("r1", "eth1")["ifalias"] == f"composens:{lab.name}"  # host 1's end stays
+    assert lab.on1("plan", "--exit-code").returncode == 0
+    lab.on1("down", "-t", "0")
+    assert run("docker", "ps", "-aq", "--filter", label).stdout.strip() == ""
+    assert not [p for p in Path("/var/run/netns").iterdir() if p.name.startswith(lab.name)]
+    # No tunnel left on this host's underlay (a namespace's devices go a moment after it).
+    wait_until("host 1's VXLAN socket closed", lambda: f":{lab.port} " not in run("ss", "-Hlun").stdout)

@@ -57,7 +57,11 @@ class SecondHost:
     def run(
         self, *args: str, check: bool = True, timeout: float = 120, cwd: Path | None = None
     ) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(self.enter(*args), capture_output=True, text=True, timeout=timeout, check=False, cwd=cwd)
+        # Entering a mount namespace moves to its root, and nsenter's own --wd opens the folder before it enters
+        # (a directory of this mount namespace, which getcwd cannot name there): change to it once inside.
+        inside = args if cwd is None else ("sh", "-c", 'cd "$0" && exec "$@"', str(cwd), *args)
+        command = self.enter(*inside)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
         if check and done.returncode != 0:
             raise AssertionError(
                 f"on host 2: {' '.join(args)} exited {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"

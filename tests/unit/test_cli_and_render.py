@@ -220,8 +220,24 @@ def test_json_has_the_documented_keys() -> None:
     rows = json.loads(render.netns_json(ROWS))
     assert [list(r) for r in rows] == [list(render.JSON_KEYS)] * 2
     assert rows[0]["interfaces"] == [
-        {"ifname": "node1_router1", "present": True, "up": True, "set_down": False, "conditions": None, "mac": None},
-        {"ifname": "node1_router2", "present": True, "up": False, "set_down": False, "conditions": None, "mac": None},
+        {
+            "ifname": "node1_router1",
+            "present": True,
+            "up": True,
+            "set_down": False,
+            "conditions": None,
+            "mac": None,
+            "remote": None,
+        },
+        {
+            "ifname": "node1_router2",
+            "present": True,
+            "up": False,
+            "set_down": False,
+            "conditions": None,
+            "mac": None,
+            "remote": None,
+        },
     ]
     assert rows[1]["pid"] is None
     assert rows[1]["target"] is None

@@ -484,7 +484,7 @@ def _peer(topo: Topology, end: Endpoint) -> Endpoint:
             return pair.b if end == pair.a else pair.a
     tunnel = next(t for t in topo.tunnels if t.end == end)  # lab.endpoint accepted only declared ends
     raise ConfigError(
-        f"{topo.source}: {end}'s peer {tunnel.peer} is on host {tunnel.remotes[0].name}: run netem set there for its end"
+        f"{topo.source}: {end}'s peer {tunnel.peer} is on host {tunnel.remotes[0].name}: set its end there"
     )
 
 

@@ -141,7 +141,7 @@ def test_a_link_across_hosts_carries_ipv4_and_ipv6_over_the_underlay(lab: TwoHos
     lab.on2("up", "-d")
     assert lab.host2.run("docker", "ps", "-q", "--filter", f"name={lab.project.container('r1')}").stdout.strip() == ""
     capture = subprocess.Popen(
-        ["tcpdump", "-i", lab.host2.host_if, "-n", "-c", "2", "-l", f"udp dst port {lab.port}"],
+        ["tcpdump", "-i", lab.host2.host_if, "-n", "-c", "2", "-l", f"src host {HOST1_UNDERLAY} and udp dst port {lab.port}"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     try:
@@ -198,8 +198,10 @@ services:
 
 
 def link_local(runner: Callable[..., subprocess.CompletedProcess[str]], service: str) -> str:
-    shown = json.loads(runner(service, "ip", "-j", "-6", "addr", "show", "dev", "lan0", "scope", "link").stdout)
-    return str(shown[0]["addr_info"][0]["local"])
+    text = runner(service, "ip", "-j", "-6", "addr", "show", "dev", "lan0").stdout
+    found = [a["local"] for item in json.loads(text) for a in item.get("addr_info", ()) if a.get("scope") == "link"]
+    assert found, f"{service} has no IPv6 link-local address on lan0: {text}"
+    return str(found[0])
 
 
 def test_a_lan_across_hosts_is_one_segment(lab: TwoHosts) -> None:

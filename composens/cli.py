@@ -219,6 +219,8 @@ def up(
     topo = lab.load()
     services = lab.select(topo, service_args("up", args))
     out = state.output()
+    for warning in lab.project_warnings(topo):
+        out.warning(warning)
     if dry_run:
         out.plan(*lab.plan(topo, services, full=False))
         raise typer.Exit(state.compose().run(["up", "--dry-run", *args]))
@@ -388,6 +390,8 @@ def plan(
     lab = state.lab()
     topo = lab.load()
     lines, unwired = lab.plan(topo, lab.select(topo, services) if services else None, full=full)
+    for warning in lab.project_warnings(topo):
+        state.output().warning(warning)
     state.output().plan(lines, unwired)
     # What cannot be planned (a service not running, a pair whose end is not up) is a difference too.
     if exit_code and not full and (lines or unwired):

@@ -7,6 +7,7 @@ Lab joins the adapters (compose, netns, wiring, state) and returns data for rend
 from __future__ import annotations
 
 import json
+import os
 import queue
 import signal
 import subprocess
@@ -101,6 +102,22 @@ class Lab:
         if link is None:  # chosen with --host on a machine that does not have its address: assume Ethernet's
             return hosts.view(topo, topo.hosts, me, hosts.ASSUMED_MTU, "its underlay (not on this machine)")
         return hosts.view(topo, topo.hosts, me, link.mtu, device or "")
+
+    def project_warnings(self, topo: Topology) -> list[str]:
+        """What may make the hosts of a multi-host lab disagree: a project name compose derives from the folder."""
+        options = self.compose.options
+        if topo.hosts is None or options.project_name or os.environ.get("COMPOSE_PROJECT_NAME"):
+            return []
+        folder = Path(options.project_directory or ".")
+        files = [Path(f) for f in options.files] or [
+            next((folder / n for n in COMPOSE_FILES if (folder / n).exists()), folder / COMPOSE_FILES[0])
+        ]
+        if any(_names_project(f) for f in files):
+            return []
+        return [
+            f"{topo.source}: no top-level name: the project is {topo.project!r} after this folder, and the VNIs and "
+            "marks derive from it; give the file a name: (or -p) so that every host agrees"
+        ]
 
     @staticmethod
     def select(topo: Topology, services: Iterable[str]) -> set[str]:
@@ -913,6 +930,18 @@ def _not_running(topo: Topology, services: set[str], containers: list[Container]
     """The chosen services the file wants running (not scaled to 0) that have no running container."""
     up = {c.service for c in containers if c.running}
     return tuple(s for s in topo.services if s in services and topo.services[s].replicas and s not in up)
+
+
+COMPOSE_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")  # compose's order
+
+
+def _names_project(path: Path) -> bool:
+    """Tell whether a compose file declares the project's name (a top-level `name:` line)."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return False
+    return any(line.startswith("name:") for line in text.splitlines())
 
 
 def _declared_interfaces(topo: Topology, node: str) -> tuple[str, ...]:

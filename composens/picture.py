@@ -128,6 +128,27 @@ def _scene(topo: Topology, live: LiveOverlay) -> _Scene:
     return _Scene(tuple(boxes), tuple(wires))
 
 
+def _clusters(topo: Topology, scene: _Scene) -> list[tuple[str, str, list[str]]]:
+    """A lab over several hosts: each host's boxes (its services, and the LANs wholly on it), with its label."""
+    if topo.hosts is None:
+        return []
+    keys = {name: f"n{i}" for i, name in enumerate(topo.services, 1)}
+    on: dict[str, list[str]] = {host: [] for host in topo.hosts.hosts}
+    for service, host in topo.hosts.placement.items():
+        if service in keys:
+            on[host].append(keys[service])
+    for i, lan in enumerate(topo.lans, 1):
+        machines = {topo.hosts.placement.get(m.node) for m in lan.members} - {None}
+        if len(machines) == 1:
+            on[str(machines.pop())].append(f"l{i}")
+    drawn = {box.key for box in scene.boxes}
+    return [
+        (host, f"{host} ({topo.hosts.hosts[host].underlay})", [k for k in members if k in drawn])
+        for host, members in on.items()
+        if members
+    ]
+
+
 def _lan_node(lan: Lan) -> str:
     """The LAN as a node of the picture: a name no service or host can have (':' is not allowed in either)."""
     return f"lan:{lan.name}"
@@ -255,6 +276,10 @@ def dot(topo: Topology, live: LiveOverlay | None = None) -> str:
     ]
     for box in scene.boxes:
         lines += _dot_node(box)
+    for i, (_, label, keys) in enumerate(_clusters(topo, scene), 1):
+        lines.append(
+            f'  subgraph cluster_h{i} {{ label="{_html(label)}"; style="rounded,dashed"; {"; ".join(keys)}; }}'
+        )
     lines += [f"  {_dot_edge(wire)};" for wire in scene.wires]
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -359,6 +384,8 @@ def mermaid(topo: Topology, live: LiveOverlay | None = None) -> str:
     scene = _scene(topo, live or _STATIC)
     lines = ["flowchart LR"]
     lines += [f'  {box.key}["{_mermaid_label(box)}"]' for box in scene.boxes]
+    for i, (_, label, keys) in enumerate(_clusters(topo, scene), 1):
+        lines += [f'  subgraph h{i}["{_mermaid_text(label)}"]', *(f"    {key}" for key in keys), "  end"]
     lines += [f'  {w.tail.box} ---|"{_mermaid_text(_mermaid_wire_label(w))}"| {w.head.box}' for w in scene.wires]
     lines += _mermaid_classes(scene)
     return "\n".join(lines) + "\n"

@@ -232,3 +232,87 @@ def test_the_vxlan_port_name_avoids_member_ports() -> None:
     (port,) = [t for t in view(config, "h1").tunnels if t.lan]
     assert port.end.ifname.startswith("v")
     assert len(port.end.ifname) == 11
+
+
+# --------------------------------------------------------------------------- wiring a host's view (pure)
+
+
+def test_the_plan_from_scratch_makes_vxlan_ends_from_the_hosts_namespace() -> None:
+    from composens import converge
+
+    mine = view(lab(vxlan={"port": 4790}), "h1")
+    lines, unwired = converge.full_plan(mine)
+    vnis = parse(lab()).hosts
+    mac = mine.mac_of(Endpoint("r1", "eth1"))
+    assert (
+        f"ip link add name eth1 mtu 1450 address {mac} netns r1 type vxlan id {vnis.link_vnis[0]} "
+        "local 198.18.200.1 remote 198.18.200.2 dstport 4790"
+    ) in lines
+    port = next(line for line in lines if "vx.core" in line and "link add" in line)
+    assert port.startswith("ip link add name vx.core mtu 1450 address ")
+    assert port.endswith(
+        f"netns lab type vxlan id {vnis.lan_vnis['core']} local 198.18.200.1 remote 198.18.200.2 dstport 4790"
+    )
+    assert "ip -n r1 link set dev eth1 alias composens:lab up" in lines
+    assert "ip -n lab link set dev vx.core master core alias composens:lab up" in lines
+    assert "ip -n r1 addr add 198.19.1.1/30 dev eth1" in lines
+    assert unwired == []
+
+
+def test_a_lan_over_three_hosts_replicates_to_each_other_host() -> None:
+    config = lab()
+    config["x-composens"]["hosts"]["h3"] = {"underlay": "198.18.200.3"}
+    config["services"]["r4"] = {"network_mode": "none", "x-composens": {"host": "h3"}}
+    config["x-composens"]["lans"]["core"]["endpoints"].append("r4:lan0")
+    from composens import converge
+
+    lines, _ = converge.full_plan(view(config, "h1"))
+    assert any("vx.core" in line and line.endswith("remote 198.18.200.2 dstport 4789") for line in lines)
+    assert "bridge -n lab fdb append 00:00:00:00:00:00 dev vx.core dst 198.18.200.3" in lines
+
+
+def test_a_vxlan_end_whose_vni_differs_is_made_again_and_an_intact_one_is_left() -> None:
+    from composens import changes as ch
+    from composens import converge, live
+    from composens.live import LiveLink, LiveNamespace, Vxlan
+    from composens.state import Claim, NodeRecord
+
+    config = lab()
+    config["x-composens"]["lans"] = {}
+    mine = view(config, "h1")
+    (tunnel,) = mine.tunnels
+    mac = mine.mac_of(tunnel.end)
+
+    def r1_with(vni: int) -> LiveNamespace:
+        link = LiveLink("eth1", 7, "vxlan", None, "composens:lab", 1450, True, mac=mac,
+                        vxlan=Vxlan(vni, "198.18.200.1", "198.18.200.2", 4789))  # fmt: skip
+        return live.add_address(live.with_link(live.EMPTY, link), "eth1", "198.19.1.1/30")
+
+    records = {"r1": NodeRecord("x", interfaces={"eth1": Claim(7)}, addresses={"eth1": {"198.19.1.1/30"}})}
+    scope = converge.Scope(frozenset({"r1", "r3", "host"}))
+    state = {"r1": r1_with(tunnel.vni), "r3": live.EMPTY, "host": live.EMPTY}
+
+    def on_eth1(found: converge.Diff) -> list[str]:
+        return [type(c).__name__ for c in found.changes if getattr(c, "ifname", None) == "eth1" or
+                getattr(getattr(c, "end", None), "ifname", None) == "eth1"]  # fmt: skip
+
+    assert on_eth1(converge.diff(mine, state, records, scope)) == []
+    state["r1"] = r1_with(4242)
+    found = converge.diff(mine, state, records, scope)
+    assert on_eth1(found)[:2] == ["DeleteLink", "CreateVxlan"]
+    made = next(c for c in found.creations if isinstance(c, ch.CreateVxlan))
+    assert (made.vni, made.remote) == (tunnel.vni, "198.18.200.2")
+    assert any(d.problem == "differs" and "vxlan 4242 from 198.18.200.1" in d.item for d in found.drift)
+    # A rollback would make the old one again, as it was.
+    deleted = next(c for c in found.removals if isinstance(c, ch.DeleteLink))
+    assert isinstance(deleted.restore[0], ch.CreateVxlan)
+    assert deleted.restore[0].vni == 4242
+
+
+def test_the_picture_draws_a_cluster_per_host() -> None:
+    from composens import picture
+
+    text = picture.dot(parse(lab()))
+    assert 'subgraph cluster_h1 { label="h1 (198.18.200.1)"' in text
+    assert 'subgraph cluster_h2 { label="h2 (198.18.200.2)"' in text
+    assert 'subgraph h2["h2 (198.18.200.2)"]' in picture.mermaid(parse(lab()))

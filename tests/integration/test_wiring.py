@@ -56,8 +56,24 @@ def test_seed_lab_pings_over_ipv4_and_ipv6_through_the_routers(project: Project)
     rows = {r["netns"]: r for r in project.ps()}
     router1 = rows[f"{project.name}-router1"]
     assert router1["interfaces"] == [
-        {"ifname": "router1_node1", "present": True, "up": True, "set_down": False, "conditions": None, "mac": None},
-        {"ifname": "router1_node2", "present": True, "up": True, "set_down": False, "conditions": None, "mac": None},
+        {
+            "ifname": "router1_node1",
+            "present": True,
+            "up": True,
+            "set_down": False,
+            "conditions": None,
+            "mac": None,
+            "remote": None,
+        },
+        {
+            "ifname": "router1_node2",
+            "present": True,
+            "up": True,
+            "set_down": False,
+            "conditions": None,
+            "mac": None,
+            "remote": None,
+        },
     ]
 
 

@@ -227,6 +227,15 @@ def up(
     lab.directory.ensure_root()
     lab.precheck(topo, services)
     compose = lab.compose_for_up(topo)
+    moved = lab.moved_away(topo)
+    if moved:  # placed on another host now: its containers here go (and its links with them)
+        entries, code = lab.remove_moved(topo, moved)
+        out.entry_changes(entries)
+        if code != 0:
+            raise ComposeFailed(f"docker compose rm of {', '.join(moved)} exited with {code}", exit_code=code)
+    if topo.this_host is not None and not topo.services:
+        out.message(f"composens: no service is placed on host {topo.this_host}: nothing to bring up here")
+        return
     args = _placed_here(topo, args)
     if not is_detached(args):
         raise typer.Exit(lab.run_attached(topo, compose, args, services, out.link_report, out.warning))
@@ -246,8 +255,6 @@ def _placed_here(topo: Topology, args: list[str]) -> list[str]:
     """compose up's arguments on one host of a multi-host lab: only the services placed there, unless named."""
     if topo.this_host is None or service_args("up", args):
         return args
-    if not topo.services:
-        raise ConfigError(f"{topo.source}: no service is placed on host {topo.this_host}; nothing to bring up here")
     return [*args, *topo.services]
 
 

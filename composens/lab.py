@@ -124,9 +124,26 @@ class Lab:
         """Return the chosen services (all when none are named); unknown names are an error."""
         chosen = set(services)
         unknown = sorted(chosen - set(topo.services))
+        placed = topo.hosts.placement if topo.hosts is not None else {}
+        elsewhere = [f"{s} is placed on host {placed[s]}" for s in unknown if s in placed]
+        if elsewhere:
+            raise ConfigError(f"{topo.source}: {'; '.join(elsewhere)}, not on this host ({topo.this_host})")
         if unknown:
             raise ConfigError(f"{topo.source}: no such service: {', '.join(unknown)}")
         return chosen or set(topo.services)
+
+    def moved_away(self, topo: Topology) -> list[str]:
+        """On one host of a multi-host lab: the services with containers here that the file places elsewhere."""
+        if topo.hosts is None or topo.this_host is None:
+            return []
+        containers = self.compose.containers(topo.project)
+        placed = topo.hosts.placement
+        return sorted({c.service for c in containers if placed.get(c.service, topo.this_host) != topo.this_host})
+
+    def remove_moved(self, topo: Topology, services: list[str]) -> tuple[list[EntryChange], int]:
+        """Unlink and remove the containers of services placed on another host now (`compose rm -s -f`)."""
+        entries = self.unlink(topo, set(services))
+        return entries, self.compose.run(["rm", "-s", "-f", *services])
 
     def precheck(self, topo: Topology, services: set[str]) -> None:
         """Refuse before anything runs when a name the project needs is taken by something not of it, or when

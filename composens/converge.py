@@ -350,13 +350,17 @@ class _Work:
             self._conflict(end, link)
             return
         wanted = live.Vxlan(tunnel.vni, tunnel.local, tunnel.remotes[0].underlay, tunnel.port)
-        if link is not None and link.kind == "vxlan" and link.vxlan == wanted:
+        # A LAN's port is also its FDB entries towards the other hosts: its MAC stands for them (hosts.view).
+        same_port = tunnel.lan is None or link is None or link.mac == want.mac
+        if link is not None and link.kind == "vxlan" and link.vxlan == wanted and same_port:
             return
         if link is None:
             self._drift(end.node, end.ifname, "missing", f"interface {end.ifname}")
         elif end not in self.gone:
             now = _tunnel_text(link.vxlan) if link.vxlan else f"a {link.kind or 'device'}"
             item = f"interface {end.ifname}: {now}, declared {_tunnel_text(wanted)}"
+            if link.vxlan == wanted:
+                item = f"interface {end.ifname}: replicates to other hosts than {_hosts_text(tunnel)}"
             self._drift(end.node, end.ifname, "differs", item)
             self._delete(end, link)
         self.out.creations.append(
@@ -686,6 +690,10 @@ def route_ours(record: NodeRecord, found: LiveRoute) -> bool:
 def _declared(topo: Topology) -> set[Endpoint]:
     ends = {ep for pair in topo.pairs() for ep in (pair.a, pair.b)} | {t.end for t in topo.tunnels}
     return ends | {Endpoint(HUB, lan.name) for lan in topo.lans}
+
+
+def _hosts_text(tunnel: Tunnel) -> str:
+    return ", ".join(f"{h.name} ({h.underlay})" for h in tunnel.remotes)
 
 
 def _tunnel_text(tunnel: live.Vxlan) -> str:

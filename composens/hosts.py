@@ -351,8 +351,9 @@ def view(topo: Topology, hosts: Hosts, me: Host, underlay_mtu: int, underlay_dev
         tunnels.append(Tunnel(port, hosts.lan_vnis[lan.name], me.underlay, remotes, hosts.port, mtu, lan=lan.name))
     services = {name: node for name, node in topo.services.items() if hosts.placement.get(name) == me.name}
     # A LAN's port is named alike on every host: its MAC is salted with the host, so no two ports of one segment
-    # share one.
-    ports = {t.end: derive_mac(topo.project, f"{HUB}@{me.name}", t.end.ifname) for t in tunnels if t.lan}
+    # share one, and with the hosts it replicates to, so a change of those (which live in FDB entries composens
+    # does not read back) makes the port again.
+    ports = {t.end: derive_mac(topo.project, f"{HUB}@{me.name}", _port_key(t)) for t in tunnels if t.lan}
     return replace(
         topo,
         macs={**topo.macs, **ports},
@@ -364,6 +365,10 @@ def view(topo: Topology, hosts: Hosts, me: Host, underlay_mtu: int, underlay_dev
         tunnels=tuple(tunnels),
         this_host=me.name,
     )
+
+
+def _port_key(tunnel: Tunnel) -> str:
+    return "\0".join((tunnel.end.ifname, *(h.underlay for h in tunnel.remotes)))
 
 
 def vxlan_port_name(lan: Lan, lans: Iterable[Lan]) -> str:

@@ -316,3 +316,34 @@ def test_the_picture_draws_a_cluster_per_host() -> None:
     assert 'subgraph cluster_h1 { label="h1 (198.18.200.1)"' in text
     assert 'subgraph cluster_h2 { label="h2 (198.18.200.2)"' in text
     assert 'subgraph h2["h2 (198.18.200.2)"]' in picture.mermaid(parse(lab()))
+
+
+def test_a_lan_port_whose_other_hosts_change_is_made_again() -> None:
+    from composens import changes as ch
+    from composens import converge, live
+    from composens.live import LiveLink, Vxlan
+    from composens.state import Claim, NodeRecord
+
+    three = lab()
+    three["x-composens"]["hosts"]["h3"] = {"underlay": "198.18.200.3"}
+    three["services"]["r4"] = {"network_mode": "none", "x-composens": {"host": "h3"}}
+    three["x-composens"]["lans"]["core"]["endpoints"].append("r4:lan0")
+    before, after = view(three, "h1"), view(lab(), "h1")
+    (old,), (new,) = ([t for t in v.tunnels if t.lan] for v in (before, after))
+    assert old.vni == new.vni  # the LAN's VNI does not depend on its members
+    assert before.mac_of(old.end) != after.mac_of(new.end)
+    port = LiveLink("vx.core", 9, "vxlan", None, "composens:lab", 1450, True, "core", mac=before.mac_of(old.end),
+                    vxlan=Vxlan(old.vni, "198.18.200.1", "198.18.200.2", 4789))  # fmt: skip
+    hub = live.with_link(live.EMPTY, port)
+    hub = live.with_link(hub, LiveLink("core", 8, "bridge", None, "composens:lab", 1450, True,
+                                       bridge_options=ch.BRIDGE_OPTIONS))  # fmt: skip
+    records = {"@hub": NodeRecord("h", interfaces={"vx.core": Claim(9), "core": Claim(8)})}
+    state = {"@hub": hub, "host": live.EMPTY}
+    scope = converge.Scope(frozenset({"@hub", "host"}), frozenset({"r3"}))
+    kept = converge.diff(before, state, records, scope)
+    assert not [c for c in kept.changes if getattr(c, "ifname", None) == "vx.core" or isinstance(c, ch.CreateVxlan)]
+    found = converge.diff(after, state, records, scope)
+    assert [type(c).__name__ for c in found.removals if isinstance(c, ch.DeleteLink)] == ["DeleteLink"]
+    assert any(isinstance(c, ch.CreateVxlan) and c.end.ifname == "vx.core" for c in found.creations)
+    assert not any(isinstance(c, ch.AppendFdb) for c in found.creations)  # only h2 is left to replicate to
+    assert any("replicates to other hosts than h2 (198.18.200.2)" in d.item for d in found.drift)

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from composens.live import LiveAddress, LiveLink, LiveNamespace, LiveRoute
+from composens.live import LiveAddress, LiveLink, LiveNamespace, LiveRoute, Vxlan
 
 NETLINK_ROUTE = 0
 SOL_NETLINK = 270
@@ -51,6 +51,8 @@ LINK_ATTRIBUTES = frozenset(
 )
 RTEXT_FILTER_SKIP_STATS = 1 << 3
 IFLA_BR_STP_STATE, IFLA_BR_GROUP_FWD_MASK, IFLA_BR_MCAST_SNOOPING = 5, 9, 23
+IFLA_VXLAN_ID, IFLA_VXLAN_GROUP, IFLA_VXLAN_LOCAL, IFLA_VXLAN_PORT = 1, 2, 4, 15  # linux/if_link.h
+IFLA_VXLAN_GROUP6, IFLA_VXLAN_LOCAL6 = 16, 17
 
 IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
 IFA_F_SECONDARY = 0x01
@@ -245,6 +247,7 @@ def parse(links: list[bytes], addresses: list[bytes], routes: list[bytes]) -> Ne
             master=None if master is None else by_index.get(master, f"if{master}"),
             bridge_options=_bridge_options(info.get(IFLA_INFO_DATA, b"")) if kind == "bridge" else (),
             mac=_hardware_address(link_type, attrs[IFLA_ADDRESS]) if IFLA_ADDRESS in attrs else None,
+            vxlan=_vxlan(info.get(IFLA_INFO_DATA, b"")) if kind == "vxlan" else None,
         )
     parsed_addresses: dict[str, list[LiveAddress]] = {}
     address_flags: dict[tuple[str, str], int] = {}
@@ -285,6 +288,22 @@ def _hardware_address(link_type: int, value: bytes) -> str:
     if size and len(value) == size:
         return _address(family, value)
     return ":".join(f"{byte:02x}" for byte in value)
+
+
+def _vxlan(data: bytes) -> Vxlan:
+    """A VXLAN device's VNI, local and remote addresses and UDP port (big-endian there), as ip prints them."""
+    attrs = attributes(data, 0)
+
+    def address(v4: int, v6: int) -> str | None:
+        if v4 in attrs and len(attrs[v4]) == 4:
+            return _address(socket.AF_INET, attrs[v4][:4])
+        if v6 in attrs and len(attrs[v6]) == 16:
+            return _address(socket.AF_INET6, attrs[v6][:16])
+        return None
+
+    port = struct.unpack_from("!H", attrs[IFLA_VXLAN_PORT])[0] if IFLA_VXLAN_PORT in attrs else 0
+    vni = _u32(attrs[IFLA_VXLAN_ID]) if IFLA_VXLAN_ID in attrs else 0
+    return Vxlan(vni, address(IFLA_VXLAN_LOCAL, IFLA_VXLAN_LOCAL6), address(IFLA_VXLAN_GROUP, IFLA_VXLAN_GROUP6), port)
 
 
 def _bridge_options(data: bytes) -> tuple[tuple[str, str], ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ import pytest
 
 from composens import netlink, wiring
 from composens.errors import WiringError
-from composens.live import LiveAddress
+from composens.live import LiveAddress, Vxlan
 from tests.integration.conftest import run
 
 
@@ -74,6 +75,14 @@ def fill(a: str, b: str) -> None:
     )
     ip(a, "qdisc add dev va0 root tbf rate 1mbit burst 32kbit latency 400ms\n", tool="tc")
     ip(b, "link set vb0 up\naddr add 198.18.0.9/24 dev vb0\nroute add 198.19.0.0/16 via 198.18.0.1\n")
+    # VXLAN ends as composens makes them (from the host's namespace, straight in b), over IPv4 and IPv6.
+    # Each run its own VNIs: a namespace's devices outlive it for a moment (the kernel cleans up after it).
+    vni = random.randint(1, 2**24 - 2)
+    ip(None, f"link add name vx4 netns {b} type vxlan id {vni} local 198.18.0.77 remote 198.18.0.78 dstport 4799\n")
+    ip(
+        None,
+        f"link add name vx6 netns {b} type vxlan id {vni + 1} local 2001:db8::77 remote 2001:db8::78 dstport 4799\n",
+    )
 
 
 def test_netlink_reads_what_ip_json_reads(namespaces: tuple[str, str]) -> None:
@@ -125,6 +134,10 @@ def test_what_was_compared_has_every_kind_of_thing(namespaces: tuple[str, str]) 
     assert "198.19.9.0/24" not in {d for d, _ in routes}  # table 100 is not main's
     assert "198.19.11.0/24" not in {d for d, _ in routes}  # a blackhole is no unicast route
     assert read.root_qdiscs["va0"] == "tbf"
+    vx4, vx6 = other.links["vx4"].vxlan, other.links["vx6"].vxlan
+    assert vx4 is not None
+    assert vx4 == Vxlan(vx4.vni, "198.18.0.77", "198.18.0.78", 4799)
+    assert vx6 == Vxlan(vx4.vni + 1, "2001:db8::77", "2001:db8::78", 4799)
 
 
 def test_wiring_reads_by_netlink_with_tc_details_where_a_qdisc_is_set(

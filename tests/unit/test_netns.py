@@ -180,12 +180,13 @@ def test_watch_tries_a_failed_pass_again_until_one_succeeds(tmp_path: Path, monk
     from types import SimpleNamespace
 
     from composens import lab as lab_module
+    from composens import labfollow
     from composens.compose import Compose, ComposeOptions
     from composens.errors import WiringError
     from composens.topology import parse
 
-    monkeypatch.setattr(lab_module, "SETTLE_DELAY", 0.05)
-    monkeypatch.setattr(lab_module, "MAX_RETRY_DELAY", 0.2)
+    monkeypatch.setattr(labfollow, "SETTLE_DELAY", 0.05)
+    monkeypatch.setattr(labfollow, "MAX_RETRY_DELAY", 0.2)
     core = lab_module.Lab(Compose(ComposeOptions()), lab_module.Paths(tmp_path / "netns", tmp_path / "state"))
     topo = parse({"name": "p", "services": {"a": {}}}, source="f")
     attempts: list[float] = []

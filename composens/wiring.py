@@ -691,6 +691,12 @@ class _Run:
         return "undid what this run had done: the lab is as it was before"
 
 
+# The kernel frees a dead namespace's devices a moment after the namespace goes: a VXLAN end made again at once
+# for a container that restarted can find its VNI still taken by the old one. Such a run, undone, is tried again.
+VNI_STILL_TAKEN = "VNI already exists"
+VNI_RETRIES = (0.2, 0.5, 1.0)  # s to wait before each new try
+
+
 def converge_lab(
     topo: Topology,
     scope: converge.Scope,
@@ -703,6 +709,25 @@ def converge_lab(
     `targets` holds every namespace the run may read and change (their entries verified by the
     caller). `save` writes the record: called before each change it claims.
     """
+    import time
+
+    for pause in VNI_RETRIES:
+        try:
+            return _converge_once(topo, scope, targets, project, save)
+        except WiringError as e:
+            if VNI_STILL_TAKEN not in e.message or "the lab is as it was before" not in e.message:
+                raise
+            time.sleep(pause)
+    return _converge_once(topo, scope, targets, project, save)
+
+
+def _converge_once(
+    topo: Topology,
+    scope: converge.Scope,
+    targets: Mapping[str, Target],
+    project: ProjectRecord,
+    save: Callable[[], None],
+) -> WiringReport:
     run = _Run(topo, targets, project, save)
     try:
         run.qdiscs = scope.qdiscs

@@ -233,3 +233,30 @@ def test_a_namespace_that_vanished_mid_read_is_left_out_when_asked() -> None:
     with pytest.raises(WiringError, match="cannot read the interfaces of gone"):
         wiring.read_all({"a": gone})
     assert set(wiring.read_all({HOST: wiring.HOST_TARGET, "a": gone}, vanished_ok=True)) == {HOST}
+
+
+def test_a_run_undone_because_a_dead_namespaces_vni_was_still_taken_is_tried_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[int] = []
+    taken = WiringError(
+        "`ip link add name eth1 netns r1 type vxlan id 5001 ...` failed: Error: A VXLAN device with the specified "
+        "VNI already exists.; undid what this run had done: the lab is as it was before"
+    )
+
+    def once(*args: Any) -> wiring.WiringReport:
+        calls.append(1)
+        if len(calls) < 3:
+            raise taken
+        return wiring.WiringReport(done=["made"])
+
+    monkeypatch.setattr(wiring, "_converge_once", once)
+    monkeypatch.setattr(wiring, "VNI_RETRIES", (0.0, 0.0, 0.0))
+    assert wiring.converge_lab(*([None] * 5)).done == ["made"]  # type: ignore[arg-type]
+    assert len(calls) == 3
+    other = WiringError("`ip ...` failed: File exists; undid what this run had done: the lab is as it was before")
+    calls.clear()
+    monkeypatch.setattr(wiring, "_converge_once", lambda *args: calls.append(1) or (_ for _ in ()).throw(other))
+    with pytest.raises(WiringError, match="File exists"):
+        wiring.converge_lab(*([None] * 5))  # type: ignore[arg-type]
+    assert len(calls) == 1

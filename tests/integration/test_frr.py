@@ -135,3 +135,64 @@ def test_an_imported_containerlab_frr_lab_routes_end_to_end_and_reruns_exec_afte
     project.cli("netns", "link")
     assert run("docker", "exec", project.container("PC1"), "cat", "/tmp/exec-runs").stdout == "ran\nran\n"
     wait_for(lambda: first_ping(project, "PC1", "198.19.3.2"), 60, "PC1 reaching PC3 again")
+
+
+OSPF_ACROSS_HOSTS = """\
+  lans:
+    core: {{endpoints: ["r1:eth1", "r2:eth1", "r3:eth1"]}}
+  links:
+    - endpoints: ["r1:eth2", "h1:eth1"]
+    - endpoints: ["r3:eth2", "h3:eth1"]
+x-router: &router
+  image: {image}
+  network_mode: none
+  cap_add: [NET_ADMIN, NET_RAW, SYS_ADMIN]
+  sysctls: {{net.ipv4.ip_forward: "1"}}
+services:
+  r1:
+    <<: *router
+    volumes: ["{folder}/r1.conf:/etc/frr/frr.conf"]
+    x-composens: {{host: h1, addresses: {{eth1: [198.18.20.1/24], eth2: [198.18.21.1/24]}}}}
+  r2:
+    <<: *router
+    volumes: ["{folder}/r2.conf:/etc/frr/frr.conf"]
+    x-composens: {{host: h1, addresses: {{eth1: [198.18.20.2/24]}}}}
+  r3:
+    <<: *router
+    volumes: ["{folder}/r3.conf:/etc/frr/frr.conf"]
+    x-composens: {{host: h2, addresses: {{eth1: [198.18.20.3/24], eth2: [198.18.23.1/24]}}}}
+  h1:
+    image: IMAGE
+    network_mode: none
+    x-composens: {{host: h1, addresses: {{eth1: [198.18.21.2/24]}}, routes: [198.18.0.0/15 via 198.18.21.1]}}
+  h3:
+    image: IMAGE
+    network_mode: none
+    x-composens: {{host: h2, addresses: {{eth1: [198.18.23.2/24]}}, routes: [198.18.0.0/15 via 198.18.23.1]}}
+"""
+
+
+def test_ospf_across_two_hosts_on_a_lan_that_spans_them(project: Project, frr_image: str, tmp_path: Path) -> None:
+    from tests.integration.test_multihost import TwoHosts
+    from tests.integration.twohost import second_host
+
+    # Both hosts read the configs from one folder that each can see (host 2's mount namespace shares /tmp).
+    configs = tmp_path / "frr"
+    configs.mkdir()
+    for router, interfaces in (("r1", ["eth1", "eth2"]), ("r2", ["eth1"]), ("r3", ["eth1", "eth2"])):
+        (configs / f"{router}.conf").write_text(frr_conf(router, interfaces))
+    with second_host((os.environ.get("COMPOSENS_DEMO_IMAGE", "busybox:1.36"), frr_image)) as host2:
+        lab = TwoHosts(project, host2)
+        try:
+            lab.write(OSPF_ACROSS_HOSTS.format(image=frr_image, folder=configs))
+            lab.on1("up", "-d")
+            lab.on2("up", "-d")
+            wait_for(
+                lambda: vtysh(project, "r2", "show ip ospf neighbor").count("Full") == 2, 90, "two Full on host 1's r2"
+            )
+            wait_for(lambda: first_ping(project, "h1", "198.18.23.2"), 60, "h1 (host 1) reaching h3 (host 2)")
+            route = run("ip", "netns", "exec", f"{project.name}-r1", "ip", "route", "show", "198.18.23.0/24").stdout
+            assert "via 198.18.20.3 dev eth1" in route, route  # learnt over the LAN, through host 2's r3
+            assert "proto ospf" in route, route
+        finally:
+            lab.cleanup_host2()

@@ -432,8 +432,11 @@ def visible(change: Change, state: Live, project: str) -> bool:
             )
         case CreateBridge(node, name):
             return link(node, name) is not None
-        case CreateVxlan(end):
-            return link(end.node, end.ifname) is not None
+        case CreateVxlan(end, vni, local, remote, port):
+            # The device it makes, not a name: an interface of that name may be someone else's that appeared
+            # meanwhile (and `ip` said it exists), and a rollback of a tunnel judged made would delete it.
+            made = link(end.node, end.ifname)
+            return made is not None and made.kind == "vxlan" and made.vxlan == live.Vxlan(vni, local, remote, port)
         case AppendFdb(node, ifname):
             return False  # FDB entries are not read back: a bridge batch that stopped early is taken as failed
         case DeleteLink(node, ifname):

@@ -61,10 +61,11 @@ class Diff:
     problems: list[str] = field(default_factory=list)  # declared things the live lab cannot take (exit 3)
     drift: list[Drift] = field(default_factory=list)
     unwired_pairs: list[tuple[Link, str]] = field(default_factory=list)  # declared pairs not reachable, and why
+    unwired_tunnels: list[tuple[str, str]] = field(default_factory=list)  # VXLAN ends not made (node, why)
 
     @property
     def unwired(self) -> list[str]:
-        return [reason for _, reason in self.unwired_pairs]
+        return [reason for _, reason in self.unwired_pairs] + [reason for _, reason in self.unwired_tunnels]
 
     @property
     def changes(self) -> list[Change]:
@@ -187,7 +188,8 @@ class _Work:
             end = tunnel.end
             if end.node not in available:
                 far = f"{tunnel.peer} on {tunnel.remotes[0].name}" if tunnel.peer else f"LAN {tunnel.lan}'s other hosts"
-                self.out.unwired.append(f"{end} <-> {far} (vxlan {tunnel.vni}): {self._name(end.node)} not running")
+                reason = f"{end} <-> {far} (vxlan {tunnel.vni}): {self._name(end.node)} not running"
+                self.out.unwired_tunnels.append((end.node, reason))
                 continue
             wants[end] = Want(
                 end,

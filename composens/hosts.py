@@ -303,9 +303,13 @@ def view(topo: Topology, hosts: Hosts, me: Host, underlay_mtu: int, underlay_dev
     """Narrow a topology to what `me` runs: its services, links and LAN members, and its VXLAN ends.
 
     A declared MTU on a cross-host link or a LAN spanning hosts larger than the underlay can carry is an
-    error; without one, such a link (and every port of such a LAN) gets the largest that fits.
+    error; without one, such a link (and every port of such a LAN) gets the largest that fits a 1500 underlay
+    (the underlay's own, if smaller), so every host computes the same.
     """
     fits = largest_mtu(underlay_mtu, me.family)
+    # Without a declared MTU, the largest that fits a 1500 underlay (or a smaller one): the same on every host
+    # whatever each one's underlay, so the two ends of a link (and every port of a LAN) agree.
+    default = min(fits, largest_mtu(1500, me.family))
 
     def local(end: Endpoint) -> bool:
         return hosts.host_of(end) == me.name
@@ -317,7 +321,7 @@ def view(topo: Topology, hosts: Hosts, me: Host, underlay_mtu: int, underlay_dev
                 f"host {me.name} has MTU {underlay_mtu}, and VXLAN over IPv{me.family} takes "
                 f"{OVERHEAD[me.family]} bytes, so at most {fits}"
             )
-        return declared if declared is not None else fits
+        return declared if declared is not None else default
 
     links: list[Link] = []
     tunnels: list[Tunnel] = []

@@ -553,8 +553,10 @@ class LabCore:
 
 
 def _wired(topo: Topology, service: str, targets: Mapping[str, Target]) -> bool:
-    """Every pair of the service is wired: its own namespace and each peer's were converged (or it has none)."""
+    """Every pair of the service is wired: its own namespace and each peer's were converged (or it has none), and
+    its own namespace too where it has only VXLAN ends (their far side is another host's to make)."""
     ends = [ep.node for pair in topo.pairs() if service in (pair.a.node, pair.b.node) for ep in (pair.a, pair.b)]
+    ends += [t.end.node for t in topo.tunnels if t.end.node == service]
     return all(node in targets for node in ends)
 
 
@@ -582,6 +584,7 @@ def _declared_conditions(topo: Topology) -> list[tuple[str, Conditions]]:
     for link in topo.links:
         found += [(f"link end {end}", conditions) for end, conditions in link.conditions.items()]
     found += [(f"LAN {lan.name}", lan.conditions) for lan in topo.lans if lan.conditions is not None]
+    found += [(f"cross-host end {t.end}", t.conditions) for t in topo.tunnels if t.conditions is not None]
     return found
 
 

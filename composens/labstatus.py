@@ -141,6 +141,7 @@ class StatusReading(LabCore):
             drift = tuple(d for d in found.drift if d.node == node) if linked else ()
             result.append(replace(row, interfaces=interfaces, drift=drift))
         unwired = [reason for pair, reason in found.unwired_pairs if {pair.a.node, pair.b.node} & services]
+        unwired += [reason for node, reason in found.unwired_tunnels if node in services or node == HUB]
         return result, unwired
 
     # ------------------------------------------------------------------ changing

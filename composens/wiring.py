@@ -718,7 +718,15 @@ def converge_lab(
             if VNI_STILL_TAKEN not in e.message or "the lab is as it was before" not in e.message:
                 raise
             time.sleep(pause)
-    return _converge_once(topo, scope, targets, project, save)
+    try:
+        return _converge_once(topo, scope, targets, project, save)
+    except WiringError as e:
+        if VNI_STILL_TAKEN not in e.message:
+            raise
+        raise WiringError(
+            f"{e.message}; a VXLAN device of another project (or the system's) holds that VNI on this host's UDP "
+            "port: declare another vni for the link or LAN, or another vxlan.port"
+        ) from e
 
 
 def _converge_once(

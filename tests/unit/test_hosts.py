@@ -207,6 +207,10 @@ def test_a_lan_on_one_host_and_links_elsewhere_stay_out_of_the_view() -> None:
 def test_mtu_over_ipv6_and_declared_mtus() -> None:
     config = lab()
     config["x-composens"]["hosts"] = {"h1": {"underlay": "2001:db8:200::1"}, "h2": {"underlay": "2001:db8:200::2"}}
+    # Undeclared: what a 1500 underlay carries, whatever this host's (another host's may be 1500: both ends agree).
+    assert view(config, "h1", 9000).tunnels[0].mtu == 1430
+    assert view(config, "h1", 1400).tunnels[0].mtu == 1330
+    config["x-composens"]["links"][0]["mtu"] = 8930  # declared: as large as this underlay carries
     assert view(config, "h1", 9000).tunnels[0].mtu == 8930
     config = lab()
     config["x-composens"]["links"][0]["mtu"] = 1400

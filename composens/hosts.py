@@ -108,11 +108,33 @@ def parse(config: Mapping[str, Any], top: Mapping[str, Any], topo: Topology) -> 
             f"{source}: services.{unplaced[0]}.{EXTENSION}.host: missing; with {EXTENSION}.{HOSTS_KEY} every "
             f"service is placed on one ({', '.join(hosts)}); not placed: {', '.join(unplaced)}"
         )
+    _check_dependencies(config, placement, source)
     port = _port(top.get(VXLAN_KEY), source)
     link_vnis, lan_vnis = _vnis(top, topo)
     found = Hosts(hosts, placement, port, link_vnis, lan_vnis)
     _check_host_ends(topo, found)
     return found
+
+
+def _check_dependencies(config: Mapping[str, Any], placement: Mapping[str, str], source: str) -> None:
+    """Refuse what would make compose start a service on a host it is not placed on: a `depends_on`, or a
+    namespace shared with `network_mode: service:X`, reaching a service of another host (compose up of this
+    host's services would start that one here too, and the next up would remove it again)."""
+    for name, spec in (config.get("services") or {}).items():
+        if not isinstance(spec, dict) or name not in placement:
+            continue
+        depends = spec.get("depends_on") or ()
+        needed = [(f"depends_on.{d}", d) for d in depends] if isinstance(depends, dict | list) else []
+        mode = str(spec.get("network_mode") or "")
+        if mode.startswith("service:"):
+            needed.append(("network_mode", mode.split(":", 1)[1]))
+        for key, other in needed:
+            if other in placement and placement[other] != placement[name]:
+                raise ConfigError(
+                    f"{source}: services.{name}.{key}: {other} is placed on {placement[other]} and {name} on "
+                    f"{placement[name]}; compose would start {other} on {placement[name]} too: place them on one "
+                    "host, or drop the dependency"
+                )
 
 
 def _placement(config: Mapping[str, Any], topo: Topology) -> dict[str, str]:

@@ -286,7 +286,7 @@ def essentials(config: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(spec, dict):
             kept["services"][name] = spec
             continue
-        part = {key: spec[key] for key in ("network_mode", "pid", "scale", EXTENSION) if key in spec}
+        part = {key: spec[key] for key in ("network_mode", "pid", "scale", "depends_on", EXTENSION) if key in spec}
         deploy = spec.get("deploy")
         if isinstance(deploy, dict) and "replicas" in deploy:
             part["deploy"] = {"replicas": deploy["replicas"]}

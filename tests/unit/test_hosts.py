@@ -351,3 +351,19 @@ def test_a_lan_port_whose_other_hosts_change_is_made_again() -> None:
     assert any(isinstance(c, ch.CreateVxlan) and c.end.ifname == "vx.core" for c in found.creations)
     assert not any(isinstance(c, ch.AppendFdb) for c in found.creations)  # only h2 is left to replicate to
     assert any("replicates to other hosts than h2 (198.18.200.2)" in d.item for d in found.drift)
+
+
+def test_a_dependency_on_a_service_of_another_host_is_refused() -> None:
+    """compose up of this host's services would start the other host's too, and the next up remove it again."""
+    config = lab()
+    config["services"]["r1"]["depends_on"] = {"r2": {"condition": "service_started"}}
+    assert error_of(config) == (
+        "lab.yml: services.r1.depends_on.r2: r2 is placed on h2 and r1 on h1; compose would start r2 on h1 too: "
+        "place them on one host, or drop the dependency"
+    )
+    config = lab()
+    config["services"]["r1"]["depends_on"] = ["r3"]  # on the same host: fine
+    assert parse(config).hosts is not None
+    config = lab()
+    config["services"]["w"] = {"network_mode": "service:r2", "x-composens": {"host": "h1"}}
+    assert error_of(config).startswith("lab.yml: services.w.network_mode: r2 is placed on h2 and w on h1")

@@ -235,6 +235,7 @@ def up(
             raise ComposeFailed(f"docker compose rm of {', '.join(moved)} exited with {code}", exit_code=code)
     if topo.this_host is not None and not topo.services:
         out.message(f"composens: no service is placed on host {topo.this_host}: nothing to bring up here")
+        _report_link(out, lab.link(topo, set()))  # what this host still had of the lab (its hub, say) goes
         return
     args = _placed_here(topo, args)
     if not is_detached(args):

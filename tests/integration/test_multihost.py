@@ -328,3 +328,18 @@ def test_a_service_moved_to_the_other_host_follows_its_placement(lab: TwoHosts) 
     wait_until("r1 reaches r2 on one host", lambda: pings(lab.in1, "r1", "198.19.1.2"))
     assert lab.on1("plan", "--exit-code").returncode == 0
     assert lab.on2("plan", "--exit-code").returncode == 0
+
+
+def test_a_host_left_with_no_service_takes_down_its_part_of_a_lan(lab: TwoHosts) -> None:
+    lab.write(LAN)
+    lab.on1("up", "-d")
+    lab.on2("up", "-d")
+    assert lab.host2.run("test", "-e", f"/run/netns/{lab.name}", check=False).returncode == 0  # host 2's hub
+    # m3 moves to host 1: host 2 has nothing of the lab left to run, so its hub (and VXLAN port) go too.
+    lab.write(LAN.replace("x-composens: {host: h2, addresses", "x-composens: {host: h1, addresses"))
+    done = lab.on2("up", "-d")
+    assert "no service is placed on host h2" in done.stderr
+    assert lab.host2.run("test", "-e", f"/run/netns/{lab.name}", check=False).returncode != 0
+    assert lab.host2.run("ip", "-o", "link", "show", "type", "vxlan").stdout == ""
+    lab.on1("up", "-d")
+    wait_until("m1 reaches m3 on one host", lambda: pings(lab.in1, "m1", "198.19.2.3"))

@@ -711,22 +711,21 @@ def converge_lab(
     """
     import time
 
-    for pause in VNI_RETRIES:
+    for pause in (*VNI_RETRIES, None):
         try:
             return _converge_once(topo, scope, targets, project, save)
         except WiringError as e:
-            if VNI_STILL_TAKEN not in e.message or "the lab is as it was before" not in e.message:
+            if VNI_STILL_TAKEN not in e.message:
                 raise
+            if pause is None:  # still taken after the waits: not a dead namespace's, someone else's
+                raise WiringError(
+                    f"{e.message}; a VXLAN device of another project (or the system's) holds that VNI on this "
+                    "host's UDP port: declare another vni for the link or LAN, or another vxlan.port"
+                ) from e
+            if "the lab is as it was before" not in e.message:
+                raise  # not fully undone: trying again would build on what is left
             time.sleep(pause)
-    try:
-        return _converge_once(topo, scope, targets, project, save)
-    except WiringError as e:
-        if VNI_STILL_TAKEN not in e.message:
-            raise
-        raise WiringError(
-            f"{e.message}; a VXLAN device of another project (or the system's) holds that VNI on this host's UDP "
-            "port: declare another vni for the link or LAN, or another vxlan.port"
-        ) from e
+    raise AssertionError("unreachable: the last try returns or raises")
 
 
 def _converge_once(

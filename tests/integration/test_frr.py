@@ -45,15 +45,16 @@ def vtysh(project: Project, service: str, command: str) -> str:
     return run("docker", "exec", project.container(service), "vtysh", "-c", command, check=False).stdout
 
 
-OSPF_LAN = """
-x-composens:
-  netns_prefix: {name}-
-  hub: {name}-hub
+OSPF_WIRING = """\
   lans:
     core: {{endpoints: ["r1:eth1", "r2:eth1", "r3:eth1"]}}
   links:
     - endpoints: ["r1:eth2", "h1:eth1"]
     - endpoints: ["r3:eth2", "h3:eth1"]
+"""
+# Three routers on a LAN, a host behind r1 and one behind r3. {r1} ... {h3}: what each service's x-composens
+# says besides its addresses (start_after_wiring, or where it is placed).
+OSPF_SERVICES = """\
 x-router: &router
   image: {image}
   network_mode: none
@@ -62,25 +63,37 @@ x-router: &router
 services:
   r1:
     <<: *router
-    volumes: ["./r1.conf:/etc/frr/frr.conf"]
-    x-composens: {{start_after_wiring: true, addresses: {{eth1: [198.18.20.1/24], eth2: [198.18.21.1/24]}}}}
+    volumes: ["{folder}/r1.conf:/etc/frr/frr.conf"]
+    x-composens: {{{r1}addresses: {{eth1: [198.18.20.1/24], eth2: [198.18.21.1/24]}}}}
   r2:
     <<: *router
-    volumes: ["./r2.conf:/etc/frr/frr.conf"]
-    x-composens: {{start_after_wiring: true, addresses: {{eth1: [198.18.20.2/24]}}}}
+    volumes: ["{folder}/r2.conf:/etc/frr/frr.conf"]
+    x-composens: {{{r2}addresses: {{eth1: [198.18.20.2/24]}}}}
   r3:
     <<: *router
-    volumes: ["./r3.conf:/etc/frr/frr.conf"]
-    x-composens: {{start_after_wiring: true, addresses: {{eth1: [198.18.20.3/24], eth2: [198.18.23.1/24]}}}}
+    volumes: ["{folder}/r3.conf:/etc/frr/frr.conf"]
+    x-composens: {{{r3}addresses: {{eth1: [198.18.20.3/24], eth2: [198.18.23.1/24]}}}}
   h1:
     image: IMAGE
     network_mode: none
-    x-composens: {{addresses: {{eth1: [198.18.21.2/24]}}, routes: [198.18.0.0/15 via 198.18.21.1]}}
+    x-composens: {{{h1}addresses: {{eth1: [198.18.21.2/24]}}, routes: [198.18.0.0/15 via 198.18.21.1]}}
   h3:
     image: IMAGE
     network_mode: none
-    x-composens: {{addresses: {{eth1: [198.18.23.2/24]}}, routes: [198.18.0.0/15 via 198.18.23.1]}}
+    x-composens: {{{h3}addresses: {{eth1: [198.18.23.2/24]}}, routes: [198.18.0.0/15 via 198.18.23.1]}}
 """
+ROUTER_INTERFACES = (("r1", ["eth1", "eth2"]), ("r2", ["eth1"]), ("r3", ["eth1", "eth2"]))
+
+
+def ospf_lab(image: str, folder: Path | str, **extra: str) -> str:
+    """The lab's wiring and services; `extra` per service (missing: nothing besides its addresses)."""
+    services = {name: extra.get(name, "") for name in ("r1", "r2", "r3", "h1", "h3")}
+    return OSPF_WIRING.format() + OSPF_SERVICES.format(image=image, folder=folder, **services)
+
+
+def write_frr_confs(folder: Path) -> None:
+    for router, interfaces in ROUTER_INTERFACES:
+        (folder / f"{router}.conf").write_text(frr_conf(router, interfaces))
 
 
 def frr_conf(router: str, interfaces: list[str]) -> str:
@@ -91,9 +104,10 @@ def frr_conf(router: str, interfaces: list[str]) -> str:
 
 
 def test_ospf_over_a_lan_of_routers_that_start_once_wired(project: Project, frr_image: str) -> None:
-    project.write(OSPF_LAN.format(name=project.name, image=frr_image))
-    for router, interfaces in (("r1", ["eth1", "eth2"]), ("r2", ["eth1"]), ("r3", ["eth1", "eth2"])):
-        (project.folder / f"{router}.conf").write_text(frr_conf(router, interfaces))
+    wait = "start_after_wiring: true, "
+    head = f"x-composens:\n  netns_prefix: {project.name}-\n  hub: {project.name}-hub\n"
+    project.write(head + ospf_lab(frr_image, ".", r1=wait, r2=wait, r3=wait))
+    write_frr_confs(project.folder)
     project.cli("up", "-d")
     wait_for(lambda: vtysh(project, "r2", "show ip ospf neighbor").count("Full") == 2, 60, "two Full adjacencies")
     wait_for(lambda: first_ping(project, "h1", "198.18.23.2"), 60, "h1 reaching h3 through r1 and r3")
@@ -137,41 +151,6 @@ def test_an_imported_containerlab_frr_lab_routes_end_to_end_and_reruns_exec_afte
     wait_for(lambda: first_ping(project, "PC1", "198.19.3.2"), 60, "PC1 reaching PC3 again")
 
 
-OSPF_ACROSS_HOSTS = """\
-  lans:
-    core: {{endpoints: ["r1:eth1", "r2:eth1", "r3:eth1"]}}
-  links:
-    - endpoints: ["r1:eth2", "h1:eth1"]
-    - endpoints: ["r3:eth2", "h3:eth1"]
-x-router: &router
-  image: {image}
-  network_mode: none
-  cap_add: [NET_ADMIN, NET_RAW, SYS_ADMIN]
-  sysctls: {{net.ipv4.ip_forward: "1"}}
-services:
-  r1:
-    <<: *router
-    volumes: ["{folder}/r1.conf:/etc/frr/frr.conf"]
-    x-composens: {{host: h1, addresses: {{eth1: [198.18.20.1/24], eth2: [198.18.21.1/24]}}}}
-  r2:
-    <<: *router
-    volumes: ["{folder}/r2.conf:/etc/frr/frr.conf"]
-    x-composens: {{host: h1, addresses: {{eth1: [198.18.20.2/24]}}}}
-  r3:
-    <<: *router
-    volumes: ["{folder}/r3.conf:/etc/frr/frr.conf"]
-    x-composens: {{host: h2, addresses: {{eth1: [198.18.20.3/24], eth2: [198.18.23.1/24]}}}}
-  h1:
-    image: IMAGE
-    network_mode: none
-    x-composens: {{host: h1, addresses: {{eth1: [198.18.21.2/24]}}, routes: [198.18.0.0/15 via 198.18.21.1]}}
-  h3:
-    image: IMAGE
-    network_mode: none
-    x-composens: {{host: h2, addresses: {{eth1: [198.18.23.2/24]}}, routes: [198.18.0.0/15 via 198.18.23.1]}}
-"""
-
-
 def test_ospf_across_two_hosts_on_a_lan_that_spans_them(project: Project, frr_image: str, tmp_path: Path) -> None:
     from tests.integration.test_multihost import TwoHosts
     from tests.integration.twohost import second_host
@@ -179,12 +158,12 @@ def test_ospf_across_two_hosts_on_a_lan_that_spans_them(project: Project, frr_im
     # Both hosts read the configs from one folder that each can see (host 2's mount namespace shares /tmp).
     configs = tmp_path / "frr"
     configs.mkdir()
-    for router, interfaces in (("r1", ["eth1", "eth2"]), ("r2", ["eth1"]), ("r3", ["eth1", "eth2"])):
-        (configs / f"{router}.conf").write_text(frr_conf(router, interfaces))
+    write_frr_confs(configs)
     with second_host((os.environ.get("COMPOSENS_DEMO_IMAGE", "busybox:1.36"), frr_image)) as host2:
         lab = TwoHosts(project, host2)
         try:
-            lab.write(OSPF_ACROSS_HOSTS.format(image=frr_image, folder=configs))
+            on1, on2 = "host: h1, ", "host: h2, "
+            lab.write(ospf_lab(frr_image, configs, r1=on1, r2=on1, r3=on2, h1=on1, h3=on2))
             lab.on1("up", "-d")
             lab.on2("up", "-d")
             wait_for(

@@ -41,13 +41,13 @@ def phases(folder: Path, rounds: int) -> list[tuple[str, float]]:
     """composens' phases of `ps --netns`, in this process."""
     from rich.console import Console
 
-    from composens import converge, render, wiring
+    from composens import converge, reading, render
     from composens.compose import Compose, ComposeOptions
     from composens.configcache import ConfigCache
     from composens.lab import Lab
 
-    def by_ip(target: wiring.Target) -> object:
-        return wiring._read_target_by_ip(target, qdiscs=False)
+    def by_ip(target: reading.Target) -> object:
+        return reading._read_target_by_ip(target, qdiscs=False)
 
     os.chdir(folder)
     core = Lab(Compose(ComposeOptions(), cache=ConfigCache()))
@@ -56,7 +56,7 @@ def phases(folder: Path, rounds: int) -> list[tuple[str, float]]:
     state = core.store.read()
     targets = core._targets(topo, state, running)
     scope = core._scope(topo, state, targets, set(topo.services))
-    seen = wiring.read_all(targets)
+    seen = reading.read_all(targets)
     rows = core.status(topo, set(topo.services)).rows
     found: list[tuple[str, float]] = [
         ("config (cached)", median_seconds(rounds, core.load)),
@@ -68,15 +68,15 @@ def phases(folder: Path, rounds: int) -> list[tuple[str, float]]:
     found += [
         (
             f"read {len(nodes)} namespaces: ip -json -batch each, 8 at a time",
-            median_seconds(rounds, lambda: wiring.in_parallel(by_ip, nodes)),
+            median_seconds(rounds, lambda: reading.in_parallel(by_ip, nodes)),
         ),
         (
-            f"read {len(nodes)} namespaces: netlink, 8 threads (wiring.read_all)",
-            median_seconds(rounds, lambda: wiring.read_all(targets)),
+            f"read {len(nodes)} namespaces: netlink, 8 threads (reading.read_all)",
+            median_seconds(rounds, lambda: reading.read_all(targets)),
         ),
         (
             f"read {len(nodes)} namespaces: netlink, one after another",
-            median_seconds(rounds, lambda: [wiring.read_target(t) for t in nodes]),
+            median_seconds(rounds, lambda: [reading.read_target(t) for t in nodes]),
         ),
     ]
     records = core._records(state, topo.project, targets)

@@ -507,8 +507,10 @@ def bench_conditions(folder: Path, size: int, rounds: int) -> list[tuple[str, fl
 
 def bench_reading(folder: Path, sizes: list[int], rounds: int) -> list[tuple[str, float, float]]:
     """Reading a running ring (a link per service): ps --netns beside docker compose ps, an unchanged
-    netns link beside one docker inspect of its containers, and that link above composens' start-up."""
+    netns link beside one docker inspect of its containers, and that link above composens' start-up; each
+    replayed (composens.replay: the lab is as the last run read it) and worked out (COMPOSENS_NO_REPLAY=1)."""
     results = []
+    worked_out = {**os.environ, "COMPOSENS_NO_REPLAY": "1"}
     for size in sizes:
         lab_dir = folder / f"r{size}"
         lab_dir.mkdir()
@@ -518,20 +520,25 @@ def bench_reading(folder: Path, sizes: list[int], rounds: int) -> list[tuple[str
             ids = sh("docker", "compose", "ps", "-q", cwd=lab_dir).split()
             print(f"reading a ring of {size}: load average {os.getloadavg()[0]:.1f}", flush=True)
 
-            def ours(*args: str, at: Path = lab_dir) -> Callable[[], object]:
-                return lambda: sh(*COMPOSENS, *args, cwd=at)
+            def ours(*args: str, at: Path = lab_dir, env: dict[str, str] | None = None) -> Callable[[], object]:
+                return lambda: sh(*COMPOSENS, *args, cwd=at, env=env)
 
             compose_ps = lambda at=lab_dir: sh("docker", "compose", "ps", cwd=at)  # noqa: E731
-            table, base = paired(rounds, ours("ps", "--netns"), compose_ps)
-            results.append((f"ps --netns, ring of {size} / docker compose ps", table, base))
-            as_json, base = paired(rounds, ours("ps", "--netns", "--format", "json"), compose_ps)
-            results.append((f"ps --netns --format json, ring of {size} / docker compose ps", as_json, base))
-            link, inspect = paired(rounds, ours("netns", "link"), lambda ids=ids: sh("docker", "inspect", *ids))
-            results.append((f"netns link (unchanged), ring of {size} / one docker inspect", link, inspect))
+            inspect_all = lambda ids=ids: sh("docker", "inspect", *ids)  # noqa: E731
             start = median_of(rounds, lambda: sh(sys.executable, "-c", "import composens.cli, composens.lab"))
-            results.append(
-                (f"netns link (unchanged), ring of {size}, above start-up / docker inspect", link - start, inspect)
-            )
+            python = median_of(rounds, lambda: sh(sys.executable, "-c", "pass"))
+            for how, env in (("replayed", None), ("worked out", worked_out)):
+                for shown, fmt in (("", ()), (" --format json", ("--format", "json"))):
+                    ours("ps", "--netns", *fmt, env=env)()  # the first run after up records
+                    mine, base = paired(rounds, ours("ps", "--netns", *fmt, env=env), compose_ps)
+                    results.append((f"ps --netns{shown}, ring of {size}, {how} / docker compose ps", mine, base))
+                ours("netns", "link", env=env)()
+                link, inspect = paired(rounds, ours("netns", "link", env=env), inspect_all)
+                results.append((f"netns link (unchanged), ring of {size}, {how} / one docker inspect", link, inspect))
+                results.append(
+                    (f"  the same above start-up (import composens.cli, lab: {start:.3f} s)", link - start, inspect)
+                )
+                results.append((f"  the same above Python's start ({python:.3f} s)", link - python, inspect))
             print(f"  start-up (python, composens.cli and lab imported): {start:.3f}s; load {os.getloadavg()[0]:.1f}")
         finally:
             subprocess.run([*COMPOSENS, "down", "-t", "0"], cwd=lab_dir, capture_output=True, check=False)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 from typer.core import TyperGroup
 
-from composens import __version__
+from composens import __version__, replay
 from composens.compose import Compose, ComposeOptions
 from composens.errors import ComposeFailed, ComposensError, ConfigError, ConflictError, ExitCode
 from composens.faults import crash_point
@@ -122,6 +122,10 @@ def _passthrough(app: App, command: str, args: list[str]) -> int:
 
 
 def _report_link(out: Output, report: LinkReport) -> None:
+    from composens.netns import Action
+
+    if report.wired or report.execs or any(c.action is not Action.KEEP for c in report.entries):
+        replay.changed("the lab")
     out.link_report(report)
     if report.conflicts:
         raise ConflictError(report.conflicts[0].detail)

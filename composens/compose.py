@@ -9,6 +9,7 @@ falls back to one `docker ps` and one batched `docker inspect` where that socket
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from composens import replay
 from composens.errors import ComposeFailed, ComposensError, ConfigError, EngineError, EngineUnavailable
 
 if TYPE_CHECKING:
@@ -198,6 +200,10 @@ class Compose:
     def essentials(self) -> dict[str, Any]:
         """The part of the resolved config composens reads (topology.essentials); cached while its inputs stay."""
         key = self._cache_key()
+        if key is None:
+            replay.refuse("a config compose's cache cannot key")
+        else:
+            replay.observe("config", (self.options_reading(), os.getcwd()), key)
         cached = self.cache.get(key) if self.cache and key else None
         if cached is not None:
             return cached
@@ -207,6 +213,10 @@ class Compose:
         if self.cache and key and self._cache_key() == key:  # nothing changed while compose read the files
             self.cache.put(key, data)
         return data
+
+    def options_reading(self) -> dict[str, Any]:
+        """The global options, as composens.replay makes a reading again with them."""
+        return dataclasses.asdict(self.options)
 
     def _cache_key(self) -> str | None:
         if self.cache is None:
@@ -235,7 +245,9 @@ class Compose:
                 EngineError,
             )
             found = self._inspect_with_cli(out.split(), missing_ok=False)
-        return [c for c in found if c.labels.get(ONEOFF_LABEL, "False") != "True"]
+        found = [c for c in found if c.labels.get(ONEOFF_LABEL, "False") != "True"]
+        replay.observe("containers", (self.options_reading(), project), replay.containers_reading(found))
+        return found
 
     def project_exists(self, project: str) -> bool:
         """Tell whether the project has any container, running or stopped, as the engine sees it (not the record)."""
@@ -246,6 +258,10 @@ class Compose:
         ids = list(ids)
         if not ids:
             return []
+        args = (self.options_reading(), ids, missing_ok)
+        return replay.observe_call("inspect", args, lambda: self._inspect(ids, missing_ok), replay.containers_reading)
+
+    def _inspect(self, ids: list[str], missing_ok: bool) -> list[Container]:
         try:
             with self._engine() as api:
                 documents, missing = api.inspect_many(ids)

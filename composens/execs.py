@@ -15,7 +15,7 @@ import shlex
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from composens import startwait
+from composens import replay, startwait
 from composens.report import ExecResult
 from composens.topology import Command, Topology
 
@@ -49,6 +49,7 @@ def run_pending(
     forget the results of starts that were gone when the containers were listed (at `listed_at`). Return what
     ran now."""
     place = folder(state_dir, topo.project)
+    replay.observe("folder", (str(place),), replay.folder_reading(str(place)))
     keep = {_key(inode, pid) for inode, pid in present} - {None}
     ran: list[ExecResult] = []
     for service, container, inode, pid in wired:
@@ -72,6 +73,7 @@ def run_pending(
         for old in place.iterdir():
             # A result written since the listing is a start this run did not see (another run's): kept.
             if old.stem not in keep and old.suffix == ".json" and _mtime(old) < listed_at:
+                replay.changed(f"the exec results {old}")
                 with contextlib.suppress(FileNotFoundError):
                     old.unlink()
     return ran
@@ -91,8 +93,10 @@ def _claim(path: Path) -> bool:
                 return False  # being written by its claimer this very moment: left to it
             if owner is None or _alive(owner):  # done, or still running
                 return False
+            replay.changed(f"the exec claim {path}")
             path.unlink(missing_ok=True)
             continue
+        replay.changed(f"the exec claim {path}")
         with os.fdopen(fd, "w") as f:
             json.dump({"owner": me, "results": None}, f)
         return True
@@ -119,6 +123,12 @@ def _mtime(path: Path) -> float:
 
 def results_of(state_dir: Path, project: str, service: str, inode: int | None, pid: int | None) -> list[ExecResult]:
     """What a start's commands said, once they ran."""
+    found = _results_of(state_dir, project, service, inode, pid)
+    replay.observe("exec-results", (str(state_dir), project, service, inode, pid), found)
+    return found
+
+
+def _results_of(state_dir: Path, project: str, service: str, inode: int | None, pid: int | None) -> list[ExecResult]:
     key = _key(inode, pid) if inode is not None and pid is not None else None
     if key is None:
         return []

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from composens.conditions import Conditions
     from composens.converge import Scope
     from composens.live import LiveAddress
-    from composens.wiring import Target
+    from composens.reading import Target
 
 
 STATE_DIR = Path("/run/composens")
@@ -65,9 +65,9 @@ class LabCore:
         topo = topology.parse(self.compose.essentials(), source=self.compose.options.source_label())
         if topo.hosts is None or whole:
             return topo
-        from composens import hosts, wiring
+        from composens import hosts, reading
 
-        here = wiring.read_namespace(None)
+        here = reading.read_namespace(None)
         assigned = [a.address.split("/")[0] for addresses in here.addresses.values() for a in addresses]
         me = hosts.which_host(topo.hosts, assigned, self.host, topo.source)
         device = next((name for name, addrs in here.addresses.items() if me.underlay in assigned_of(addrs)), None)
@@ -179,10 +179,10 @@ class LabCore:
             )
 
     def _precheck_host(self, topo: Topology, state: State, host_ends: list[topology.Endpoint]) -> None:
-        from composens import converge, wiring
+        from composens import converge, reading
         from composens.changes import marker
 
-        host = wiring.read_namespace(None)
+        host = reading.read_namespace(None)
         record = state.projects.get(topo.project)
         claims = record.nodes[HOST].interfaces if record and HOST in record.nodes else {}
         for end in host_ends:
@@ -244,7 +244,7 @@ class LabCore:
 
         With linked=False (for plan), also services whose entry `netns link` would make or repoint.
         """
-        from composens.wiring import HOST_TARGET, Target
+        from composens.reading import HOST_TARGET, Target
 
         record = state.projects.get(topo.project)
         recorded = set(record.nodes) if record else set()
@@ -402,7 +402,7 @@ class LabCore:
         Returns the lines and the links that cannot be planned now (and why).
         """
         from composens import changes as ch
-        from composens import converge, live, wiring
+        from composens import converge, live, reading
 
         chosen = services if services is not None else set(topo.services)
         containers, _, _, running = ([], {}, {}, []) if full else self._running(topo)
@@ -417,11 +417,11 @@ class LabCore:
         targets = self._targets(topo, state, running, linked=False)
         if topo.hub is not None and topo.hub.netns and topo.lans and HUB not in targets:
             plan_lines += [PlanLine("+", line) for line in ch.hub_commands(topo.hub.netns)]
-            from composens.wiring import Target
+            from composens.reading import Target
 
             targets[HUB] = Target(topo.hub.netns, "", "hub:new")
         scope = self._scope(topo, state, targets, chosen)
-        seen = wiring.read_all({n: t for n, t in targets.items() if t.identity != "hub:new"}, qdiscs=scope.qdiscs)
+        seen = reading.read_all({n: t for n, t in targets.items() if t.identity != "hub:new"}, qdiscs=scope.qdiscs)
         seen.update({n: live.EMPTY for n, t in targets.items() if t.identity == "hub:new"})
         found = converge.diff(topo, seen, self._records(state, topo.project, targets), scope, check_gateways=True)
         if found.problems:
@@ -475,10 +475,10 @@ class LabCore:
         done: list[EntryChange | str] = []
         record = state.projects.get(project)
         if record is not None and HOST in record.nodes:
-            from composens import wiring
+            from composens import reading, wiring
 
             topo = topo or topology.parse({"name": project}, source="record")
-            done += wiring.remove_project(topo, {HOST: wiring.HOST_TARGET}, record, state.save)
+            done += wiring.remove_project(topo, {HOST: reading.HOST_TARGET}, record, state.save)
         for name in [n for n, h in sorted(state.hubs.items()) if h.project == project]:
             done.append(netns.remove_hub(self.directory, state, project, name, "project down"))
         if gone or record is None:

@@ -110,7 +110,7 @@ class RunTimeChanges(LabCore):
         LAN's name, each by the member end it faces (`lan1`, `r1:eth1`: what r1 receives on lan1). With services
         named, the host ends and hub ports that face them come too.
         """
-        from composens import wiring
+        from composens import reading
 
         _, _, _, running = self._running(topo)
         state = self.store.read()
@@ -118,7 +118,7 @@ class RunTimeChanges(LabCore):
         labels = _condition_labels(topo, services)
         # A container restarting while this reads takes its namespace along: its rows are left out, the rest stands.
         chosen = {n: t for n, t in targets.items() if n in services or n in (HOST, HUB)}
-        seen = wiring.read_all(chosen, qdiscs=True, vanished_ok=True)
+        seen = reading.read_all(chosen, qdiscs=True, vanished_ok=True)
         scope = self._scope(topo, state, targets, services)
         rows = []
         for node, ns in seen.items():

@@ -109,12 +109,12 @@ class StatusReading(LabCore):
     ) -> tuple[list[NetnsRow], list[str]]:
         """Add each row's declared interfaces and drift, read from every linked namespace side by side; and say
         which declared pairs touching the chosen services are not wired."""
-        from composens import converge, wiring
+        from composens import converge, reading
 
         targets = self._targets(topo, state, running)
         qdiscs = self._scope(topo, state, targets, set(topo.services)).qdiscs
         # A container restarting while this reads takes its namespace along: its row is stale, the rest stands.
-        seen = wiring.read_all(targets, qdiscs=qdiscs, vanished_ok=True)
+        seen = reading.read_all(targets, qdiscs=qdiscs, vanished_ok=True)
         vanished = {targets[node].netns for node in targets if node not in seen}
         targets = {node: target for node, target in targets.items() if node in seen}
         scope = self._scope(topo, state, targets, set(topo.services))

@@ -3,6 +3,9 @@
 A passthrough command (`logs -f`, `exec`, `config`, `ps` without --netns, ...) needs none of
 composens, so the process becomes `docker compose` with the same arguments: its exit code,
 terminal and signals are compose's own, and composens adds only Python's start-up.
+
+`ps --netns`, `netns show` and `netns link` are answered by composens.replay when every reading the
+last such run made finds the same again, before the CLI is imported; otherwise their run is recorded.
 """
 
 from __future__ import annotations
@@ -52,6 +55,18 @@ def main() -> None:
             os.execvp("docker", ["docker", "compose", *args])
         except FileNotFoundError:
             pass  # the CLI says how to install docker
+    from composens import replay
+
+    code = replay.answer(args)  # a read-only command on a lab whose every reading is as last time
+    if code is not None:
+        sys.exit(code)
+    recording = replay.start(args)
     from composens.cli import main as cli_main
 
-    cli_main(args)
+    if recording is None:
+        cli_main(args)
+    try:
+        cli_main(args)
+    except SystemExit as done:
+        replay.finish(recording, done.code)
+        raise

@@ -4,7 +4,7 @@ The answer is the very `live.LiveNamespace` that `live.parse_namespace` builds f
 -json` (link show, addr show, route show table all), field for field; tests/integration/
 test_netlink.py proves it on the kernel. Three dump requests (RTM_GETLINK, RTM_GETADDR,
 RTM_GETROUTE), each parsed with struct. A socket stays bound to the namespace it was made in, so
-it is made in a thread that entered the namespace (wiring.run_in_netns) and read from any thread.
+it is made in a thread that entered the namespace (reading.run_in_netns) and read from any thread.
 
 Only reading goes this way: every change still runs through `ip -batch`/`tc -batch`, so `composens
 plan` prints exactly what runs. qdisc details (netem's and tbf's options) are still tc's to say;
@@ -25,10 +25,17 @@ import os
 import socket
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from composens.live import LiveAddress, LiveLink, LiveNamespace, LiveRoute, Vxlan
+try:
+    from _blake2 import blake2b  # hashlib's own BLAKE2; hashlib itself loads OpenSSL first (4 to 15 ms)
+except ImportError:  # pragma: no cover - an interpreter without it
+    from hashlib import blake2b
+
+if TYPE_CHECKING:
+    from composens.live import LiveAddress, LiveLink, LiveNamespace, LiveRoute, Vxlan
 
 NETLINK_ROUTE = 0
 SOL_NETLINK = 270
@@ -94,13 +101,14 @@ class NetlinkRead:
     namespace: LiveNamespace
     root_qdiscs: dict[str, str] = field(default_factory=dict)  # ifname -> IFLA_QDISC ("noqueue", "tbf", ...)
     address_flags: dict[tuple[str, str], int] = field(default_factory=dict)  # (ifname, address) -> IFA_F_*
+    dumped: str = ""  # the digest of the dumps it was parsed from (see dumps_digest)
 
 
 def open_socket(ns_fd: int | None = None) -> socket.socket:
     """A NETLINK_ROUTE socket in the namespace of `ns_fd` (None: this process's own)."""
     if ns_fd is None:
         return _new_socket()
-    from composens.wiring import run_in_netns  # here: wiring imports this module
+    from composens.reading import run_in_netns  # here: reading imports this module
 
     made: list[socket.socket] = []
     run_in_netns(ns_fd, lambda: made.append(_new_socket()))
@@ -135,6 +143,31 @@ def read_fd(ns_fd: int, *, own: bool = False) -> NetlinkRead:
 
 def read_socket(sock: socket.socket) -> NetlinkRead:
     """Dump links, addresses and routes through `sock` and parse them as `ip -details -json` would read."""
+    dumps = _dumps(sock)
+    return replace(parse(*dumps), dumped=dumps_digest(dumps))
+
+
+def read_dumps_digest(path: str) -> str:
+    """The digest of what the namespace at `path` dumps, unparsed: equal digests, equal reads (composens.replay)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with open_socket(None if path == "/proc/self/ns/net" else fd) as sock:
+            return dumps_digest(_dumps(sock))
+    finally:
+        os.close(fd)
+
+
+def dumps_digest(dumps: tuple[list[bytes], list[bytes], list[bytes]]) -> str:
+    """A digest of the three dumps, message by message (headers left out: they carry the socket's port id)."""
+    digest = blake2b(digest_size=16)
+    for payloads in dumps:
+        digest.update(len(payloads).to_bytes(4, "little"))
+        for payload in payloads:
+            digest.update(len(payload).to_bytes(4, "little") + payload)
+    return digest.hexdigest()
+
+
+def _dumps(sock: socket.socket) -> tuple[list[bytes], list[bytes], list[bytes]]:
     try:
         sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
         table = RT_TABLE_MAIN  # the kernel sends the main table's routes only (parse keeps only those anyway)
@@ -145,7 +178,7 @@ def read_socket(sock: socket.socket) -> NetlinkRead:
     ))  # fmt: skip
     addresses = dump(sock, RTM_GETADDR, IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0))
     routes = dump(sock, RTM_GETROUTE, RTMSG.pack(socket.AF_UNSPEC, 0, 0, 0, table, 0, 0, 0, 0))
-    return parse(links, addresses, routes)
+    return links, addresses, routes
 
 
 def _u32_attr(kind: int, value: int) -> bytes:
@@ -217,6 +250,8 @@ def _address(family: int, value: bytes) -> str:
 
 def parse(links: list[bytes], addresses: list[bytes], routes: list[bytes]) -> NetlinkRead:
     """Build what `live.parse_namespace` builds from ip's JSON, from the payloads of the three dumps."""
+    from composens.live import LiveAddress, LiveLink, LiveNamespace  # here: reading dumps alone needs none
+
     by_index: dict[int, str] = {}
     parsed_links: dict[str, LiveLink] = {}
     qdiscs: dict[str, str] = {}
@@ -291,6 +326,8 @@ def _hardware_address(link_type: int, value: bytes) -> str:
 
 
 def _vxlan(data: bytes) -> Vxlan:
+    from composens.live import Vxlan
+
     """A VXLAN device's VNI, local and remote addresses and UDP port (big-endian there), as ip prints them."""
     attrs = attributes(data, 0)
 
@@ -321,6 +358,8 @@ def _bridge_options(data: bytes) -> tuple[tuple[str, str], ...]:
 
 
 def _routes(payloads: list[bytes], by_index: dict[int, str]) -> Iterator[LiveRoute]:
+    from composens.live import LiveRoute
+
     """The main table's unicast routes, as live._parse_routes keeps them from `ip route show table all`."""
     import ipaddress
 

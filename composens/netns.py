@@ -20,12 +20,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from composens.compose import Container
+from composens import replay
 from composens.errors import ComposensError, EngineError, PermissionProblem, WiringError
 from composens.faults import crash_point
-from composens.state import EntryRecord, HubRecord, State
-from composens.topology import HUB
+from composens.names import HUB_NODE as HUB
+
+if TYPE_CHECKING:  # not imported to run: reading entries (composens.replay) needs neither
+    from composens.compose import Container
+    from composens.state import EntryRecord, State
 
 NETNS_DIR = Path("/var/run/netns")
 
@@ -85,6 +89,7 @@ def entry_mark(project: str, service: str, container: str) -> str:
 
 
 def _set_mark(path: Path, mark: str) -> None:
+    replay.changed(f"the mark of {path}")
     with contextlib.suppress(OSError):  # no xattrs here: the record is what knows the entry
         os.setxattr(path, ENTRY_MARK, mark.encode(), follow_symlinks=False)
 
@@ -98,7 +103,7 @@ def namespace_cookie(path: str | Path) -> int | None:
     import socket
     import struct
 
-    from composens.wiring import run_in_netns  # a thread that enters the namespace
+    from composens.reading import run_in_netns  # a thread that enters the namespace
 
     found: list[int] = []
 
@@ -109,22 +114,29 @@ def namespace_cookie(path: str | Path) -> int | None:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
-        return None
+        return _observed_cookie(path, None)
     try:
         run_in_netns(fd, ask)
     except OSError:
-        return None
+        return _observed_cookie(path, None)
     finally:
         os.close(fd)
-    return found[0] if found else None
+    return _observed_cookie(path, found[0] if found else None)
+
+
+def _observed_cookie(path: str | Path, cookie: int | None) -> int | None:
+    replay.observe("cookie", (str(path),), cookie)
+    return cookie
 
 
 def namespace_inode(path: str | Path) -> int | None:
     """Return the inode of the network namespace a path opens, or None if it opens none."""
     try:
-        return os.stat(path).st_ino
+        inode: int | None = os.stat(path).st_ino
     except OSError:
-        return None
+        inode = None
+    replay.observe("inode", (str(path),), inode)
+    return inode
 
 
 def resolve_target(container: Container, by_id: Mapping[str, Container]) -> tuple[str | None, int | None, str]:
@@ -180,6 +192,10 @@ class NetnsDirectory:
         return self.root / name
 
     def probe(self, name: str) -> EntryOnDisk:
+        found = replay.observe_call("entry", (str(self.root), name), lambda: self._probe(name))
+        return found
+
+    def _probe(self, name: str) -> EntryOnDisk:
         path = self.path(name)
         if not os.path.lexists(path):
             return EntryOnDisk(exists=False)
@@ -197,12 +213,14 @@ class NetnsDirectory:
     def create(self, name: str, target: str, mark: str) -> None:
         """Make a new entry carrying composens' mark; fail if anything stands at that name."""
         path = self.path(name)
+        replay.changed(f"the entry {path}")
         os.symlink(target, path)
         _set_mark(path, mark)
 
     def replace(self, name: str, target: str, mark: str) -> None:
         """Point an entry composens owns at a new target in one step."""
         # Beside the entry: `ip netns add` makes the directory a mount point of its own.
+        replay.changed(f"the entry {self.path(name)}")
         tmp = self.root / f".{name}.{os.getpid()}.tmp"
         tmp.unlink(missing_ok=True)
         os.symlink(target, tmp)
@@ -212,11 +230,14 @@ class NetnsDirectory:
     def mark(self, name: str) -> str | None:
         """The mark composens left on an entry (see entry_mark), or None."""
         try:
-            return os.getxattr(self.path(name), ENTRY_MARK, follow_symlinks=False).decode(errors="replace")
+            mark: str | None = os.getxattr(self.path(name), ENTRY_MARK, follow_symlinks=False).decode(errors="replace")
         except OSError:
-            return None
+            mark = None
+        replay.observe("mark", (str(self.root), name), mark)
+        return mark
 
     def remove(self, name: str) -> None:
+        replay.changed(f"the entry {self.path(name)}")
         os.unlink(self.path(name))  # the symlink itself; never umount through it
 
 
@@ -243,6 +264,8 @@ def link(
     moves = [(w, change) for w, change in decided if change.action in (Action.CREATE, Action.REPLACE)]
     for w, change in moves:
         assert w.target is not None
+        from composens.state import EntryRecord
+
         record = EntryRecord(project, w.container.service, w.container.id, w.target)
         # While an entry moves, its record owns both the old target and the new one.
         state.entries[w.name] = replace(record, previous=change.detail or None)
@@ -277,6 +300,8 @@ def _decide(directory: NetnsDirectory, state: State, project: str, w: Wanted) ->
         if ours:
             return _remove_ours(directory, state, w.name, w.why_not)
         return EntryChange(w.name, service, Action.SKIP, None, w.why_not)
+    from composens.state import EntryRecord
+
     if ours and record == EntryRecord(project, service, w.container.id, w.target) and entry.reaches == w.inode:
         return EntryChange(w.name, service, Action.KEEP, w.target)
     if ours:
@@ -359,12 +384,15 @@ def hub_is_ours(directory: NetnsDirectory, state: State, project: str, name: str
 
 
 def _only_loopback(name: str) -> bool:
+    replay.refuse("a hub told by its links")
     done = subprocess.run(["ip", "-n", name, "-o", "link", "show"], capture_output=True, text=True, check=False)
     return done.returncode == 0 and [line.split(":")[1].strip() for line in done.stdout.splitlines()] == ["lo"]
 
 
 def ensure_hub(directory: NetnsDirectory, state: State, project: str, name: str) -> EntryChange:
     """Make the project's hub: a namespace of its own (`ip netns add`), the one entry that is not a container's."""
+    from composens.state import HubRecord
+
     if directory.probe(name).exists:
         if not hub_is_ours(directory, state, project, name):
             return EntryChange(name, HUB, Action.CONFLICT, None, hub_conflict(directory, state, project, name))
@@ -404,6 +432,7 @@ def remove_hub(directory: NetnsDirectory, state: State, project: str, name: str,
 
 
 def _ip_netns(verb: str, name: str) -> None:
+    replay.changed(f"the namespace {name}")
     try:
         done = subprocess.run(["ip", "netns", verb, name], capture_output=True, text=True, check=False)
     except FileNotFoundError as e:

@@ -1,7 +1,7 @@
 """Run checks: ping from a service's own network namespace, exec in its container, retry, report.
 
 ping is done in-process: a thread enters the service's namespace through docker's mount of it
-(wiring.run_in_netns) and sends ICMP or ICMPv6 echo requests on a raw socket, so the image needs
+(reading.run_in_netns) and sends ICMP or ICMPv6 echo requests on a raw socket, so the image needs
 no ping binary. It is written here (about 100 lines) rather than taken from icmplib 3.0.4, which
 also works from such a thread and would save about 75 of them. Measured here: importing icmplib
 took 45 ms cold, 16 ms more than this module's own imports (it loads asyncio); its ping() waits
@@ -127,7 +127,7 @@ PAYLOAD_PAD = bytes(48)  # with the 8-byte token, ping's usual 56 bytes of data
 def ping(netns_path: str, address: str, *, count: int, timeout: float, interval: float = INTERVAL) -> Echo:
     """Send echo requests from the network namespace at netns_path and collect the replies."""
     # Loaded on the first ping only: a suite of exec checks has no use for it.
-    from composens.wiring import run_in_netns
+    from composens.reading import run_in_netns
 
     echoes: list[Echo] = []
     fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)

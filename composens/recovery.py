@@ -70,10 +70,10 @@ def _adopt(directory: NetnsDirectory, state: State, name: str, by_sandbox: dict[
 
 
 def _adopt_hub(directory: NetnsDirectory, state: State, name: str) -> list[str]:
-    from composens import wiring
+    from composens import reading
 
     try:
-        found = wiring.read_namespace(name)
+        found = reading.read_namespace(name)
     except ComposensError:  # an entry that opens nothing is simply not adopted
         return [f"left {directory.path(name)}: it opens no namespace"]
     owners = {
@@ -91,10 +91,10 @@ def _adopt_hub(directory: NetnsDirectory, state: State, name: str) -> list[str]:
 
 def _adopt_interfaces(state: State, netns_name: str | None, node: str, identity: str, project: str | None) -> list[str]:
     """Claim the interfaces in a namespace that carry a project's mark (one project's only, unless the host)."""
-    from composens import wiring
+    from composens import reading
 
     try:
-        found = wiring.read_namespace(netns_name)
+        found = reading.read_namespace(netns_name)
     except ComposensError:  # a namespace that vanished meanwhile has nothing to claim
         return []
     lines = []

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from composens import startwait
+from composens import replay, startwait
 from composens.compose import COMPOSE_FILE_NAMES, Compose
 from composens.errors import ConfigError
 from composens.topology import Topology
@@ -132,6 +132,7 @@ def release(
     """Open the gate for each start that is wired (namespace inode, pid of its first process); remove the flags of
     starts no container had when they were listed (at `listed_at`: a flag written since is another run's)."""
     folder = wired_dir(state_dir, project)
+    replay.observe("folder", (str(folder),), replay.folder_reading(str(folder)))
     if not folder.is_dir():
         return
     keep = set()
@@ -144,10 +145,12 @@ def release(
         if started is not None:
             flag = folder / startwait.flag_name(inode, started)
             if not flag.exists():
+                replay.changed(f"the gate {flag}")
                 flag.touch(mode=0o644)
     for old in folder.iterdir():
         with contextlib.suppress(FileNotFoundError):
             if old.name not in keep and old.stat().st_mtime < listed_at:
+                replay.changed(f"the gate {old}")
                 old.unlink()
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from composens import names
+from composens import names, replay
 from composens.errors import PermissionProblem, RecordDamaged
 
 STATE_VERSION = 2
@@ -176,13 +176,18 @@ class StateStore:
     def _load(self) -> State | str:
         """The record, or why it cannot be trusted."""
         try:
-            return State.from_json(self.path.read_text())
-        except FileNotFoundError:
-            return State()
+            data = replay.observe_call("record", (str(self.path),), self._bytes)
+            return State.from_json(data.decode()) if data is not None else State()
         except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
             return f"{type(e).__name__}: {e}" if not isinstance(e, ValueError) else str(e)
         except OSError as e:
             return e.strerror or str(e)
+
+    def _bytes(self) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            return None
 
     @contextmanager
     def locked(self, *, recovering: bool = False) -> Iterator[State]:
@@ -237,11 +242,18 @@ class StateStore:
         return moved
 
     def _save(self, state: State) -> None:
+        text = state.to_json()
+        try:
+            if self.path.read_text() == text:
+                return  # as it is on disk: nothing to write (nor to sync)
+        except (OSError, UnicodeDecodeError):
+            pass
+        replay.changed("the record")
         tmp = self.path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             os.fchmod(f.fileno(), 0o600)
-            f.write(state.to_json())
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)

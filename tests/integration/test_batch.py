@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from composens import topology, wiring
+from composens import reading, topology, wiring
 from composens.converge import Scope
 from composens.errors import WiringError
 from composens.state import ProjectRecord
@@ -35,7 +35,7 @@ esac
 
 
 @pytest.fixture
-def lab(tmp_path: Path) -> Iterator[tuple[topology.Topology, dict[str, wiring.Target]]]:
+def lab(tmp_path: Path) -> Iterator[tuple[topology.Topology, dict[str, reading.Target]]]:
     prefix = f"cnsb{uuid.uuid4().hex[:6]}-"
     for node in ("a", "b"):
         run("ip", "netns", "add", f"{prefix}{node}")
@@ -54,7 +54,7 @@ def lab(tmp_path: Path) -> Iterator[tuple[topology.Topology, dict[str, wiring.Ta
             },
             source="f",
         )
-        targets = {n: wiring.Target(f"{prefix}{n}", f"/var/run/netns/{prefix}{n}", f"{prefix}{n}") for n in ("a", "b")}
+        targets = {n: reading.Target(f"{prefix}{n}", f"/var/run/netns/{prefix}{n}", f"{prefix}{n}") for n in ("a", "b")}
         yield topo, targets
     finally:
         for node in ("a", "b"):
@@ -62,7 +62,7 @@ def lab(tmp_path: Path) -> Iterator[tuple[topology.Topology, dict[str, wiring.Ta
 
 
 def test_lines_after_ip_stopped_are_not_done_and_the_failing_one_is_named(
-    lab: tuple[topology.Topology, dict[str, wiring.Target]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    lab: tuple[topology.Topology, dict[str, reading.Target]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     topo, targets = lab
     shim = tmp_path / "ip"

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from composens import netlink, wiring
+from composens import netlink, reading
 from composens.errors import WiringError
 from composens.live import LiveAddress, Vxlan
 from tests.integration.conftest import run
@@ -88,7 +88,7 @@ def fill(a: str, b: str) -> None:
 def test_netlink_reads_what_ip_json_reads(namespaces: tuple[str, str]) -> None:
     a, b = namespaces
     for name in (a, b):
-        by_ip = wiring.read_namespace(name)
+        by_ip = reading.read_namespace(name)
         by_netlink = netlink.read_path(f"/var/run/netns/{name}").namespace
         assert by_netlink.links == by_ip.links
         assert by_netlink.addresses == by_ip.addresses
@@ -145,33 +145,33 @@ def test_wiring_reads_by_netlink_with_tc_details_where_a_qdisc_is_set(
 ) -> None:
     a, _ = namespaces
     path = f"/var/run/netns/{a}"
-    by_ip = wiring.read_namespace(a, qdiscs=True)
+    by_ip = reading.read_namespace(a, qdiscs=True)
     assert by_ip.qdiscs["va0"].kind == "tbf"
 
-    def no_ip(target: wiring.Target, *, qdiscs: bool) -> None:
+    def no_ip(target: reading.Target, *, qdiscs: bool) -> None:
         raise AssertionError("read by ip, not by netlink")
 
-    monkeypatch.setattr(wiring, "_read_target_by_ip", no_ip)
-    for target in (wiring.Target(a, path, path), wiring.Target(a, path, path, linked=False)):
-        assert wiring.read_target(target, qdiscs=True) == by_ip
-        assert wiring.read_all({"a": target}, qdiscs=True) == {"a": by_ip}
+    monkeypatch.setattr(reading, "_read_target_by_ip", no_ip)
+    for target in (reading.Target(a, path, path), reading.Target(a, path, path, linked=False)):
+        assert reading.read_target(target, qdiscs=True) == by_ip
+        assert reading.read_all({"a": target}, qdiscs=True) == {"a": by_ip}
 
 
 def test_without_netlink_ip_reads_the_same(namespaces: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     a, _ = namespaces
     path = f"/var/run/netns/{a}"
-    by_netlink = wiring.read_target(wiring.Target(a, path, path), qdiscs=True)
+    by_netlink = reading.read_target(reading.Target(a, path, path), qdiscs=True)
 
     def refused(fd: int, *, own: bool = False) -> None:
         raise PermissionError(1, "Operation not permitted")
 
     monkeypatch.setattr(netlink, "read_fd", refused)
-    for target in (wiring.Target(a, path, path), wiring.Target(a, path, path, linked=False)):
-        assert wiring.read_target(target, qdiscs=True) == by_netlink
+    for target in (reading.Target(a, path, path), reading.Target(a, path, path, linked=False)):
+        assert reading.read_target(target, qdiscs=True) == by_netlink
 
 
 def test_a_namespace_that_is_gone_is_a_wiring_error(namespaces: tuple[str, str]) -> None:
     a, _ = namespaces
-    target = wiring.Target(a, f"/var/run/netns/{a}-gone", "x", linked=False)
+    target = reading.Target(a, f"/var/run/netns/{a}-gone", "x", linked=False)
     with pytest.raises(WiringError, match="cannot read the interfaces of"):
-        wiring.read_target(target)
+        reading.read_target(target)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from composens import changes as ch
-from composens import converge, live, topology, wiring
+from composens import converge, live, reading, topology, wiring
 from composens.changes import Change
 from composens.errors import WiringError
 from composens.live import LiveRoute
@@ -71,10 +71,10 @@ class Kernel:
             done.append((change, tuple((key, "1") for key, _ in change.values if key != "promote_secondaries")))
         return done
 
-    def targets(self, topo: topology.Topology) -> dict[str, wiring.Target]:
-        found = {HOST: wiring.HOST_TARGET}
+    def targets(self, topo: topology.Topology) -> dict[str, reading.Target]:
+        found = {HOST: reading.HOST_TARGET}
         for service in topo.services:
-            found[service] = wiring.Target(service, f"/x/{service}", f"/x/{service}")
+            found[service] = reading.Target(service, f"/x/{service}", f"/x/{service}")
             self.node_of[service] = service
         for node in found:
             self.ns.setdefault(node, live.EMPTY)
@@ -229,10 +229,10 @@ def test_a_pair_whose_name_someone_took_meanwhile_is_not_judged_made_nor_its_int
 
 def test_a_namespace_that_vanished_mid_read_is_left_out_when_asked() -> None:
     """ps and netem show read every namespace: one container restarting meanwhile must not fail the others."""
-    gone = wiring.Target("gone", "/nonexistent/composens-test-ns", "/nonexistent/composens-test-ns", linked=False)
+    gone = reading.Target("gone", "/nonexistent/composens-test-ns", "/nonexistent/composens-test-ns", linked=False)
     with pytest.raises(WiringError, match="cannot read the interfaces of gone"):
-        wiring.read_all({"a": gone})
-    assert set(wiring.read_all({HOST: wiring.HOST_TARGET, "a": gone}, vanished_ok=True)) == {HOST}
+        reading.read_all({"a": gone})
+    assert set(reading.read_all({HOST: reading.HOST_TARGET, "a": gone}, vanished_ok=True)) == {HOST}
 
 
 def test_a_run_undone_because_a_dead_namespaces_vni_was_still_taken_is_tried_again(

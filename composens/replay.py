@@ -1,0 +1,518 @@
+"""Answer a command that only reads again, without working it out again, while nothing it read has changed.
+
+`ps --netns`, `netns show` and `netns link` on a lab nobody touched give the same answer every time, and
+most of what they spend goes on working it out: importing the CLI, parsing the file and the record, the
+diff, the table (bench/README.md, sixth round). So a run of one of them is recorded: every reading of the
+world it makes goes through `observe` (the config's cache key, the record's bytes, the containers as the
+engine lists and inspects them, each netns entry and its mark, each namespace's links, addresses, routes
+and qdiscs, a namespace's inode and cookie, a start's exec results, the gate and exec folders), which
+keeps a digest of what each reading returned; and what it printed, in order, and its exit code. A later
+run with the same arguments, working folder, environment, terminal and composens code makes the same
+readings again (the engine and every namespace are still asked, every time) and, when each digest is
+equal, prints what the recorded run printed. Its answer is worked out from readings equal to the
+recorded ones, so it is the answer working it out again would give; a drift made by hand changes a
+reading, and that run works it out again and is recorded in its turn.
+
+Not recorded: a run that changed anything (an entry, a mark, an interface, a sysctl, a gate, an exec
+claim, the record): replaying its answer would skip the change; a run that failed; a run that read twice
+and saw two different things; labs over several hosts and configs compose's cache cannot key (their
+readings are not all observed); and a run whose output went past the text streams. COMPOSENS_NO_REPLAY=1
+turns replaying off. Replays are kept in /run/composens/replay (root's, 0700), at most KEEP of them,
+named by the digest of their key: nothing of the environment is written down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+try:
+    from _blake2 import blake2b  # hashlib's own BLAKE2; hashlib itself loads OpenSSL first (4 to 15 ms)
+except ImportError:  # pragma: no cover - an interpreter without it
+    from hashlib import blake2b
+
+STATE_DIR = Path("/run/composens")  # labcore.STATE_DIR, where the record and its lock are
+REPLAY_DIR = STATE_DIR / "replay"
+FORMAT = "composens-replay 1"
+KEEP = 64  # replays kept; the oldest written go first
+OFF = "COMPOSENS_NO_REPLAY"
+NOTE = "COMPOSENS_REPLAY_NOTE"  # a file to which each run says whether it was replayed or recorded, and why not
+SHELL_BOOKKEEPING = ("_",)  # set by the shell to the command being run: different on every way of calling
+# Global options before the command, as the launcher knows them; composens' own are --debug and --host.
+GLOBALS_WITH_VALUE = {
+    "-f", "--file", "-p", "--project-name", "--profile", "--env-file", "--project-directory",
+    "--ansi", "--progress", "--parallel", "--host",
+}  # fmt: skip
+GLOBAL_FLAGS = {"--compatibility", "--debug"}
+PACKAGE = Path(__file__).parent
+
+Args = tuple[Any, ...]
+T = TypeVar("T")
+
+
+def command_of(args: Sequence[str]) -> tuple[str, ...] | None:
+    """The command words (`ps`, `netns link`, ...) when `args` ask for a command that may be replayed, else None."""
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in GLOBALS_WITH_VALUE:
+            i += 2
+        elif arg.split("=", 1)[0] in GLOBALS_WITH_VALUE or arg in GLOBAL_FLAGS:
+            i += 1
+        elif arg.startswith("-"):
+            return None  # --help, --version, a typo: the CLI answers those
+        else:
+            rest = args[i + 1 :]
+            if any(a in ("-h", "--help") for a in rest):
+                return None
+            if arg == "ps" and "--netns" in rest:
+                return ("ps",)
+            if arg == "netns" and rest[:1] in (["link"], ["show"]):
+                return ("netns", rest[0])
+            return None
+    return None
+
+
+def key_of(args: Sequence[str], environ: Mapping[str, str]) -> str | None:
+    """The digest of everything a command's answer depends on besides what it reads while it runs: its
+    arguments, working folder, environment, terminal (the table's width and colours) and composens itself."""
+    digest = blake2b(digest_size=32)
+
+    def add(part: object) -> None:
+        data = repr(part).encode(errors="surrogateescape")
+        digest.update(len(data).to_bytes(8, "little") + data)
+
+    try:
+        add((FORMAT, list(args), os.getcwd(), os.geteuid(), sys.executable, sys.version))
+        add(sorted(item for item in environ.items() if item[0] not in SHELL_BOOKKEEPING))
+        for fd in (0, 1, 2):
+            add(_terminal(fd))
+        for entry in sorted(os.scandir(PACKAGE), key=lambda e: e.name):  # the code that worked the answer out
+            if entry.name.endswith(".py"):
+                st = entry.stat()
+                add((entry.name, st.st_size, st.st_mtime_ns, st.st_ino))
+        for folder in sys.path:  # and the libraries it used (rich draws the table): installing one touches these
+            if folder.endswith(("site-packages", "dist-packages")) and os.path.isdir(folder):
+                st = os.stat(folder)
+                add((folder, st.st_mtime_ns, st.st_ino))
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def _terminal(fd: int) -> tuple[bool, tuple[int, int] | None]:
+    try:
+        tty = os.isatty(fd)
+    except OSError:
+        return False, None
+    try:
+        size = os.get_terminal_size(fd)
+    except OSError:
+        return tty, None
+    return tty, (size.columns, size.lines)
+
+
+def digest_of(value: object) -> str:
+    return blake2b(repr(value).encode(errors="surrogateescape"), digest_size=16).hexdigest()
+
+
+# --------------------------------------------------------------------------- recording
+
+
+class Recording:
+    """What one run read, what it printed, and whether it may be replayed."""
+
+    def __init__(self, key: str, lock: bool) -> None:
+        self.key = key
+        self.lock = lock  # netns link reads under the record's lock; its replay does too
+        self.readings: dict[tuple[str, str], str] = {}
+        self.printed: list[tuple[int, str]] = []
+        self.refused: str | None = None
+        self._guard = threading.Lock()
+
+    def observe(self, kind: str, args: Args, digest: str) -> None:
+        where = (kind, json.dumps(args))
+        with self._guard:
+            before = self.readings.setdefault(where, digest)
+        if before != digest:
+            self.refuse(f"{kind} {args!r} read twice and found different")
+
+    def refuse(self, why: str) -> None:
+        if self.refused is None:
+            self.refused = why
+
+
+_recording: Recording | None = None
+
+
+def observe(kind: str, args: Args, value: object) -> None:
+    """Note a reading of the world: `READERS[kind](*args)` returned `value`. Nothing when no run is recorded."""
+    if _recording is not None:
+        _recording.observe(kind, args, digest_of(value))
+
+
+def observe_call(kind: str, args: Args, read: Callable[[], T], view: Callable[[T], object] | None = None) -> T:
+    """Make a reading that may fail, and note what it returned (as `view` shows it, the way `READERS[kind]`
+    returns it) or how it failed."""
+    if _recording is None:
+        return read()
+    try:
+        value = read()
+    except Exception as e:
+        _recording.observe(kind, args, digest_of(_failure(e)))
+        raise
+    _recording.observe(kind, args, digest_of(view(value) if view else value))
+    return value
+
+
+def changed(what: str) -> None:
+    """Say the run changed the world (`what`): its answer is not to be replayed."""
+    if _recording is not None:
+        _recording.refuse(f"changed {what}")
+
+
+def refuse(why: str) -> None:
+    """Say the run read something `observe` cannot repeat: its answer is not to be replayed."""
+    if _recording is not None:
+        _recording.refuse(why)
+
+
+def _failure(e: Exception) -> tuple[str, str]:
+    return type(e).__name__, str(e)
+
+
+class _Tee:
+    """A text stream that also keeps what is written to it, in order with the other stream's."""
+
+    def __init__(self, stream: Any, fd: int, printed: list[tuple[int, str]], recording: Recording) -> None:
+        self._stream = stream
+        self._fd = fd
+        self._printed = printed
+        self._recording = recording
+
+    def write(self, text: str) -> int:
+        if text:
+            self._printed.append((self._fd, text))
+        return int(self._stream.write(text))
+
+    def writelines(self, lines: Sequence[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    @property
+    def buffer(self) -> Any:  # bytes past the text stream: not kept, so not replayable
+        self._recording.refuse("wrote bytes")
+        return self._stream.buffer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def start(args: Sequence[str], environ: Mapping[str, str] = os.environ) -> Recording | None:
+    """Record this run, when its command may be replayed."""
+    global _recording
+    command = command_of(args)
+    if command is None or environ.get(OFF) == "1":
+        return None
+    key = key_of(args, environ)
+    if key is None:
+        return None
+    _recording = Recording(key, lock=command == ("netns", "link"))
+    sys.stdout = _Tee(sys.stdout, 1, _recording.printed, _recording)
+    sys.stderr = _Tee(sys.stderr, 2, _recording.printed, _recording)
+    return _recording
+
+
+def finish(recording: Recording, code: object, folder: Path = REPLAY_DIR) -> None:
+    """Stop recording; keep the run for replaying if it may be."""
+    global _recording
+    _recording = None
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if isinstance(stream, _Tee):
+            setattr(sys, name, stream._stream)
+    if code not in (None, 0):
+        recording.refuse(f"exit code {code}")
+    if not any(kind == "config" for kind, _ in recording.readings):
+        recording.refuse("the project was not read")
+    if recording.refused is not None:
+        _note(f"not recorded: {recording.refused}")
+        return
+    document = {
+        "format": FORMAT,
+        "lock": recording.lock,
+        "readings": [[kind, json.loads(args), digest] for (kind, args), digest in sorted(recording.readings.items())],
+        "printed": recording.printed,
+    }
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        temporary = folder / f".{os.getpid()}.tmp"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(document, f)
+        os.replace(temporary, folder / f"{recording.key}.json")
+        _trim(folder)
+    except OSError as e:
+        _note(f"not recorded: {e}")  # a replay that cannot be kept is no replay
+        return
+    _note(f"recorded {len(recording.readings)} readings")
+
+
+def _note(line: str) -> None:
+    path = os.environ.get(NOTE)
+    if path:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+
+
+def _trim(folder: Path) -> None:
+    entries = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime_ns)
+    for old in entries[:-KEEP]:
+        old.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- replaying
+
+
+def answer(args: Sequence[str], environ: Mapping[str, str] = os.environ, folder: Path = REPLAY_DIR) -> int | None:
+    """Print what the recorded run of this command printed and return its exit code, when every reading it made
+    finds the same again; None when there is no such run (the caller works the answer out)."""
+    if command_of(args) is None or environ.get(OFF) == "1":
+        return None
+    key = key_of(args, environ)
+    if key is None:
+        return None
+    try:
+        document = json.loads((folder / f"{key}.json").read_bytes())
+    except FileNotFoundError:
+        _note("worked out: not recorded before")
+        return None
+    except (OSError, ValueError):
+        _note("worked out: the recording cannot be read")
+        return None
+    try:
+        if document["format"] != FORMAT:
+            raise ValueError(document["format"])
+        readings = [(str(kind), tuple(args_), str(digest)) for kind, args_, digest in document["readings"]]
+        printed = [(int(fd), str(text)) for fd, text in document["printed"]]
+        if any(kind not in READERS for kind, _, _ in readings):
+            raise ValueError("a reading of an unknown kind")
+    except (KeyError, TypeError, ValueError):
+        _note("worked out: the recording is not one of this composens")
+        return None
+    lock = _take_lock() if document.get("lock") else None
+    try:
+        differs = _first_different(readings)
+    finally:
+        if lock is not None:
+            os.close(lock)
+    if differs is not None:
+        _note(f"worked out: {differs[0]} {list(differs[1])} differs")
+        return None
+    _note("replayed")
+    for fd, text in printed:
+        (sys.stdout if fd == 1 else sys.stderr).write(text)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return 0
+
+
+def _take_lock() -> int | None:
+    import fcntl
+
+    try:
+        lock = os.open(STATE_DIR / "lock", os.O_RDWR)
+    except OSError:
+        return None
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    return lock
+
+
+def _first_different(readings: list[tuple[str, Args, str]]) -> tuple[str, Args] | None:
+    """Make each reading again, the engine's and the namespaces' side by side; return one that finds something
+    else, or None when all find the same.
+
+    A namespace read from its netlink dumps alone is the same when its dumps are: those are compared first,
+    unparsed, and the namespace is read whole only when they differ (a bridge's timers, say)."""
+    dumps = {args[0]: digest for kind, args, digest in readings if kind == "namespace-dumps"}
+    checks: list[Check] = []
+    for kind, args, digest in readings:
+        if kind == "namespace-dumps":
+            continue
+        if kind == "namespace" and args[1] in dumps:
+            checks.append(("namespace-dumps", (args[1],), dumps[args[1]], (kind, args, digest)))
+        else:
+            checks.append((kind, args, digest, None))
+    # The engine answers while this thread reads the files and the namespaces (mostly system calls, each short).
+    engine = [c for c in checks if c[0] in ENGINE_KINDS]
+    answered: list[tuple[str, Args] | None] = []
+    asking = threading.Thread(target=lambda: answered.append(_first_failing(engine)))
+    asking.start()
+    rest = _first_failing([c for c in checks if c[0] not in ENGINE_KINDS])
+    asking.join()
+    return rest or (answered[0] if answered else ("engine", ()))
+
+
+def _first_failing(checks: list[Check]) -> tuple[str, Args] | None:
+    for check in checks:
+        if not _again(check):
+            return check[0], check[1]
+    return None
+
+
+ENGINE_KINDS = ("containers", "inspect")
+Check = tuple[str, Args, str, tuple[str, Args, str] | None]
+
+
+def _again(check: Check) -> bool:
+    """Make a reading again; when its digest differs and a whole reading stands behind it, that one."""
+    kind, args, digest, otherwise = check
+    if digest_of(_read(kind, args)) == digest:
+        return True
+    return otherwise is not None and digest_of(_read(otherwise[0], otherwise[1])) == otherwise[2]
+
+
+def _read(kind: str, args: Args) -> object:
+    try:
+        return READERS[kind](*args)
+    except Exception as e:
+        return _failure(e)
+
+
+# Each kind of reading, made again from its arguments exactly as the run made it.
+
+
+def _config(options: Mapping[str, Any], cwd: str) -> str | None:
+    from composens.configcache import cache_key
+
+    return cache_key(compose_options(options), Path(cwd), os.environ)
+
+
+def compose_options(options: Mapping[str, Any]) -> Any:
+    from composens.compose import ComposeOptions
+
+    return ComposeOptions(
+        files=tuple(options["files"]),
+        project_name=options["project_name"],
+        profiles=tuple(options["profiles"]),
+        env_files=tuple(options["env_files"]),
+        project_directory=options["project_directory"],
+        extra=tuple(options["extra"]),
+    )
+
+
+def _record(path: str) -> object:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _containers(options: Mapping[str, Any], project: str | None) -> object:
+    from composens.compose import Compose
+
+    return containers_reading(Compose(compose_options(options)).containers(project))
+
+
+def _inspect(options: Mapping[str, Any], ids: list[str], missing_ok: bool) -> object:
+    from composens.compose import Compose
+
+    return containers_reading(Compose(compose_options(options)).inspect(ids, missing_ok=missing_ok))
+
+
+def containers_reading(found: Sequence[Any]) -> object:
+    """Containers as read: labels too (a Container's repr leaves them out)."""
+    return [(c, sorted(c.labels.items())) for c in found]
+
+
+def _namespace(netns: str | None, path: str, identity: str, linked: bool, qdiscs: bool) -> object:
+    from composens import reading
+
+    return reading.read_target(reading.Target(netns, path, identity, linked), qdiscs=qdiscs)
+
+
+def _namespace_dumps(path: str) -> object:
+    from composens import netlink
+
+    return netlink.read_dumps_digest(path)
+
+
+def _entry(root: str, name: str) -> object:
+    from composens.netns import NetnsDirectory
+
+    return NetnsDirectory(Path(root)).probe(name)
+
+
+def _mark(root: str, name: str) -> object:
+    from composens.netns import NetnsDirectory
+
+    return NetnsDirectory(Path(root)).mark(name)
+
+
+def _inode(path: str) -> object:
+    from composens.netns import namespace_inode
+
+    return namespace_inode(path)
+
+
+def _cookie(path: str) -> object:
+    from composens.netns import namespace_cookie
+
+    return namespace_cookie(path)
+
+
+def _exec_results(state_dir: str, project: str, service: str, inode: int | None, pid: int | None) -> object:
+    from composens import execs
+
+    return execs.results_of(Path(state_dir), project, service, inode, pid)
+
+
+def folder_reading(path: str) -> object:
+    """A folder's files and their bytes (None: no such folder)."""
+    try:
+        entries = sorted(os.scandir(path), key=lambda e: e.name)
+    except FileNotFoundError:
+        return None
+    found = []
+    for entry in entries:
+        try:
+            content = Path(entry.path).read_bytes() if entry.is_file(follow_symlinks=False) else entry.is_dir()
+        except FileNotFoundError:
+            continue
+        found.append((entry.name, content))
+    return found
+
+
+def _sysctls(path: str, files: list[str], failing: str) -> object:
+    from composens import reading
+
+    return reading.read_sysctls(path, tuple(files), failing)
+
+
+def _ip_namespace(netns: str | None, qdiscs: bool) -> object:
+    from composens import reading
+
+    return reading.read_namespace(netns, qdiscs=qdiscs)
+
+
+READERS: dict[str, Callable[..., object]] = {
+    "config": _config,
+    "record": _record,
+    "containers": _containers,
+    "inspect": _inspect,
+    "namespace": _namespace,
+    "namespace-dumps": _namespace_dumps,
+    "entry": _entry,
+    "mark": _mark,
+    "inode": _inode,
+    "cookie": _cookie,
+    "exec-results": _exec_results,
+    "folder": folder_reading,
+    "sysctls": _sysctls,
+    "ip-namespace": _ip_namespace,
+}

@@ -1,0 +1,178 @@
+"""composens.replay: which commands are replayed, what the key covers, and when a run is (not) recorded."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from composens import labcore, replay
+
+
+def test_only_the_commands_that_read_are_replayed() -> None:
+    assert replay.command_of(["ps", "--netns"]) == ("ps",)
+    assert replay.command_of(["-p", "lab", "-f", "x.yml", "--debug", "ps", "--netns", "--format", "json"]) == ("ps",)
+    assert replay.command_of(["--host=h1", "netns", "link"]) == ("netns", "link")
+    assert replay.command_of(["netns", "show", "r1"]) == ("netns", "show")
+    for args in (
+        ["ps"],  # compose's own
+        ["ps", "--netns", "--help"],
+        ["netns", "unlink"],
+        ["netns", "prune"],
+        ["up", "-d"],
+        ["--version"],
+        ["plan"],
+        [],
+    ):
+        assert replay.command_of(args) is None, args
+
+
+def test_the_key_covers_arguments_environment_and_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    key = replay.key_of(["ps", "--netns"], {"A": "1"})
+    assert key == replay.key_of(["ps", "--netns"], {"A": "1", "_": "/usr/bin/composens"})  # the shell's own
+    assert key != replay.key_of(["ps", "--netns", "--format", "json"], {"A": "1"})
+    assert key != replay.key_of(["ps", "--netns"], {"A": "2"})
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert key != replay.key_of(["ps", "--netns"], {"A": "1"})
+
+
+def test_the_record_lock_is_labcores() -> None:
+    assert replay.STATE_DIR == labcore.STATE_DIR
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A folder standing for the lab: the readings are of its files (the folder kind), the config a constant."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(replay.READERS, "config", lambda: "the config")
+    monkeypatch.delenv(replay.OFF, raising=False)
+    monkeypatch.setenv(replay.NOTE, str(tmp_path / "notes"))
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    (lab / "r1").write_text("up")
+    stdout, stderr = sys.stdout, sys.stderr
+    yield lab
+    replay._recording = None  # a test that failed midway leaves neither a recording nor its tees behind
+    sys.stdout, sys.stderr = stdout, stderr
+
+
+def recorded_run(lab: Path, folder: Path, *, out: str = "table\n", err: str = "", code: int = 0) -> None:
+    """A run of `ps --netns` that reads the config and the lab's folder and prints `out` and `err`."""
+    recording = replay.start(["ps", "--netns"])
+    assert recording is not None
+    replay.observe("config", (), "the config")
+    replay.observe("folder", (str(lab),), replay.folder_reading(str(lab)))
+    print(out, end="")
+    print(err, end="", file=sys.stderr)
+    replay.finish(recording, code, folder)
+
+
+def notes(lab: Path) -> list[str]:
+    return (lab.parent / "notes").read_text().splitlines()
+
+
+def test_a_run_is_replayed_until_a_reading_differs(
+    world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "replays"
+    recorded_run(world, folder, out="r1 up\n", err="composens: a warning\n")
+    capsys.readouterr()
+    assert replay.answer(["ps", "--netns"], folder=folder) == 0
+    assert capsys.readouterr() == ("r1 up\n", "composens: a warning\n")
+    assert replay.answer(["ps", "--netns", "--format", "json"], folder=folder) is None  # another command
+    (world / "r1").write_text("down")
+    assert replay.answer(["ps", "--netns"], folder=folder) is None
+    assert capsys.readouterr() == ("", "")
+    assert notes(world) == [
+        "recorded 2 readings",
+        "replayed",
+        "worked out: not recorded before",
+        f"worked out: folder ['{world}'] differs",
+    ]
+
+
+def test_output_keeps_its_order_across_the_two_streams(world: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "replays"
+    recorded_run(world, folder, out="one\n", err="two\n")
+    document = json.loads(next(folder.glob("*.json")).read_text())
+    assert document["printed"] == [[1, "one\n"], [2, "two\n"]]
+    assert oct(folder.stat().st_mode & 0o777) == "0o700"
+    assert oct(next(folder.glob("*.json")).stat().st_mode & 0o777) == "0o600"
+
+
+def test_runs_that_failed_changed_or_read_inconsistently_are_not_recorded(world: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "replays"
+    recorded_run(world, folder, code=1)
+
+    recording = replay.start(["ps", "--netns"])
+    assert recording is not None
+    replay.observe("config", (), "the config")
+    replay.changed("the entry x")
+    replay.finish(recording, 0, folder)
+
+    recording = replay.start(["ps", "--netns"])
+    assert recording is not None
+    replay.observe("config", (), "the config")
+    replay.observe("folder", (str(world),), "one thing")
+    replay.observe("folder", (str(world),), "and then another")
+    replay.finish(recording, 0, folder)
+
+    recording = replay.start(["ps", "--netns"])
+    assert recording is not None
+    replay.observe("config", (), "the config")
+    sys.stdout.buffer  # noqa: B018 - bytes past the text stream are not kept
+    replay.finish(recording, 0, folder)
+
+    recording = replay.start(["ps", "--netns"])
+    assert recording is not None
+    replay.observe("folder", (str(world),), replay.folder_reading(str(world)))
+    replay.finish(recording, 0, folder)
+
+    assert not folder.exists()
+    assert notes(world) == [
+        "not recorded: exit code 1",
+        "not recorded: changed the entry x",
+        f"not recorded: folder ({str(world)!r},) read twice and found different",
+        "not recorded: wrote bytes",
+        "not recorded: the project was not read",
+    ]
+
+
+def test_a_damaged_or_foreign_recording_is_worked_out_again(world: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "replays"
+    recorded_run(world, folder)
+    (path,) = folder.glob("*.json")
+    for damaged in ("{", json.dumps({"format": "composens-replay 0"}), json.dumps({**json.loads(path.read_text()),
+                    "readings": [["a kind this composens does not know", [], "x"]]})):  # fmt: skip
+        path.write_text(damaged)
+        assert replay.answer(["ps", "--netns"], folder=folder) is None
+    assert notes(world)[1:] == [
+        "worked out: the recording cannot be read",
+        "worked out: the recording is not one of this composens",
+        "worked out: the recording is not one of this composens",
+    ]
+
+
+def test_replaying_is_off_on_request(world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "replays"
+    recorded_run(world, folder)
+    monkeypatch.setenv(replay.OFF, "1")
+    assert replay.answer(["ps", "--netns"], folder=folder) is None
+    assert replay.start(["ps", "--netns"]) is None
+
+
+def test_a_tee_passes_everything_else_through() -> None:
+    stream = io.StringIO()
+    recording = replay.Recording("k", lock=False)
+    tee = replay._Tee(stream, 1, recording.printed, recording)
+    tee.write("a")
+    tee.writelines(["b", "c"])
+    assert stream.getvalue() == "abc"
+    assert not tee.isatty()
+    assert recording.printed == [(1, "a"), (1, "b"), (1, "c")]

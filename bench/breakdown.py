@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import statistics
 import subprocess
@@ -25,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from run import COMPOSENS, ring_lab, sh
+from run import COMPOSENS, REPLAY_IMPORTS, ring_lab, sh
 
 
 def median_seconds(rounds: int, action: Callable[[], object]) -> float:
@@ -92,6 +93,24 @@ def phases(folder: Path, rounds: int) -> list[tuple[str, float]]:
     return found
 
 
+def replay_phases(rounds: int) -> list[tuple[str, float]]:
+    """Making the readings of the last recorded run again, kind by kind, in this process (one after another)."""
+    from collections import defaultdict
+
+    from composens import replay
+
+    newest = max(replay.REPLAY_DIR.glob("*.json"), key=lambda p: p.stat().st_mtime_ns)
+    readings = json.loads(newest.read_bytes())["readings"]
+    by_kind: dict[str, list[tuple[object, ...]]] = defaultdict(list)
+    for kind, args, _ in readings:
+        by_kind[kind].append(tuple(args))
+    found = []
+    for kind, calls in sorted(by_kind.items()):
+        seconds = median_seconds(rounds, lambda k=kind, c=calls: [replay._read(k, a) for a in c])  # type: ignore[misc]
+        found.append((f"replay: {len(calls)} readings of {kind}", seconds))
+    return found
+
+
 def spawns(folder: Path, *args: str) -> int:
     """Programs a composens command starts (successful execve calls under strace -f), itself included."""
     done = subprocess.run(
@@ -127,18 +146,26 @@ def main() -> None:
 def measure(folder: Path, size: int, rounds: int) -> None:
     ids = sh("docker", "compose", "ps", "-q", cwd=folder).split()
     print(f"\n== ring of {size} services, {size} links; load {os.getloadavg()[0]:.1f}", flush=True)
+    worked_out = {**os.environ, "COMPOSENS_NO_REPLAY": "1"}
     whole = [
-        ("python -c pass", [sys.executable, "-c", "pass"]),
-        ("python -c 'import composens.cli'", [sys.executable, "-c", "import composens.cli"]),
-        ("composens ps --netns", [*COMPOSENS, "ps", "--netns"]),
-        ("composens ps --netns --format json", [*COMPOSENS, "ps", "--netns", "--format", "json"]),
-        ("composens netns link (unchanged)", [*COMPOSENS, "netns", "link"]),
-        ("docker compose ps", ["docker", "compose", "ps"]),
-        ("docker inspect (all containers)", ["docker", "inspect", *ids]),
+        ("python -c pass", [sys.executable, "-c", "pass"], None),
+        ("python -c 'import composens.cli'", [sys.executable, "-c", "import composens.cli"], None),
+        ("python -c 'import' what a replay does", [sys.executable, "-c", f"import {','.join(REPLAY_IMPORTS)}"], None),
+        ("composens ps --netns (replayed)", [*COMPOSENS, "ps", "--netns"], None),
+        ("composens ps --netns --format json (replayed)", [*COMPOSENS, "ps", "--netns", "--format", "json"], None),
+        ("composens netns link (unchanged, replayed)", [*COMPOSENS, "netns", "link"], None),
+        ("composens ps --netns (worked out)", [*COMPOSENS, "ps", "--netns"], worked_out),
+        ("composens ps --netns --format json (worked out)", [*COMPOSENS, "ps", "--netns", "--format=json"], worked_out),
+        ("composens netns link (unchanged, worked out)", [*COMPOSENS, "netns", "link"], worked_out),
+        ("docker compose ps", ["docker", "compose", "ps"], None),
+        ("docker inspect (all containers)", ["docker", "inspect", *ids], None),
     ]
-    for name, command in whole:
-        seconds = median_seconds(rounds, lambda c=command: sh(*c, cwd=folder))  # type: ignore[misc]
+    for name, command, env in whole:
+        sh(*command, cwd=folder, env=env)  # a first run records what the others replay
+        seconds = median_seconds(rounds, lambda c=command, e=env: sh(*c, cwd=folder, env=e))  # type: ignore[misc]
         print(f"{name:<52} {seconds * 1000:8.1f} ms", flush=True)
+    for name, seconds in replay_phases(rounds):
+        print(f"  {name:<64} {seconds * 1000:8.1f} ms", flush=True)
     for name, seconds in phases(folder, rounds):
         print(f"  {name:<64} {seconds * 1000:8.1f} ms", flush=True)
     for what in (("ps", "--netns"), ("netns", "link")):

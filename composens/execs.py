@@ -49,7 +49,7 @@ def run_pending(
     forget the results of starts that were gone when the containers were listed (at `listed_at`). Return what
     ran now."""
     place = folder(state_dir, topo.project)
-    replay.observe("folder", (str(place),), replay.folder_reading(str(place)))
+    replay.observe_lazily("folder", (str(place),), lambda: replay.folder_reading(str(place)))
     keep = {_key(inode, pid) for inode, pid in present} - {None}
     ran: list[ExecResult] = []
     for service, container, inode, pid in wired:
@@ -72,7 +72,9 @@ def run_pending(
     if place.is_dir():
         for old in place.iterdir():
             # A result written since the listing is a start this run did not see (another run's): kept.
-            if old.stem not in keep and old.suffix == ".json" and _mtime(old) < listed_at:
+            if old.stem not in keep and old.suffix == ".json" and _mtime(old) >= listed_at:
+                replay.refuse(f"exec results {old} newer than the listing")  # kept by the clock, not by a reading
+            elif old.stem not in keep and old.suffix == ".json":
                 replay.changed(f"the exec results {old}")
                 with contextlib.suppress(FileNotFoundError):
                     old.unlink()
@@ -90,8 +92,12 @@ def _claim(path: Path) -> bool:
             try:
                 owner = json.loads(path.read_text()).get("owner")
             except (OSError, ValueError, AttributeError):
+                replay.refuse("an exec claim being written")
                 return False  # being written by its claimer this very moment: left to it
-            if owner is None or _alive(owner):  # done, or still running
+            if owner is None:  # done
+                return False
+            if _alive(owner):  # still running: whether it ends well is not for a replay to take for granted
+                replay.refuse("an exec claim in progress")
                 return False
             replay.changed(f"the exec claim {path}")
             path.unlink(missing_ok=True)

@@ -164,9 +164,9 @@ class LabCore:
         kinds = {conditions.kind for _, conditions in wanted} - self._kernel_has
         if not kinds:
             return
-        from composens import wiring
+        from composens import reading
 
-        missing = wiring.missing_qdisc_kinds(kinds)
+        missing = reading.missing_qdisc_kinds(kinds)
         self._kernel_has |= kinds - missing
         for kind in sorted(missing):
             asking = [f"{where} ({conditions})" for where, conditions in wanted if conditions.kind == kind]

@@ -65,8 +65,9 @@ def main() -> None:
 
     if recording is None:
         cli_main(args)
-    try:
-        cli_main(args)
-    except SystemExit as done:
-        replay.finish(recording, done.code)
-        raise
+    else:
+        try:
+            cli_main(args)
+        except SystemExit as done:
+            replay.finish(recording, done.code)
+            raise

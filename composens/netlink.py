@@ -147,14 +147,34 @@ def read_socket(sock: socket.socket) -> NetlinkRead:
     return replace(parse(*dumps), dumped=dumps_digest(dumps))
 
 
-def read_dumps_digest(path: str) -> str:
-    """The digest of what the namespace at `path` dumps, unparsed: equal digests, equal reads (composens.replay)."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+def read_dumps_digests(paths: list[str]) -> list[str | None]:
+    """The digest of what each namespace dumps, unparsed (equal digests, equal reads: composens.replay); None where
+    it cannot be read. One thread makes every socket, entering each namespace in turn; this one dumps."""
+    from composens.reading import in_each_netns
+
+    fds: list[int] = []
     try:
-        with open_socket(None if path == "/proc/self/ns/net" else fd) as sock:
-            return dumps_digest(_dumps(sock))
+        for path in paths:
+            try:
+                fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+            except OSError:
+                fds.append(-1)  # setns fails on it: no socket, no digest
+        sockets = in_each_netns(fds, _new_socket)
     finally:
-        os.close(fd)
+        for fd in fds:
+            if fd >= 0:
+                os.close(fd)
+    found: list[str | None] = []
+    for sock in sockets:
+        if isinstance(sock, OSError):
+            found.append(None)
+            continue
+        with sock:
+            try:
+                found.append(dumps_digest(_dumps(sock)))
+            except OSError:
+                found.append(None)
+    return found
 
 
 def dumps_digest(dumps: tuple[list[bytes], list[bytes], list[bytes]]) -> str:

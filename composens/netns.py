@@ -203,11 +203,15 @@ class NetnsDirectory:
         return EntryOnDisk(True, target, namespace_inode(path))
 
     def ensure_root(self) -> None:
+        if not self.root.is_dir():
+            replay.changed(f"the folder {self.root}")
         try:
             self.root.mkdir(mode=0o755, parents=True, exist_ok=True)
         except PermissionError as e:
             raise PermissionProblem(f"cannot write {self.root}: composens needs root (run it with sudo)") from e
-        if not os.access(self.root, os.W_OK):
+        writable = os.access(self.root, os.W_OK)
+        replay.observe("writable", (str(self.root),), writable)
+        if not writable:
             raise PermissionProblem(f"cannot write {self.root}: composens needs root (run it with sudo)")
 
     def create(self, name: str, target: str, mark: str) -> None:
@@ -366,11 +370,10 @@ def unlink(
 def hub_is_ours(directory: NetnsDirectory, state: State, project: str, name: str) -> bool:
     """Tell whether the entry `name` is the hub namespace composens made for `project`."""
     record = state.hubs.get(name)
-    path = directory.path(name)
-    if record is None or record.project != project or path.is_symlink():
+    if record is None or record.project != project:
         return False
     entry = directory.probe(name)
-    if not entry.exists or entry.reaches is None:
+    if not entry.exists or entry.symlink_target is not None or entry.reaches is None:
         return False
     if record.inode is not None:
         # The inode alone is not enough: once the hub is gone the kernel gives it to the next namespace made,

@@ -14,9 +14,12 @@ recorded ones, so it is the answer working it out again would give; a drift made
 reading, and that run works it out again and is recorded in its turn.
 
 Not recorded: a run that changed anything (an entry, a mark, an interface, a sysctl, a gate, an exec
-claim, the record): replaying its answer would skip the change; a run that failed; a run that read twice
-and saw two different things; labs over several hosts and configs compose's cache cannot key (their
-readings are not all observed); and a run whose output went past the text streams. COMPOSENS_NO_REPLAY=1
+claim, the record, a folder or a mode composens keeps): replaying its answer would skip the change; a run
+that failed; a run that read twice and saw two different things; a config compose's cache cannot key; a
+run that waited on something a reading cannot repeat (an exec command another run is still running, a
+file kept only because it is newer than the listing); and a run whose output went past the text streams.
+A lab over several hosts is recorded like any other: which host this is comes from --host or
+COMPOSENS_HOST (in the key) or from the host's addresses (a reading). COMPOSENS_NO_REPLAY=1
 turns replaying off. Replays are kept in /run/composens/replay (root's, 0700), at most KEEP of them,
 named by the digest of their key: nothing of the environment is written down.
 """
@@ -41,8 +44,9 @@ REPLAY_DIR = STATE_DIR / "replay"
 FORMAT = "composens-replay 1"
 KEEP = 64  # replays kept; the oldest written go first
 OFF = "COMPOSENS_NO_REPLAY"
-NOTE = "COMPOSENS_REPLAY_NOTE"  # a file to which each run says whether it was replayed or recorded, and why not
 SHELL_BOOKKEEPING = ("_",)  # set by the shell to the command being run: different on every way of calling
+NOTE = "COMPOSENS_REPLAY_NOTE"  # a file to which each run says whether it was replayed or recorded, and why not
+NOT_IN_KEY = (*SHELL_BOOKKEEPING, NOTE)  # a note is asked for to see why a recording was or was not replayed
 # Global options before the command, as the launcher knows them; composens' own are --debug and --host.
 GLOBALS_WITH_VALUE = {
     "-f", "--file", "-p", "--project-name", "--profile", "--env-file", "--project-directory",
@@ -89,7 +93,7 @@ def key_of(args: Sequence[str], environ: Mapping[str, str]) -> str | None:
 
     try:
         add((FORMAT, list(args), os.getcwd(), os.geteuid(), sys.executable, sys.version))
-        add(sorted(item for item in environ.items() if item[0] not in SHELL_BOOKKEEPING))
+        add(sorted(item for item in environ.items() if item[0] not in NOT_IN_KEY))
         for fd in (0, 1, 2):
             add(_terminal(fd))
         for entry in sorted(os.scandir(PACKAGE), key=lambda e: e.name):  # the code that worked the answer out
@@ -100,9 +104,31 @@ def key_of(args: Sequence[str], environ: Mapping[str, str]) -> str | None:
             if folder.endswith(("site-packages", "dist-packages")) and os.path.isdir(folder):
                 st = os.stat(folder)
                 add((folder, st.st_mtime_ns, st.st_ino))
+        add(_protocol_names())
+
     except OSError:
         return None
     return digest.hexdigest()
+
+
+def _protocol_names() -> list[tuple[str, int, int, int]]:
+    """iproute2's names of route protocols, which a namespace's routes are read with (netlink.protocol_name)."""
+    from composens.netlink import PROTOCOL_FILES, PROTOCOL_FOLDERS
+
+    found = []
+    paths = [Path(p) for p in PROTOCOL_FILES]
+    for folder in PROTOCOL_FOLDERS:
+        try:
+            paths += sorted(Path(folder).iterdir())
+        except OSError:
+            continue
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        found.append((str(path), st.st_size, st.st_mtime_ns, st.st_ino))
+    return found
 
 
 def _terminal(fd: int) -> tuple[bool, tuple[int, int] | None]:
@@ -154,6 +180,12 @@ def observe(kind: str, args: Args, value: object) -> None:
     """Note a reading of the world: `READERS[kind](*args)` returned `value`. Nothing when no run is recorded."""
     if _recording is not None:
         _recording.observe(kind, args, digest_of(value))
+
+
+def observe_lazily(kind: str, args: Args, read: Callable[[], object]) -> None:
+    """Make a reading only to note it (nothing when no run is recorded): `read` is what `READERS[kind]` does."""
+    if _recording is not None:
+        _recording.observe(kind, args, digest_of(read()))
 
 
 def observe_call(kind: str, args: Args, read: Callable[[], T], view: Callable[[T], object] | None = None) -> T:
@@ -250,7 +282,8 @@ def finish(recording: Recording, code: object, folder: Path = REPLAY_DIR) -> Non
         "printed": recording.printed,
     }
     try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder.parent.mkdir(mode=0o700, exist_ok=True)  # /run/composens, as the record's store makes it
+        folder.mkdir(mode=0o700, exist_ok=True)
         temporary = folder / f".{os.getpid()}.tmp"
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -266,8 +299,11 @@ def finish(recording: Recording, code: object, folder: Path = REPLAY_DIR) -> Non
 def _note(line: str) -> None:
     path = os.environ.get(NOTE)
     if path:
-        with open(path, "a") as f:
-            f.write(line + "\n")
+        try:
+            with open(path, "a") as f:
+                f.write(line + "\n")
+        except OSError:
+            pass  # a note that cannot be written is no reason to fail the command
 
 
 def _trim(folder: Path) -> None:
@@ -315,10 +351,10 @@ def answer(args: Sequence[str], environ: Mapping[str, str] = os.environ, folder:
         _note(f"worked out: {differs[0]} {list(differs[1])} differs")
         return None
     _note("replayed")
-    for fd, text in printed:
-        (sys.stdout if fd == 1 else sys.stderr).write(text)
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for fd, text in printed:  # each flushed, as the recorded run flushed each line: the two streams interleave alike
+        stream = sys.stdout if fd == 1 else sys.stderr
+        stream.write(text)
+        stream.flush()
     return 0
 
 
@@ -334,47 +370,43 @@ def _take_lock() -> int | None:
 
 
 def _first_different(readings: list[tuple[str, Args, str]]) -> tuple[str, Args] | None:
-    """Make each reading again, the engine's and the namespaces' side by side; return one that finds something
-    else, or None when all find the same.
+    """Make each reading again, the engine's in a thread of its own; return one that finds something else, or None
+    when all find the same.
 
     A namespace read from its netlink dumps alone is the same when its dumps are: those are compared first,
-    unparsed, and the namespace is read whole only when they differ (a bridge's timers, say)."""
-    dumps = {args[0]: digest for kind, args, digest in readings if kind == "namespace-dumps"}
-    checks: list[Check] = []
-    for kind, args, digest in readings:
-        if kind == "namespace-dumps":
-            continue
-        if kind == "namespace" and args[1] in dumps:
-            checks.append(("namespace-dumps", (args[1],), dumps[args[1]], (kind, args, digest)))
-        else:
-            checks.append((kind, args, digest, None))
-    # The engine answers while this thread reads the files and the namespaces (mostly system calls, each short).
-    engine = [c for c in checks if c[0] in ENGINE_KINDS]
+    unparsed, all in one go, and the namespace is read whole only when they differ (a bridge's timers, say)."""
+    dumps = {json.dumps(list(args)): digest for kind, args, digest in readings if kind == "namespace-dumps"}
+    engine = [(kind, args, digest) for kind, args, digest in readings if kind in ENGINE_KINDS]
     answered: list[tuple[str, Args] | None] = []
     asking = threading.Thread(target=lambda: answered.append(_first_failing(engine)))
     asking.start()
-    rest = _first_failing([c for c in checks if c[0] not in ENGINE_KINDS])
+    rest = _first_failing([r for r in readings if r[0] not in ENGINE_KINDS and r[0] != "namespace-dumps"], dumps)
     asking.join()
     return rest or (answered[0] if answered else ("engine", ()))
 
 
-def _first_failing(checks: list[Check]) -> tuple[str, Args] | None:
-    for check in checks:
-        if not _again(check):
-            return check[0], check[1]
-    return None
-
-
 ENGINE_KINDS = ("containers", "inspect")
-Check = tuple[str, Args, str, tuple[str, Args, str] | None]
 
 
-def _again(check: Check) -> bool:
-    """Make a reading again; when its digest differs and a whole reading stands behind it, that one."""
-    kind, args, digest, otherwise = check
-    if digest_of(_read(kind, args)) == digest:
-        return True
-    return otherwise is not None and digest_of(_read(otherwise[0], otherwise[1])) == otherwise[2]
+def _first_failing(
+    readings: list[tuple[str, Args, str]], dumps: Mapping[str, str] | None = None
+) -> tuple[str, Args] | None:
+    """The first reading that finds something else now. A namespace with a digest of its dumps in `dumps` is the
+    same when its dumps are (all asked for together), else when its whole reading is."""
+    dumps = dumps or {}
+    shortcut = {json.dumps(list(args)): args[1] for kind, args, _ in readings if json.dumps(list(args)) in dumps}
+    dumped = sorted(set(shortcut.values()))
+    if dumped:
+        from composens import netlink
+
+        now = dict(zip(dumped, netlink.read_dumps_digests(dumped), strict=True))
+    for kind, args, digest in readings:
+        key = json.dumps(list(args))
+        if kind == "namespace" and key in shortcut and digest_of(now[shortcut[key]]) == dumps[key]:
+            continue
+        if digest_of(_read(kind, args)) != digest:
+            return kind, args
+    return None
 
 
 def _read(kind: str, args: Args) -> object:
@@ -436,10 +468,10 @@ def _namespace(netns: str | None, path: str, identity: str, linked: bool, qdiscs
     return reading.read_target(reading.Target(netns, path, identity, linked), qdiscs=qdiscs)
 
 
-def _namespace_dumps(path: str) -> object:
+def _namespace_dumps(netns: str | None, path: str, identity: str, linked: bool, qdiscs: bool) -> object:
     from composens import netlink
 
-    return netlink.read_dumps_digest(path)
+    return netlink.read_dumps_digests([path])[0]
 
 
 def _entry(root: str, name: str) -> object:
@@ -481,7 +513,12 @@ def folder_reading(path: str) -> object:
     found = []
     for entry in entries:
         try:
-            content = Path(entry.path).read_bytes() if entry.is_file(follow_symlinks=False) else entry.is_dir()
+            if entry.is_symlink():
+                content: object = ("symlink", os.readlink(entry.path))
+            elif entry.is_file():
+                content = Path(entry.path).read_bytes()
+            else:
+                content = entry.is_dir()
         except FileNotFoundError:
             continue
         found.append((entry.name, content))
@@ -492,6 +529,16 @@ def _sysctls(path: str, files: list[str], failing: str) -> object:
     from composens import reading
 
     return reading.read_sysctls(path, tuple(files), failing)
+
+
+def _qdisc_kinds(kinds: list[str]) -> object:
+    from composens import reading
+
+    return sorted(reading.missing_qdisc_kinds(kinds))
+
+
+def _access(path: str) -> object:
+    return os.access(path, os.W_OK)
 
 
 def _ip_namespace(netns: str | None, qdiscs: bool) -> object:
@@ -515,4 +562,6 @@ READERS: dict[str, Callable[..., object]] = {
     "folder": folder_reading,
     "sysctls": _sysctls,
     "ip-namespace": _ip_namespace,
+    "qdisc-kinds": _qdisc_kinds,
+    "writable": _access,
 }

@@ -132,7 +132,7 @@ def release(
     """Open the gate for each start that is wired (namespace inode, pid of its first process); remove the flags of
     starts no container had when they were listed (at `listed_at`: a flag written since is another run's)."""
     folder = wired_dir(state_dir, project)
-    replay.observe("folder", (str(folder),), replay.folder_reading(str(folder)))
+    replay.observe_lazily("folder", (str(folder),), lambda: replay.folder_reading(str(folder)))
     if not folder.is_dir():
         return
     keep = set()
@@ -149,7 +149,11 @@ def release(
                 flag.touch(mode=0o644)
     for old in folder.iterdir():
         with contextlib.suppress(FileNotFoundError):
-            if old.name not in keep and old.stat().st_mtime < listed_at:
+            if old.name in keep:
+                continue
+            if old.stat().st_mtime >= listed_at:
+                replay.refuse(f"a gate {old} newer than the listing")  # kept by the clock, not by a reading
+            else:
                 replay.changed(f"the gate {old}")
                 old.unlink()
 

@@ -223,17 +223,24 @@ class StateStore:
     def _open_lock(self) -> int:
         try:
             self.ensure_directory()
+            if not (self.directory / "lock").exists():
+                replay.changed("the record's lock")
             lock = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
         except PermissionError as e:
             raise PermissionProblem(f"cannot write {self.directory}: composens needs root (run it with sudo)") from e
-        os.fchmod(lock, 0o600)
+        if os.fstat(lock).st_mode & 0o777 != 0o600:
+            replay.changed("the mode of the record's lock")
+            os.fchmod(lock, 0o600)
         return lock
 
     def ensure_directory(self) -> None:
         # Modes set explicitly: mkdir's and open's follow the umask, and under umask 0 the record
         # of what root may delete would be anyone's to write.
+        if not self.directory.is_dir():
+            replay.changed(f"the folder {self.directory}")
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         if self.directory.stat().st_mode & 0o777 != 0o700:
+            replay.changed(f"the mode of {self.directory}")
             os.chmod(self.directory, 0o700)
 
     def _move_aside(self) -> Path:
@@ -244,7 +251,7 @@ class StateStore:
     def _save(self, state: State) -> None:
         text = state.to_json()
         try:
-            if self.path.read_text() == text:
+            if self.path.read_text() == text and self.path.stat().st_mode & 0o777 == 0o600:
                 return  # as it is on disk: nothing to write (nor to sync)
         except (OSError, UnicodeDecodeError):
             pass

@@ -20,7 +20,6 @@ first, and says whether that put the lab back as it was.
 from __future__ import annotations
 
 import copy
-import ctypes
 import itertools
 import os
 import threading
@@ -35,7 +34,6 @@ from composens.errors import ConfigError, ConflictError, WiringError
 from composens.faults import crash_point
 from composens.live import LiveNamespace
 from composens.reading import (
-    CLONE_NEWNET,
     HOST_TARGET,
     READ_LINES,
     Target,
@@ -51,35 +49,6 @@ from composens.state import Claim, NodeRecord, ProjectRecord
 from composens.topology import Topology
 
 MADE = (ch.CreatePair, ch.CreateBridge, ch.CreateVxlan)  # the changes that make an interface
-# The least each qdisc composens sets takes, to learn whether the kernel has it (tbf needs all three).
-PROBE_QDISCS = {"netem": ("netem",), "tbf": ("tbf", "rate", "1mbit", "burst", "16384", "latency", "200ms")}
-
-
-def missing_qdisc_kinds(kinds: Iterable[str]) -> set[str]:
-    """The qdisc kinds this kernel cannot set: each tried on the loopback of a network namespace made for it.
-
-    The namespace belongs to a thread unshared for the purpose (tc, its child, starts in it) and goes when
-    both end: nothing outside it changes, except that the kernel may load the qdisc's module, as wiring
-    would. It costs 2.7 ms for a kind and 4.8 ms for both (medians of 50 here). When the namespace cannot
-    be made, nothing is said to be missing: the wiring's own error then tells.
-    """
-    wanted = sorted(set(kinds))
-    missing: set[str] = set()
-
-    def probe() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.unshare(CLONE_NEWNET) != 0:
-            return
-        for kind in wanted:
-            done = _ip(None, "qdisc", "replace", "dev", "lo", "root", *PROBE_QDISCS.get(kind, (kind,)), tool="tc")
-            if done.returncode != 0 and "qdisc kind is unknown" in done.stderr:
-                missing.add(kind)
-
-    if wanted:
-        thread = threading.Thread(target=probe)
-        thread.start()
-        thread.join()
-    return missing
 
 
 @dataclass

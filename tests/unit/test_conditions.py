@@ -419,7 +419,7 @@ def test_same_as(wanted: Conditions, found: Conditions, same: bool) -> None:
 def test_conditions_the_kernel_lacks_are_named_and_the_kernel_asked_once(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from composens import lab, topology, wiring
+    from composens import lab, reading, topology
     from composens.errors import ConfigError
     from composens.state import State
 
@@ -429,7 +429,7 @@ def test_conditions_the_kernel_lacks_are_named_and_the_kernel_asked_once(
         asked.append(set(kinds))
         return {"netem"} & set(kinds)
 
-    monkeypatch.setattr(wiring, "missing_qdisc_kinds", missing)
+    monkeypatch.setattr(reading, "missing_qdisc_kinds", missing)
     links = [{"endpoints": [f"s{i}:a", f"s{i + 1}:b"], "netem": {"delay": f"{i + 1}ms"}} for i in range(3)]
     links.append({"endpoints": ["s0:r", "s1:r"], "netem": {"rate": "1mbit"}})
     config = {

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -176,3 +178,70 @@ def test_a_tee_passes_everything_else_through() -> None:
     assert stream.getvalue() == "abc"
     assert not tee.isatty()
     assert recording.printed == [(1, "a"), (1, "b"), (1, "c")]
+
+
+def test_asking_for_a_note_does_not_change_the_key_and_a_bad_note_path_is_no_failure(
+    world: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = replay.key_of(["ps", "--netns"], {"A": "1"})
+    assert key == replay.key_of(["ps", "--netns"], {"A": "1", replay.NOTE: "/dev/stderr"})
+    monkeypatch.setenv(replay.NOTE, str(tmp_path / "no such folder" / "notes"))
+    recorded_run(world, tmp_path / "replays")
+    assert replay.answer(["ps", "--netns"], folder=tmp_path / "replays") == 0
+
+
+def test_a_replay_interleaves_the_two_streams_as_the_run_did(world: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "replays"
+    record = (
+        "import sys; from composens import replay; "
+        "recording = replay.start(['ps', '--netns']); replay.observe('config', (), 'the config'); "
+        "[print(line, file=sys.stderr if 'warning' in line else sys.stdout, flush=True) "
+        " for line in ('row 1', 'composens: a warning', 'row 2')]; "
+        f"replay.finish(recording, 0, Path({str(folder)!r}))"
+    )
+    answer = (
+        "import sys; from composens import replay; replay.READERS['config'] = lambda: 'the config'; "
+        f"sys.exit(replay.answer(['ps', '--netns'], folder=Path({str(folder)!r})))"
+    )
+    # Both streams into one pipe, where stdout is block-buffered unless each write is flushed.
+    environ = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    for script in (record, answer):
+        done = subprocess.run(
+            [sys.executable, "-c", "from pathlib import Path; " + script], cwd=tmp_path, env=environ,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=True,
+        )  # fmt: skip
+        assert done.stdout == "row 1\ncomposens: a warning\nrow 2\n"
+    assert notes(world)[-2:] == ["recorded 1 readings", "replayed"]
+
+
+def test_a_folder_reading_tells_a_symlink_from_a_file(tmp_path: Path) -> None:
+    (tmp_path / "flag").write_text("")
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    assert replay.folder_reading(str(tmp_path)) == [("flag", b""), ("link", ("symlink", str(tmp_path / "nowhere")))]
+    assert replay.folder_reading(str(tmp_path / "absent")) is None
+
+
+def test_an_exec_claim_still_running_elsewhere_is_not_recorded_as_nothing_to_do(world: Path, tmp_path: Path) -> None:
+    from composens import execs, startwait
+
+    claim = tmp_path / "claim.json"
+    claim.write_text(json.dumps({"owner": [os.getpid(), startwait.started_at(os.getpid())], "results": None}))
+    recording = replay.start(["netns", "link"])
+    assert recording is not None
+    assert execs._claim(claim) is False  # left to its owner, who is alive
+    replay.finish(recording, 0, tmp_path / "replays")
+    assert notes(world)[-1] == "not recorded: an exec claim in progress"
+
+
+def test_a_gate_flag_kept_only_by_its_time_is_not_recorded(world: Path, tmp_path: Path) -> None:
+    from composens import startgate
+
+    flags = startgate.wired_dir(tmp_path, "lab")
+    flags.mkdir(parents=True)
+    (flags / "123-456").touch()
+    recording = replay.start(["netns", "link"])
+    assert recording is not None
+    startgate.release(tmp_path, "lab", [], [], listed_at=0.0)  # written after the (pretended) listing: kept
+    replay.finish(recording, 0, tmp_path / "replays")
+    assert (flags / "123-456").exists()
+    assert notes(world)[-1].startswith("not recorded: a gate")

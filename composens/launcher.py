@@ -27,25 +27,33 @@ GLOBALS_WITH_VALUE = {
 GLOBAL_FLAGS = {"--compatibility"}
 
 
-def passthrough_command(args: list[str]) -> str | None:
-    """Return the compose command if `args` can go to docker compose untouched, else None."""
+def command_index(args: list[str], with_value: set[str], flags: set[str]) -> int | None:
+    """Where the command word is, past the global options given (those taking a value, and flags); None when another
+    option comes first (--help, --version, a typo: the CLI answers those) or there is no command."""
     i = 0
     while i < len(args):
         arg = args[i]
-        if arg in GLOBALS_WITH_VALUE:
+        if arg in with_value:
             i += 2
-        elif arg.split("=", 1)[0] in GLOBALS_WITH_VALUE or arg in GLOBAL_FLAGS:
+        elif arg.split("=", 1)[0] in with_value or arg in flags:
             i += 1
         elif arg.startswith("-"):
-            return None  # --debug, --help, --version, or a typo: composens answers those
+            return None
         else:
-            command = arg
-            own_option = OWN_WITH_OPTION.get(command)
-            rest = args[i + 1 :]
-            if command in OWN_COMMANDS or (own_option and any(a.split("=", 1)[0] == own_option for a in rest)):
-                return None
-            return command
+            return i
     return None
+
+
+def passthrough_command(args: list[str]) -> str | None:
+    """Return the compose command if `args` can go to docker compose untouched, else None."""
+    i = command_index(args, GLOBALS_WITH_VALUE, GLOBAL_FLAGS)  # --debug is composens': not past it
+    if i is None:
+        return None
+    command, rest = args[i], args[i + 1 :]
+    own_option = OWN_WITH_OPTION.get(command)
+    if command in OWN_COMMANDS or (own_option and any(a.split("=", 1)[0] == own_option for a in rest)):
+        return None
+    return command
 
 
 def main() -> None:

@@ -47,12 +47,6 @@ OFF = "COMPOSENS_NO_REPLAY"
 SHELL_BOOKKEEPING = ("_",)  # set by the shell to the command being run: different on every way of calling
 NOTE = "COMPOSENS_REPLAY_NOTE"  # a file to which each run says whether it was replayed or recorded, and why not
 NOT_IN_KEY = (*SHELL_BOOKKEEPING, NOTE)  # a note is asked for to see why a recording was or was not replayed
-# Global options before the command, as the launcher knows them; composens' own are --debug and --host.
-GLOBALS_WITH_VALUE = {
-    "-f", "--file", "-p", "--project-name", "--profile", "--env-file", "--project-directory",
-    "--ansi", "--progress", "--parallel", "--host",
-}  # fmt: skip
-GLOBAL_FLAGS = {"--compatibility", "--debug"}
 PACKAGE = Path(__file__).parent
 
 Args = tuple[Any, ...]
@@ -61,24 +55,19 @@ T = TypeVar("T")
 
 def command_of(args: Sequence[str]) -> tuple[str, ...] | None:
     """The command words (`ps`, `netns link`, ...) when `args` ask for a command that may be replayed, else None."""
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg in GLOBALS_WITH_VALUE:
-            i += 2
-        elif arg.split("=", 1)[0] in GLOBALS_WITH_VALUE or arg in GLOBAL_FLAGS:
-            i += 1
-        elif arg.startswith("-"):
-            return None  # --help, --version, a typo: the CLI answers those
-        else:
-            rest = args[i + 1 :]
-            if any(a in ("-h", "--help") for a in rest):
-                return None
-            if arg == "ps" and "--netns" in rest:
-                return ("ps",)
-            if arg == "netns" and rest[:1] in (["link"], ["show"]):
-                return ("netns", rest[0])
-            return None
+    from composens import launcher
+
+    with_value, flags = launcher.GLOBALS_WITH_VALUE | {"--host"}, launcher.GLOBAL_FLAGS | {"--debug"}
+    i = launcher.command_index(list(args), with_value, flags)
+    if i is None:
+        return None
+    command, rest = args[i], args[i + 1 :]
+    if any(a in ("-h", "--help") for a in rest):
+        return None
+    if command == "ps" and "--netns" in rest:
+        return ("ps",)
+    if command == "netns" and rest[:1] in (["link"], ["show"]):
+        return ("netns", rest[0])
     return None
 
 

@@ -41,6 +41,8 @@ PLUGIN_DIRS = ("/usr/local/lib/docker/cli-plugins", "/usr/local/libexec/docker/c
 NAMES_OTHER_FILES = (b"include", b"extends")
 ENV_NAMES_COMPOSE_FILES = (b"COMPOSE_FILE", b"COMPOSE_ENV_FILES")
 SHELL_BOOKKEEPING = ("_",)  # set by the shell to the command being run: different on every way of calling
+# composens' own switches, which compose does not read: left out unless a file names them (interpolation could).
+COMPOSENS_ONLY = (b"COMPOSENS_REPLAY_NOTE", b"COMPOSENS_NO_REPLAY")
 
 
 class _Uncacheable(Exception):
@@ -58,9 +60,12 @@ def cache_key(options: ComposeOptions, cwd: Path, environ: Mapping[str, str]) ->
 
     try:
         plugin = _compose_plugin(environ)
-        environment = sorted(item for item in environ.items() if item[0] not in SHELL_BOOKKEEPING)
+        inputs = list(_read_inputs(options, cwd, environ))
+        named = {name.decode() for name in COMPOSENS_ONLY if any(content and name in content for _, content in inputs)}
+        left_out = set(SHELL_BOOKKEEPING) | ({name.decode() for name in COMPOSENS_ONLY} - named)
+        environment = sorted(item for item in environ.items() if item[0] not in left_out)
         add(FORMAT, str(cwd), plugin, *_identity(plugin), options, environment)
-        for path, content in _read_inputs(options, cwd, environ):
+        for path, content in inputs:
             add(str(path), content)
     except (_Uncacheable, OSError):
         return None

@@ -65,7 +65,14 @@ def main() -> None:
             pass  # the CLI says how to install docker
     from composens import replay
 
-    code = replay.answer(args)  # a read-only command on a lab whose every reading is as last time
+    try:
+        code = replay.answer(args)  # a read-only command on a lab whose every reading is as last time
+    except KeyboardInterrupt:
+        print("composens: interrupted", file=sys.stderr)
+        sys.exit(130)  # ExitCode.INTERRUPTED, as the CLI says it
+    except BrokenPipeError:  # the reader went away (`| head`): as Python's own advice has it, quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
     if code is not None:
         sys.exit(code)
     recording = replay.start(args)

@@ -346,9 +346,9 @@ def _hardware_address(link_type: int, value: bytes) -> str:
 
 
 def _vxlan(data: bytes) -> Vxlan:
+    """A VXLAN device's VNI, local and remote addresses and UDP port (big-endian there), as ip prints them."""
     from composens.live import Vxlan
 
-    """A VXLAN device's VNI, local and remote addresses and UDP port (big-endian there), as ip prints them."""
     attrs = attributes(data, 0)
 
     def address(v4: int, v6: int) -> str | None:
@@ -378,10 +378,10 @@ def _bridge_options(data: bytes) -> tuple[tuple[str, str], ...]:
 
 
 def _routes(payloads: list[bytes], by_index: dict[int, str]) -> Iterator[LiveRoute]:
-    from composens.live import LiveRoute
-
     """The main table's unicast routes, as live._parse_routes keeps them from `ip route show table all`."""
     import ipaddress
+
+    from composens.live import LiveRoute
 
     for payload in payloads:
         family, dst_len, _, _, short_table, protocol, _, kind, flags = RTMSG.unpack_from(payload)

@@ -89,9 +89,9 @@ def entry_mark(project: str, service: str, container: str) -> str:
 
 
 def _set_mark(path: Path, mark: str) -> None:
-    replay.changed(f"the mark of {path}")
     with contextlib.suppress(OSError):  # no xattrs here: the record is what knows the entry
         os.setxattr(path, ENTRY_MARK, mark.encode(), follow_symlinks=False)
+        replay.changed(f"the mark of {path}")
 
 
 SO_NETNS_COOKIE = 71  # linux/asm-generic/socket.h; Linux 5.14 and later

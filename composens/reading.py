@@ -99,8 +99,8 @@ def in_each_netns(ns_fds: list[int], work: Callable[[], T]) -> list[T | OSError]
                 continue
             try:
                 found.append(work())
-            except OSError as e:
-                found.append(e)
+            except Exception as e:
+                found.append(e if isinstance(e, OSError) else OSError(str(e)))
 
     thread = threading.Thread(target=target)
     thread.start()

@@ -100,7 +100,7 @@ def key_of(args: Sequence[str], environ: Mapping[str, str]) -> str | None:
     return digest.hexdigest()
 
 
-def _protocol_names() -> list[tuple[str, int, int, int]]:
+def _protocol_names() -> list[tuple[str, bytes]]:
     """iproute2's names of route protocols, which a namespace's routes are read with (netlink.protocol_name)."""
     from composens.netlink import PROTOCOL_FILES, PROTOCOL_FOLDERS
 
@@ -113,10 +113,9 @@ def _protocol_names() -> list[tuple[str, int, int, int]]:
             continue
     for path in paths:
         try:
-            st = path.stat()
+            found.append((str(path), path.read_bytes()))  # a few hundred bytes: their contents, not their times
         except OSError:
             continue
-        found.append((str(path), st.st_size, st.st_mtime_ns, st.st_ino))
     return found
 
 
@@ -296,8 +295,13 @@ def _note(line: str) -> None:
 
 
 def _trim(folder: Path) -> None:
-    entries = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime_ns)
-    for old in entries[:-KEEP]:
+    dated = []
+    for path in folder.glob("*.json"):
+        try:
+            dated.append((path.stat().st_mtime_ns, path))
+        except FileNotFoundError:
+            continue  # trimmed by another run meanwhile
+    for _, old in sorted(dated)[:-KEEP]:
         old.unlink(missing_ok=True)
 
 
@@ -367,7 +371,7 @@ def _first_different(readings: list[tuple[str, Args, str]]) -> tuple[str, Args] 
     dumps = {json.dumps(list(args)): digest for kind, args, digest in readings if kind == "namespace-dumps"}
     engine = [(kind, args, digest) for kind, args, digest in readings if kind in ENGINE_KINDS]
     answered: list[tuple[str, Args] | None] = []
-    asking = threading.Thread(target=lambda: answered.append(_first_failing(engine)))
+    asking = threading.Thread(target=lambda: answered.append(_first_failing(engine)), daemon=True)
     asking.start()
     rest = _first_failing([r for r in readings if r[0] not in ENGINE_KINDS and r[0] != "namespace-dumps"], dumps)
     asking.join()
@@ -383,15 +387,23 @@ def _first_failing(
     """The first reading that finds something else now. A namespace with a digest of its dumps in `dumps` is the
     same when its dumps are (all asked for together), else when its whole reading is."""
     dumps = dumps or {}
-    shortcut = {json.dumps(list(args)): args[1] for kind, args, _ in readings if json.dumps(list(args)) in dumps}
-    dumped = sorted(set(shortcut.values()))
-    if dumped:
+    shortcut = {
+        json.dumps(list(args)): args[1]
+        for kind, args, _ in readings
+        if kind == "namespace" and json.dumps(list(args)) in dumps
+    }
+    now: dict[str, str | None] = {}
+    if shortcut:
         from composens import netlink
 
-        now = dict(zip(dumped, netlink.read_dumps_digests(dumped), strict=True))
+        dumped = sorted(set(shortcut.values()))
+        try:
+            now = dict(zip(dumped, netlink.read_dumps_digests(dumped), strict=True))
+        except Exception:
+            now = {}  # each namespace is then read whole
     for kind, args, digest in readings:
         key = json.dumps(list(args))
-        if kind == "namespace" and key in shortcut and digest_of(now[shortcut[key]]) == dumps[key]:
+        if kind == "namespace" and key in shortcut and digest_of(now.get(shortcut[key])) == dumps[key]:
             continue
         if digest_of(_read(kind, args)) != digest:
             return kind, args
@@ -502,8 +514,8 @@ def folder_reading(path: str) -> object:
     found = []
     for entry in entries:
         try:
-            if entry.is_symlink():
-                content: object = ("symlink", os.readlink(entry.path))
+            if entry.is_symlink():  # where it points, and whether that is there (a gate's flag is asked so)
+                content: object = ("symlink", os.readlink(entry.path), os.path.exists(entry.path))
             elif entry.is_file():
                 content = Path(entry.path).read_bytes()
             else:
@@ -530,6 +542,17 @@ def _access(path: str) -> object:
     return os.access(path, os.W_OK)
 
 
+def modes_reading(folder: str) -> object:
+    """The modes of the record's folder, its lock and the record (None where absent), as the store keeps them."""
+    found: list[int | None] = []
+    for path in (folder, os.path.join(folder, "lock"), os.path.join(folder, "state.json")):
+        try:
+            found.append(os.stat(path).st_mode & 0o7777)
+        except FileNotFoundError:
+            found.append(None)
+    return found
+
+
 def _ip_namespace(netns: str | None, qdiscs: bool) -> object:
     from composens import reading
 
@@ -552,5 +575,6 @@ READERS: dict[str, Callable[..., object]] = {
     "sysctls": _sysctls,
     "ip-namespace": _ip_namespace,
     "qdisc-kinds": _qdisc_kinds,
+    "modes": modes_reading,
     "writable": _access,
 }

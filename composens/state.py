@@ -221,6 +221,9 @@ class StateStore:
             os.close(lock)
 
     def _open_lock(self) -> int:
+        # The modes as found are a reading: a run that finds them loosened puts them back, and a replay must not
+        # answer for it (composens.replay).
+        replay.observe_lazily("modes", (str(self.directory),), lambda: replay.modes_reading(str(self.directory)))
         try:
             self.ensure_directory()
             if not (self.directory / "lock").exists():

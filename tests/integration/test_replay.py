@@ -147,9 +147,20 @@ def test_netns_link_is_replayed_only_while_there_is_nothing_to_do(project: Proje
     assert notes.recorded()  # nothing left to do
     project.cli("netns", "link")
     assert notes.last() == "replayed"
+    # An entry removed by hand, and the record's folder loosened: each is put back, not replayed past.
+    entry = Path(f"/var/run/netns/{project.name}-a")
+    entry.unlink()
+    project.cli("netns", "link")
+    assert notes.last().startswith("worked out: entry")
+    assert entry.is_symlink()
+    state_dir = Path("/run/composens")
+    state_dir.chmod(0o755)
+    project.cli("netns", "link")
+    assert notes.last().startswith("worked out: modes")
+    assert state_dir.stat().st_mode & 0o777 == 0o700
 
 
-def test_a_hub_made_right_by_hand_again_is_mended_not_replayed(project: Project, notes: Notes) -> None:
+def test_a_hub_sysctl_changed_by_hand_is_mended_not_replayed(project: Project, notes: Notes) -> None:
     project.write(LAN.format(name=project.name))
     project.cli("up", "-d")
     hub = f"{project.name}-hub"

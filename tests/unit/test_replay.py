@@ -217,7 +217,12 @@ def test_a_replay_interleaves_the_two_streams_as_the_run_did(world: Path, tmp_pa
 def test_a_folder_reading_tells_a_symlink_from_a_file(tmp_path: Path) -> None:
     (tmp_path / "flag").write_text("")
     (tmp_path / "link").symlink_to(tmp_path / "nowhere")
-    assert replay.folder_reading(str(tmp_path)) == [("flag", b""), ("link", ("symlink", str(tmp_path / "nowhere")))]
+    assert replay.folder_reading(str(tmp_path)) == [
+        ("flag", b""),
+        ("link", ("symlink", str(tmp_path / "nowhere"), False)),
+    ]
+    (tmp_path / "nowhere").touch()
+    assert replay.folder_reading(str(tmp_path))[1] == ("link", ("symlink", str(tmp_path / "nowhere"), True))
     assert replay.folder_reading(str(tmp_path / "absent")) is None
 
 
@@ -245,3 +250,69 @@ def test_a_gate_flag_kept_only_by_its_time_is_not_recorded(world: Path, tmp_path
     replay.finish(recording, 0, tmp_path / "replays")
     assert (flags / "123-456").exists()
     assert notes(world)[-1].startswith("not recorded: a gate")
+
+
+def test_the_config_key_leaves_out_composens_own_switches_unless_a_file_names_them(tmp_path: Path) -> None:
+    from composens.compose import ComposeOptions
+    from composens.configcache import cache_key
+
+    (tmp_path / "compose.yaml").write_text("services: {a: {image: busybox}}\n")
+    plain = cache_key(ComposeOptions(), tmp_path, {"HOME": "/root"})
+    assert plain is not None
+    assert cache_key(ComposeOptions(), tmp_path, {"HOME": "/root", replay.NOTE: "/dev/stderr"}) == plain
+    assert cache_key(ComposeOptions(), tmp_path, {"HOME": "/root", replay.OFF: "1"}) == plain
+    (tmp_path / "compose.yaml").write_text("services: {a: {image: busybox, command: ['${COMPOSENS_REPLAY_NOTE}']}}\n")
+    named = cache_key(ComposeOptions(), tmp_path, {"HOME": "/root"})
+    assert cache_key(ComposeOptions(), tmp_path, {"HOME": "/root", replay.NOTE: "/dev/stderr"}) != named
+
+
+def test_the_record_folders_modes_as_found_are_a_reading(world: Path, tmp_path: Path) -> None:
+    from composens.state import StateStore
+
+    store = StateStore(tmp_path / "state")
+    with store.locked():
+        pass  # makes the folder, the lock and the record
+    folder = tmp_path / "replays"
+    recording = replay.start(["netns", "link"])
+    assert recording is not None
+    replay.observe("config", (), "the config")
+    with store.locked():
+        pass  # finds all as it should be: changes nothing
+    replay.finish(recording, 0, folder)
+    assert notes(world)[-1].startswith("recorded")
+    (tmp_path / "state").chmod(0o755)
+    assert replay.answer(["netns", "link"], folder=folder) is None
+    assert notes(world)[-1] == f"worked out: modes ['{tmp_path / 'state'}'] differs"
+
+
+def test_a_namespace_whose_dumps_are_unchanged_is_not_read_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    from composens import netlink
+
+    args = ("r1", "/run/docker/netns/x", "/run/docker/netns/x", True, False)
+    readings = [
+        ("namespace", args, replay.digest_of("the namespace")),
+        ("namespace-dumps", args, replay.digest_of("dumps 1")),
+    ]
+    whole: list[tuple[object, ...]] = []
+    monkeypatch.setitem(replay.READERS, "namespace", lambda *a: whole.append(a) or "the namespace")
+    monkeypatch.setattr(netlink, "read_dumps_digests", lambda paths: ["dumps 1" for _ in paths])
+    assert replay._first_different(readings) is None
+    assert whole == []
+    monkeypatch.setattr(netlink, "read_dumps_digests", lambda paths: ["dumps 2" for _ in paths])  # a bridge's timers
+    assert replay._first_different(readings) is None
+    assert whole == [args]  # read whole, and found the same
+    monkeypatch.setitem(replay.READERS, "namespace", lambda *a: "another namespace")
+    assert replay._first_different(readings) == ("namespace", args)
+
+
+def test_one_thread_enters_each_namespace_and_a_failed_entry_is_that_ones_answer() -> None:
+    from composens import reading
+
+    own = os.open("/proc/self/ns/net", os.O_RDONLY)
+    try:
+        found = reading.in_each_netns([-1, own, -1], lambda: "made")
+    finally:
+        os.close(own)
+    assert isinstance(found[0], OSError)
+    assert found[1] == "made"
+    assert isinstance(found[2], OSError)

@@ -5,13 +5,14 @@ most of what they spend goes on working it out: importing the CLI, parsing the f
 diff, the table (bench/README.md, sixth round). So a run of one of them is recorded: every reading of the
 world it makes goes through `observe` (the config's cache key, the record's bytes, the containers as the
 engine lists and inspects them, each netns entry and its mark, each namespace's links, addresses, routes
-and qdiscs, a namespace's inode and cookie, a start's exec results, the gate and exec folders), which
-keeps a digest of what each reading returned; and what it printed, in order, and its exit code. A later
-run with the same arguments, working folder, environment, terminal and composens code makes the same
-readings again (the engine and every namespace are still asked, every time) and, when each digest is
-equal, prints what the recorded run printed. Its answer is worked out from readings equal to the
-recorded ones, so it is the answer working it out again would give; a drift made by hand changes a
-reading, and that run works it out again and is recorded in its turn.
+and qdiscs, a namespace's inode and cookie, a start's exec results, the gate and exec folders, the hub's
+sysctls, the kernel's qdisc kinds, the record folder's modes), which keeps a digest of what each reading
+returned; and what it printed, in order, and its exit code. A later run with the same arguments, working
+folder, environment, terminal and composens code makes the same readings again (the engine and every
+namespace are still asked, every time) and, when each digest is equal, prints what the recorded run
+printed. Its answer is worked out from readings equal to the recorded ones, so it is the answer working it
+out again would give; a drift made by hand changes a reading, and that run works it out again and is
+recorded in its turn.
 
 Not recorded: a run that changed anything (an entry, a mark, an interface, a sysctl, a gate, an exec
 claim, the record, a folder or a mode composens keeps): replaying its answer would skip the change; a run
@@ -94,7 +95,6 @@ def key_of(args: Sequence[str], environ: Mapping[str, str]) -> str | None:
                 st = os.stat(folder)
                 add((folder, st.st_mtime_ns, st.st_ino))
         add(_protocol_names())
-
     except OSError:
         return None
     return digest.hexdigest()

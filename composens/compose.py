@@ -246,7 +246,7 @@ class Compose:
             )
             found = self._inspect_with_cli(out.split(), missing_ok=False)
         found = [c for c in found if c.labels.get(ONEOFF_LABEL, "False") != "True"]
-        replay.observe("containers", (self.options_reading(), project), replay.containers_reading(found))
+        replay.observe_lazily("containers", (self.options_reading(), project), lambda: replay.containers_reading(found))
         return found
 
     def project_exists(self, project: str) -> bool:

@@ -94,6 +94,9 @@ PROTOCOL_FILES = ("/usr/share/iproute2/rt_protos", "/etc/iproute2/rt_protos")
 PROTOCOL_FOLDERS = ("/usr/share/iproute2/rt_protos.d", "/etc/iproute2/rt_protos.d")
 
 
+Dumps = tuple[list[bytes], list[bytes], list[bytes]]  # the payloads of a link, an address and a route dump
+
+
 @dataclass(frozen=True)
 class NetlinkRead:
     """A namespace as netlink dumps it: the LiveNamespace, each link's root qdisc, each address's IFA_F flags."""
@@ -101,7 +104,7 @@ class NetlinkRead:
     namespace: LiveNamespace
     root_qdiscs: dict[str, str] = field(default_factory=dict)  # ifname -> IFLA_QDISC ("noqueue", "tbf", ...)
     address_flags: dict[tuple[str, str], int] = field(default_factory=dict)  # (ifname, address) -> IFA_F_*
-    dumped: str = ""  # the digest of the dumps it was parsed from (see dumps_digest)
+    dumps: Dumps | None = None  # the payloads it was parsed from (see dumps_digest)
 
 
 def open_socket(ns_fd: int | None = None) -> socket.socket:
@@ -144,7 +147,7 @@ def read_fd(ns_fd: int, *, own: bool = False) -> NetlinkRead:
 def read_socket(sock: socket.socket) -> NetlinkRead:
     """Dump links, addresses and routes through `sock` and parse them as `ip -details -json` would read."""
     dumps = _dumps(sock)
-    return replace(parse(*dumps), dumped=dumps_digest(dumps))
+    return replace(parse(*dumps), dumps=dumps)
 
 
 def read_dumps_digests(paths: list[str]) -> list[str | None]:
@@ -177,7 +180,7 @@ def read_dumps_digests(paths: list[str]) -> list[str | None]:
     return found
 
 
-def dumps_digest(dumps: tuple[list[bytes], list[bytes], list[bytes]]) -> str:
+def dumps_digest(dumps: Dumps) -> str:
     """A digest of the three dumps, message by message (headers left out: they carry the socket's port id)."""
     digest = blake2b(digest_size=16)
     for payloads in dumps:
@@ -187,7 +190,7 @@ def dumps_digest(dumps: tuple[list[bytes], list[bytes], list[bytes]]) -> str:
     return digest.hexdigest()
 
 
-def _dumps(sock: socket.socket) -> tuple[list[bytes], list[bytes], list[bytes]]:
+def _dumps(sock: socket.socket) -> Dumps:
     try:
         sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
         table = RT_TABLE_MAIN  # the kernel sends the main table's routes only (parse keeps only those anyway)

@@ -188,16 +188,16 @@ def read_target(target: Target, *, qdiscs: bool = False) -> LiveNamespace:
     """Read a namespace through its path, whether or not an entry names it: over netlink (see netlink.py),
     or with `ip -json` where a netlink socket cannot be made there."""
     args = (target.netns, target.path, target.identity, target.linked, qdiscs)
-    found, dumped = replay.observe_call(
+    found, dumps = replay.observe_call(
         "namespace", args, lambda: _read_target(target, qdiscs=qdiscs), lambda read: read[0]
     )
-    if dumped:  # read from these dumps alone: the same dumps, the same namespace (a replay checks those first)
-        replay.observe("namespace-dumps", args, dumped)
+    if dumps is not None:  # read from these alone: the same dumps, the same namespace (a replay checks those first)
+        replay.observe_lazily("namespace-dumps", args, lambda: netlink.dumps_digest(dumps))
     return found
 
 
-def _read_target(target: Target, *, qdiscs: bool) -> tuple[LiveNamespace, str | None]:
-    """The namespace, and the digest of the dumps it was read from when nothing else was asked."""
+def _read_target(target: Target, *, qdiscs: bool) -> tuple[LiveNamespace, netlink.Dumps | None]:
+    """The namespace, and the netlink dumps it was read from when nothing else was asked."""
     try:
         fd = os.open(target.path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
@@ -229,7 +229,7 @@ def _read_target(target: Target, *, qdiscs: bool) -> tuple[LiveNamespace, str | 
         from composens.conditions import parse_qdiscs
 
         return replace(found, qdiscs=parse_qdiscs(json.loads(done[0].stdout or "[]"))), None
-    return found, read.dumped
+    return found, read.dumps
 
 
 def _read_target_by_ip(target: Target, *, qdiscs: bool) -> LiveNamespace:

@@ -169,7 +169,7 @@ def read_dumps_digests(paths: list[str]) -> list[str | None]:
                 os.close(fd)
     found: list[str | None] = []
     for sock in sockets:
-        if isinstance(sock, OSError):
+        if isinstance(sock, BaseException):
             found.append(None)
             continue
         with sock:

@@ -36,23 +36,9 @@ R = TypeVar("R")
 
 def run_in_netns(ns_fd: int, work: Callable[[], None]) -> None:
     """Run `work` in a thread that entered the namespace; the process itself never moves."""
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.setns(ns_fd, CLONE_NEWNET) != 0:
-            failure.append(OSError(ctypes.get_errno(), "setns failed"))
-            return
-        try:
-            work()
-        except BaseException as e:  # re-raised in the caller's thread
-            failure.append(e)
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if failure:
-        raise failure[0]
+    (outcome,) = in_each_netns([ns_fd], work)
+    if isinstance(outcome, BaseException):
+        raise outcome  # in the caller's thread
 
 
 def missing_qdisc_kinds(kinds: Iterable[str]) -> set[str]:

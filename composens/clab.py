@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from composens import topology
+from composens import names, topology
 from composens.errors import ConfigError
 from composens.topology import EXTENSION, HOST, Topology
 
@@ -57,7 +57,6 @@ EXTENDED_LINK_KEYS = ("type", "endpoints", "endpoint", "host-interface", "mtu")
 
 _PLAIN_WORD = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")  # what sh leaves as it is: no quotes, globs, $ or ~
 _COMPOSE_NAME = re.compile(r"[a-zA-Z0-9._-]+")
-_PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 # compose and containerlab both substitute $NAME, ${NAME}, ${NAME:-x} and ${NAME-x} from the environment;
 # containerlab's ${NAME:=x} reads as ${NAME:-x}; any other '$' is literal to containerlab, so '$$' to compose.
 _VARIABLE = re.compile(r"\$\$|\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*(?:(:?)([-=])([^}]*))?\})|\$")
@@ -323,7 +322,7 @@ def _project_name(name: Any, warnings: list[str]) -> str:
     project = re.sub(r"[^a-z0-9_-]", "-", name.lower()).lstrip("-_")
     if project != name:
         warnings.append(f"name: {name!r} is not a compose project name; the project is called {project!r}")
-    return project if _PROJECT_NAME.fullmatch(project) else ""
+    return project if names.valid_project(project) else ""
 
 
 def _mgmt_name(mgmt: Any) -> str:

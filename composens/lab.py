@@ -6,13 +6,13 @@ Each capability is a class of its own built on LabCore (labcore.py): its status 
 
 from __future__ import annotations
 
-from composens.labcore import STATE_DIR, Paths
-from composens.labfollow import MAX_RETRY_DELAY, SETTLE_DELAY, Following, StopFlag
+from composens.labcore import Paths
+from composens.labfollow import Following, StopFlag
 from composens.labruntime import RunTimeChanges
 from composens.labstatus import StatusReading
 from composens.report import LinkReport
 
-__all__ = ["MAX_RETRY_DELAY", "SETTLE_DELAY", "STATE_DIR", "Lab", "LinkReport", "Paths", "StopFlag"]
+__all__ = ["Lab", "LinkReport", "Paths", "StopFlag"]
 
 
 class Lab(StatusReading, RunTimeChanges, Following):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from composens import netns, topology
-from composens.compose import Compose, Container
+from composens.compose import COMPOSE_FILE_NAMES, Compose, Container
 from composens.errors import ConfigError, ConflictError
 from composens.netns import Action, EntryChange, NetnsDirectory, Status, Wanted
 from composens.report import (
@@ -68,7 +68,7 @@ class LabCore:
         from composens import hosts, reading
 
         here = reading.read_namespace(None)
-        assigned = [a.address.split("/")[0] for addresses in here.addresses.values() for a in addresses]
+        assigned = set().union(*map(assigned_of, here.addresses.values()))
         me = hosts.which_host(topo.hosts, assigned, self.host, topo.source)
         device = next((name for name, addrs in here.addresses.items() if me.underlay in assigned_of(addrs)), None)
         link = here.links.get(device) if device else None
@@ -83,7 +83,7 @@ class LabCore:
             return []
         folder = Path(options.project_directory or ".")
         files = [Path(f) for f in options.files] or [
-            next((folder / n for n in COMPOSE_FILES if (folder / n).exists()), folder / COMPOSE_FILES[0])
+            next((folder / n for n in COMPOSE_FILE_NAMES if (folder / n).exists()), folder / COMPOSE_FILE_NAMES[0])
         ]
         if any(_names_project(f) for f in files):
             return []
@@ -564,9 +564,6 @@ def not_running(topo: Topology, services: set[str], containers: list[Container])
     """The chosen services the file wants running (not scaled to 0) that have no running container."""
     up = {c.service for c in containers if c.running}
     return tuple(s for s in topo.services if s in services and topo.services[s].replicas and s not in up)
-
-
-COMPOSE_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")  # compose's order
 
 
 def _names_project(path: Path) -> bool:

@@ -9,19 +9,12 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from composens.compose import Compose
 from composens.errors import ComposensError
-from composens.report import (
-    LinkReport,
-)
-from composens.topology import Topology
-
-if TYPE_CHECKING:
-    pass
-
 from composens.labcore import LabCore
+from composens.report import LinkReport
+from composens.topology import Topology
 
 SETTLE_DELAY = 1.0  # s after a burst of events: one more pass
 MAX_RETRY_DELAY = 16.0  # s between passes while they keep failing

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from composens import netns
 from composens.compose import Container
 from composens.errors import ComposensError, ConfigError
+from composens.labcore import LabCore
 from composens.report import (
     ConditionsRow,
     LinkReport,
@@ -18,8 +19,6 @@ from composens.topology import HOST, HUB, Endpoint, Topology
 if TYPE_CHECKING:
     from composens.conditions import Conditions
     from composens.probe import CheckResult, CheckUpdate
-
-from composens.labcore import LabCore
 
 
 class RunTimeChanges(LabCore):

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from composens import netns
 from composens.errors import ComposensError
+from composens.labcore import LabCore, not_running
 from composens.netns import Status, Wanted
 from composens.report import (
     HOST_ROW,
@@ -23,8 +24,6 @@ from composens.topology import HOST, HUB, Endpoint, Topology
 if TYPE_CHECKING:
     from composens.live import LiveNamespace
     from composens.picture import LiveOverlay
-
-from composens.labcore import LabCore, not_running
 
 
 class StatusReading(LabCore):
@@ -112,12 +111,12 @@ class StatusReading(LabCore):
         from composens import converge, reading
 
         targets = self._targets(topo, state, running)
-        qdiscs = self._scope(topo, state, targets, set(topo.services)).qdiscs
+        scope = self._scope(topo, state, targets, set(topo.services))
         # A container restarting while this reads takes its namespace along: its row is stale, the rest stands.
-        seen = reading.read_all(targets, qdiscs=qdiscs, vanished_ok=True)
+        seen = reading.read_all(targets, qdiscs=scope.qdiscs, vanished_ok=True)
         vanished = {targets[node].netns for node in targets if node not in seen}
         targets = {node: target for node, target in targets.items() if node in seen}
-        scope = self._scope(topo, state, targets, set(topo.services))
+        scope = replace(scope, available=frozenset(targets))
         found = converge.diff(topo, seen, self._records(state, topo.project, targets), scope)
         node_of = {HOST_ROW: HOST, HUB_ROW: HUB}
         result = []
@@ -144,13 +143,10 @@ class StatusReading(LabCore):
         unwired += [reason for node, reason in found.unwired_tunnels if node in services or node == HUB]
         return result, unwired
 
-    # ------------------------------------------------------------------ changing
-
 
 def _exit_text(result: ExecResult) -> str:
     last = result.output.strip().splitlines()[-1] if result.output.strip() else ""
-    code = f"exit {result.exit_code}" if result.exit_code is not None else "not run"
-    return f"{code}: {last}" if last else code
+    return f"{result.verdict}: {last}" if last else result.verdict
 
 
 def _declared_interfaces(topo: Topology, node: str) -> tuple[str, ...]:

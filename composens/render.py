@@ -101,8 +101,7 @@ class Output:
 
     def exec_result(self, result: ExecResult) -> None:
         """An x-composens.exec command that ran: `exec SERVICE: COMMAND: ok`, its output indented below."""
-        verdict = "ok" if result.ok else (f"exit {result.exit_code}" if result.exit_code is not None else "not run")
-        line = f"exec {result.service}: {result.command}: {verdict}"
+        line = f"exec {result.service}: {result.command}: {result.verdict}"
         output = [f"  {text}" for text in result.output.splitlines()]
         if result.ok:
             self.line(line)

@@ -98,6 +98,11 @@ class ExecResult:
     def ok(self) -> bool:
         return self.exit_code == 0
 
+    @property
+    def verdict(self) -> str:
+        """`ok`, `exit N`, or `not run`."""
+        return "ok" if self.ok else (f"exit {self.exit_code}" if self.exit_code is not None else "not run")
+
 
 def _shown_only(drift: Drift) -> bool:
     return (drift.problem == "extra" and drift.ours is False) or drift.problem == "failed"

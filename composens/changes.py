@@ -114,7 +114,6 @@ class AppendFdb:
     ifname: str
     remote: str
     sign: str = "+"
-    tool: str = "bridge"
 
     def words(self, netns_of: NetnsOf) -> list[str]:
         return ["fdb", "append", "00:00:00:00:00:00", "dev", self.ifname, "dst", self.remote]
@@ -250,7 +249,6 @@ class SetQdisc:
     ifname: str
     conditions: Conditions
     sign: str = "+"
-    tool: str = "tc"
 
     def words(self, netns_of: NetnsOf) -> list[str]:
         return ["qdisc", "replace", "dev", self.ifname, "root", *self.conditions.tc_words()]
@@ -261,7 +259,6 @@ class DelQdisc:
     node: str
     ifname: str
     sign: str = "-"
-    tool: str = "tc"
 
     def words(self, netns_of: NetnsOf) -> list[str]:
         return ["qdisc", "del", "dev", self.ifname, "root"]
@@ -282,6 +279,7 @@ Change = (
     | SetQdisc
     | DelQdisc
 )
+MAKES_INTERFACE = (CreatePair, CreateBridge, CreateVxlan)  # the changes that make an interface
 
 # accept_dad first: no tentative link-local address; keep_addr_on_down: `composens link down` cuts a link, it
 # does not unconfigure it (by default the kernel flushes an interface's IPv6 addresses when it goes down).

@@ -662,7 +662,7 @@ def _in_waves(found: list[Change]) -> list[Change]:
     batch (in the order found), then its tc batch, and interfaces deleted last, once nothing else needs them."""
 
     def wave(change: Change) -> int:
-        if isinstance(change, ch.CreatePair | ch.CreateBridge | ch.CreateVxlan):
+        if isinstance(change, ch.MAKES_INTERFACE):
             return 0
         if isinstance(change, ch.WriteSysctls):
             return 1

@@ -70,11 +70,6 @@ class Tunnel:
     peer: Endpoint | None = None  # a link's far end
     conditions: Conditions | None = None  # on its egress (a link's; a LAN's apply at each host's member ports)
 
-    @property
-    def place(self) -> str:
-        """How messages name what the tunnel belongs to."""
-        return f"lans.{self.lan}" if self.lan is not None else f"links ({self.end} <-> {self.peer})"
-
 
 # --------------------------------------------------------------------------- parsing
 

@@ -48,8 +48,6 @@ from composens.reading import (
 from composens.state import Claim, NodeRecord, ProjectRecord
 from composens.topology import Topology
 
-MADE = (ch.CreatePair, ch.CreateBridge, ch.CreateVxlan)  # the changes that make an interface
-
 
 @dataclass
 class BatchResult:
@@ -477,7 +475,7 @@ class _Run:
                     remade.setdefault(step.node, {})[step.name] = Claim(None)
                 elif isinstance(step, ch.CreateVxlan):
                     remade.setdefault(step.end.node, {})[step.end.ifname] = Claim(None)
-            self.claim(c for c in undo if isinstance(c, MADE))  # before they exist
+            self.claim(c for c in undo if isinstance(c, ch.MAKES_INTERFACE))  # before they exist
             for step in undo:
                 try:
                     self._wave([step])
@@ -498,7 +496,10 @@ class _Run:
                 f"undid what this run had done, except that nothing could put back {', '.join(lost)}; "
                 "run composens up -d again to converge"
             )
-        return "undid what this run had done: the lab is as it was before"
+        return f"undid what this run had done: {FULLY_UNDONE}"
+
+
+FULLY_UNDONE = "the lab is as it was before"  # what a rollback says when it put everything back
 
 
 # The kernel frees a dead namespace's devices a moment after the namespace goes: a VXLAN end made again at once
@@ -532,7 +533,7 @@ def converge_lab(
                     f"{e.message}; a VXLAN device of another project (or the system's) holds that VNI on this "
                     "host's UDP port: declare another vni for the link or LAN, or another vxlan.port"
                 ) from e
-            if "the lab is as it was before" not in e.message:
+            if FULLY_UNDONE not in e.message:
                 raise  # not fully undone: trying again would build on what is left
             time.sleep(pause)
     raise AssertionError("unreachable: the last try returns or raises")
@@ -565,8 +566,8 @@ def _converge_once(
 
 def _apply(run: _Run, plan: converge.Diff, scope: converge.Scope) -> None:
     creations = plan.creations
-    made = [c for c in creations if isinstance(c, MADE)]
-    rest = [c for c in creations if not isinstance(c, MADE)]
+    made = [c for c in creations if isinstance(c, ch.MAKES_INTERFACE)]
+    rest = [c for c in creations if not isinstance(c, ch.MAKES_INTERFACE)]
     try:
         run.execute([plan.removals])
         run.claim(creations)  # after the removals, which forget what they delete: a new end may reuse a name

@@ -42,10 +42,12 @@ def phases(folder: Path, rounds: int) -> list[tuple[str, float]]:
     """composens' phases of `ps --netns`, in this process."""
     from rich.console import Console
 
-    from composens import converge, reading, render
-    from composens.compose import Compose, ComposeOptions
-    from composens.configcache import ConfigCache
-    from composens.lab import Lab
+    from composens.lab.lab import Lab
+    from composens.plan import converge
+    from composens.show import render
+    from composens.system.docker.compose import Compose, ComposeOptions
+    from composens.system.docker.configcache import ConfigCache
+    from composens.system.kernel import reading
 
     def by_ip(target: reading.Target) -> object:
         return reading._read_target_by_ip(target, qdiscs=False)
@@ -149,7 +151,7 @@ def measure(folder: Path, size: int, rounds: int) -> None:
     worked_out = {**os.environ, "COMPOSENS_NO_REPLAY": "1"}
     whole = [
         ("python -c pass", [sys.executable, "-c", "pass"], None),
-        ("python -c 'import composens.cli'", [sys.executable, "-c", "import composens.cli"], None),
+        ("python -c 'import composens.cli.main'", [sys.executable, "-c", "import composens.cli.main"], None),
         ("python -c 'import' what a replay does", [sys.executable, "-c", f"import {','.join(REPLAY_IMPORTS)}"], None),
         ("composens ps --netns (replayed)", [*COMPOSENS, "ps", "--netns"], None),
         ("composens ps --netns --format json (replayed)", [*COMPOSENS, "ps", "--netns", "--format", "json"], None),

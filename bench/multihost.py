@@ -62,9 +62,9 @@ def main() -> None:
     parser.add_argument("--links", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    from composens import wiring
-    from composens.compose import Compose, ComposeOptions
-    from composens.lab import Lab
+    from composens.lab.lab import Lab
+    from composens.system.docker.compose import Compose, ComposeOptions
+    from composens.system.kernel import wiring
 
     dummy = f"cnmhu{uuid.uuid4().hex[:6]}"
     with tempfile.TemporaryDirectory(prefix="composens-multihost-") as tmp:

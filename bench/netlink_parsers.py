@@ -1,4 +1,4 @@
-"""composens.netlink's parser against pyroute2's low-level one, on the same recorded dumps. Needs root.
+"""composens.system.kernel.netlink's parser against pyroute2's low-level one, on the same recorded dumps. Needs root.
 
     flock /tmp/composens-engine.lock .venv/bin/python bench/netlink_parsers.py
 
@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from composens import netlink
+from composens.system.kernel import netlink
 
 
 def median_ms(rounds: int, action: Callable[[], object]) -> float:
@@ -90,7 +90,7 @@ def main() -> None:
     size = sum(len(b) for b in links + addresses + routes)
     print(f"one namespace: {count} messages, {size} bytes")
     ours = median_ms(200, lambda: netlink.parse(*dumps))
-    print(f"composens.netlink.parse: {ours:.3f} ms; a whole read (thread, socket, dumps, parse) {whole:.3f} ms")
+    print(f"netlink.parse: {ours:.3f} ms; a whole read (thread, socket, dumps, parse) {whole:.3f} ms")
     try:
         from pyroute2.netlink.rtnl.marshal import MarshalRtnl
     except ImportError:
@@ -105,7 +105,7 @@ def main() -> None:
                     message.get_attr("IFLA_IFNAME")
 
     print(f"pyroute2 MarshalRtnl.parse: {median_ms(200, theirs):.3f} ms")
-    print(f"import composens.netlink: {import_ms('composens.netlink'):.1f} ms")
+    print(f"import composens.system.kernel.netlink: {import_ms('composens.system.kernel.netlink'):.1f} ms")
     print(f"import pyroute2.netlink.rtnl.marshal: {import_ms('pyroute2.netlink.rtnl.marshal'):.1f} ms")
     print(f"import pyroute2 (IPRoute): {import_ms('pyroute2; pyroute2.IPRoute'):.1f} ms")
 

@@ -198,9 +198,9 @@ def delete_pairs(netns: str, prefix: str, links: int) -> None:
 
 def converge_in_process(folder: Path) -> Callable[[], object]:
     """composens' own share of `netns link`, in this process: lock and record, reading, diff, commands."""
-    from composens import wiring
-    from composens.compose import Compose, ComposeOptions
-    from composens.lab import Lab as CoreLab
+    from composens.lab.lab import Lab as CoreLab
+    from composens.system.docker.compose import Compose, ComposeOptions
+    from composens.system.kernel import wiring
 
     core = CoreLab(Compose(ComposeOptions(files=(str(folder / "docker-compose.yml"),))))
     topo = core.load()
@@ -505,8 +505,15 @@ def bench_conditions(folder: Path, size: int, rounds: int) -> list[tuple[str, fl
     return [(f"conditions on {len(tc_lines)} interfaces (in process, with reading) / tc -batch", own, base)]
 
 
-REPLAY_IMPORTS = ("composens.replay", "composens.compose", "composens.engine", "composens.netns", "composens.reading",
-                  "composens.netlink", "composens.configcache")  # fmt: skip
+REPLAY_IMPORTS = (
+    "composens.replay",
+    "composens.system.docker.compose",
+    "composens.system.docker.engine",
+    "composens.system.kernel.netns",
+    "composens.system.kernel.reading",
+    "composens.system.kernel.netlink",
+    "composens.system.docker.configcache",
+)
 
 
 def bench_reading(folder: Path, sizes: list[int], rounds: int) -> list[tuple[str, float, float]]:
@@ -529,7 +536,7 @@ def bench_reading(folder: Path, sizes: list[int], rounds: int) -> list[tuple[str
 
             compose_ps = lambda at=lab_dir: sh("docker", "compose", "ps", cwd=at)  # noqa: E731
             inspect_all = lambda ids=ids: sh("docker", "inspect", *ids)  # noqa: E731
-            start = median_of(rounds, lambda: sh(sys.executable, "-c", "import composens.cli, composens.lab"))
+            start = median_of(rounds, lambda: sh(sys.executable, "-c", "import composens.cli.main, composens.lab.lab"))
             python = median_of(rounds, lambda: sh(sys.executable, "-c", "pass"))
             # A replay imports neither the CLI nor the lab: its own start-up is Python and these.
             replay_start = median_of(rounds, lambda: sh(sys.executable, "-c", f"import {','.join(REPLAY_IMPORTS)}"))
@@ -548,10 +555,16 @@ def bench_reading(folder: Path, sizes: list[int], rounds: int) -> list[tuple[str
                     )  # fmt: skip
                 else:
                     results.append(
-                        (f"  the same above start-up (import composens.cli, lab: {start:.3f} s)", link - start, inspect)
+                        (
+                            f"  the same above start-up (import composens.cli.main, lab: {start:.3f} s)",
+                            link - start,
+                            inspect,
+                        )
                     )
                 results.append((f"  the same above Python's start ({python:.3f} s)", link - python, inspect))
-            print(f"  start-up (python, composens.cli and lab imported): {start:.3f}s; load {os.getloadavg()[0]:.1f}")
+            print(
+                f"  start-up (python, composens.cli.main and lab imported): {start:.3f}s; load {os.getloadavg()[0]:.1f}"
+            )
         finally:
             subprocess.run([*COMPOSENS, "down", "-t", "0"], cwd=lab_dir, capture_output=True, check=False)
     return results
@@ -628,7 +641,7 @@ def main() -> None:
 
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(Path(composens.__file__).parent)], check=True)
     results: list[tuple[str, float, float]] = []
-    from composens.configcache import CACHE_DIR
+    from composens.system.docker.configcache import CACHE_DIR
 
     cached_before = set(CACHE_DIR.glob("*.json"))
     try:

@@ -76,7 +76,7 @@ def main() -> None:
     if code is not None:
         sys.exit(code)
     recording = replay.start(args)
-    from composens.cli import main as cli_main
+    from composens.cli.main import main as cli_main
 
     if recording is None:
         cli_main(args)

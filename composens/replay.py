@@ -86,10 +86,11 @@ def key_of(args: Sequence[str], environ: Mapping[str, str]) -> str | None:
         add(sorted(item for item in environ.items() if item[0] not in NOT_IN_KEY))
         for fd in (0, 1, 2):
             add(_terminal(fd))
-        for entry in sorted(os.scandir(PACKAGE), key=lambda e: e.name):  # the code that worked the answer out
-            if entry.name.endswith(".py"):
-                st = entry.stat()
-                add((entry.name, st.st_size, st.st_mtime_ns, st.st_ino))
+        for folder, subfolders, files in os.walk(PACKAGE):  # the code that worked the answer out
+            subfolders.sort()
+            for name in sorted(f for f in files if f.endswith(".py")):
+                st = os.stat(os.path.join(folder, name))
+                add((os.path.relpath(os.path.join(folder, name), PACKAGE), st.st_size, st.st_mtime_ns, st.st_ino))
         for folder in sys.path:  # and the libraries it used (rich draws the table): installing one touches these
             if folder.endswith(("site-packages", "dist-packages")) and os.path.isdir(folder):
                 st = os.stat(folder)
@@ -102,7 +103,7 @@ def key_of(args: Sequence[str], environ: Mapping[str, str]) -> str | None:
 
 def _protocol_names() -> list[tuple[str, bytes]]:
     """iproute2's names of route protocols, which a namespace's routes are read with (netlink.protocol_name)."""
-    from composens.netlink import PROTOCOL_FILES, PROTOCOL_FOLDERS
+    from composens.system.kernel.netlink import PROTOCOL_FILES, PROTOCOL_FOLDERS
 
     found = []
     paths = [Path(p) for p in PROTOCOL_FILES]
@@ -394,7 +395,7 @@ def _first_failing(
     }
     now: dict[str, str | None] = {}
     if shortcut:
-        from composens import netlink
+        from composens.system.kernel import netlink
 
         dumped = sorted(set(shortcut.values()))
         try:
@@ -421,13 +422,13 @@ def _read(kind: str, args: Args) -> object:
 
 
 def _config(options: Mapping[str, Any], cwd: str) -> str | None:
-    from composens.configcache import cache_key
+    from composens.system.docker.configcache import cache_key
 
     return cache_key(compose_options(options), Path(cwd), os.environ)
 
 
 def compose_options(options: Mapping[str, Any]) -> Any:
-    from composens.compose import ComposeOptions
+    from composens.system.docker.compose import ComposeOptions
 
     return ComposeOptions(
         files=tuple(options["files"]),
@@ -447,13 +448,13 @@ def _record(path: str) -> object:
 
 
 def _containers(options: Mapping[str, Any], project: str | None) -> object:
-    from composens.compose import Compose
+    from composens.system.docker.compose import Compose
 
     return containers_reading(Compose(compose_options(options)).containers(project))
 
 
 def _inspect(options: Mapping[str, Any], ids: list[str], missing_ok: bool) -> object:
-    from composens.compose import Compose
+    from composens.system.docker.compose import Compose
 
     return containers_reading(Compose(compose_options(options)).inspect(ids, missing_ok=missing_ok))
 
@@ -464,43 +465,43 @@ def containers_reading(found: Sequence[Any]) -> object:
 
 
 def _namespace(netns: str | None, path: str, identity: str, linked: bool, qdiscs: bool) -> object:
-    from composens import reading
+    from composens.system.kernel import reading
 
     return reading.read_target(reading.Target(netns, path, identity, linked), qdiscs=qdiscs)
 
 
 def _namespace_dumps(netns: str | None, path: str, identity: str, linked: bool, qdiscs: bool) -> object:
-    from composens import netlink
+    from composens.system.kernel import netlink
 
     return netlink.read_dumps_digests([path])[0]
 
 
 def _entry(root: str, name: str) -> object:
-    from composens.netns import NetnsDirectory
+    from composens.system.kernel.netns import NetnsDirectory
 
     return NetnsDirectory(Path(root)).probe(name)
 
 
 def _mark(root: str, name: str) -> object:
-    from composens.netns import NetnsDirectory
+    from composens.system.kernel.netns import NetnsDirectory
 
     return NetnsDirectory(Path(root)).mark(name)
 
 
 def _inode(path: str) -> object:
-    from composens.netns import namespace_inode
+    from composens.system.kernel.netns import namespace_inode
 
     return namespace_inode(path)
 
 
 def _cookie(path: str) -> object:
-    from composens.netns import namespace_cookie
+    from composens.system.kernel.netns import namespace_cookie
 
     return namespace_cookie(path)
 
 
 def _exec_results(state_dir: str, project: str, service: str, inode: int | None, pid: int | None) -> object:
-    from composens import execs
+    from composens.system.run import execs
 
     return execs.results_of(Path(state_dir), project, service, inode, pid)
 
@@ -527,13 +528,13 @@ def folder_reading(path: str) -> object:
 
 
 def _sysctls(path: str, files: list[str], failing: str) -> object:
-    from composens import reading
+    from composens.system.kernel import reading
 
     return reading.read_sysctls(path, tuple(files), failing)
 
 
 def _qdisc_kinds(kinds: list[str]) -> object:
-    from composens import reading
+    from composens.system.kernel import reading
 
     return sorted(reading.missing_qdisc_kinds(kinds))
 
@@ -554,7 +555,7 @@ def modes_reading(folder: str) -> object:
 
 
 def _ip_namespace(netns: str | None, qdiscs: bool) -> object:
-    from composens import reading
+    from composens.system.kernel import reading
 
     return reading.read_namespace(netns, qdiscs=qdiscs)
 

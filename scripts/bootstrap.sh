@@ -93,9 +93,9 @@ if [ ! -x "$here/.venv/bin/composens" ]; then
   install
 fi
 installed=$("$here/.venv/bin/python" -I -c 'import composens, pathlib; print(pathlib.Path(composens.__file__).parent)')
-for module in "$here"/composens/*.py; do
-  if [ ! -e "$installed/$(basename "$module")" ]; then
-    log "reinstalling composens: $(basename "$module") is new"
+for module in $(cd "$here" && find composens -name '*.py'); do
+  if [ ! -e "$installed/${module#composens/}" ]; then
+    log "reinstalling composens: $module is new"
     install
     break
   fi

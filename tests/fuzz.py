@@ -18,8 +18,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from composens import changes, converge, topology
-from composens.errors import ConfigError, ExitCode
+from composens.model import topology
+from composens.model.errors import ConfigError, ExitCode
+from composens.plan import changes, converge
 
 HOSTILE = [
     "\n",

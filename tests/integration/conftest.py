@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from composens.configcache import CACHE_DIR
+from composens.system.docker.configcache import CACHE_DIR
 
 # Every composens these tests start runs the code beside them (a worktree's, say), not whatever the venv installed.
 REPO = Path(__file__).resolve().parents[2]

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from composens import reading, topology, wiring
-from composens.converge import Scope
-from composens.errors import WiringError
-from composens.state import ProjectRecord
+from composens.model import topology
+from composens.model.errors import WiringError
+from composens.plan.converge import Scope
+from composens.system.kernel import reading, wiring
+from composens.system.record.state import ProjectRecord
 from tests.integration.conftest import run
 
 pytestmark = pytest.mark.integration

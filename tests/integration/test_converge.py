@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from composens.reading import read_namespace
+from composens.system.kernel.reading import read_namespace
 from tests.integration.conftest import NETNS_DIR, STATE, Project, run
 from tests.integration.test_wiring import ping
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from composens.compose import Compose, ComposeOptions, Container
-from composens.configcache import CACHE_DIR
-from composens.errors import EngineError
+from composens.model.errors import EngineError
+from composens.system.docker.compose import Compose, ComposeOptions, Container
+from composens.system.docker.configcache import CACHE_DIR
 from tests.integration.conftest import Project, run
 from tests.integration.test_wiring import seed_lab
 

@@ -1,7 +1,7 @@
 """Conditions proven on a real netem: Debian's own kernel, booted once in a throwaway guest by scripts/netem-vm.sh.
 
 This machine's kernel has no sch_netem. The guest's has, and its namespaces are its own: nothing here
-touches the host's network or /var/run/netns. The host writes, with composens.conditions, the very
+touches the host's network or /var/run/netns. The host writes, with composens.model.conditions, the very
 `tc qdisc replace ... root <tc_words>` lines composens runs; the guest runs them between two namespaces
 joined by a veth pair, measures pings and transfers, and prints one JSON summary with what
 `tc -json qdisc show` said; the tests judge it here, reading the qdiscs back with parse_qdiscs.
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from composens.conditions import Conditions, parse, parse_qdiscs
+from composens.model.conditions import Conditions, parse, parse_qdiscs
 
 pytestmark = pytest.mark.integration
 

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from composens import netlink, reading
-from composens.errors import WiringError
-from composens.live import LiveAddress, Vxlan
+from composens.model.errors import WiringError
+from composens.plan.live import LiveAddress, Vxlan
+from composens.system.kernel import netlink, reading
 from tests.integration.conftest import run
 
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from composens import probe
-from composens.checks import Check, Ping
-from composens.probe import Target
+from composens.model.checks import Check, Ping
+from composens.system.run import probe
+from composens.system.run.probe import Target
 from tests.integration.conftest import NETNS_DIR, run
 
 pytestmark = pytest.mark.integration

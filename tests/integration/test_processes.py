@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from composens import processes
+from composens.system.kernel import processes
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from composens.faults import POINTS
+from composens.system.faults import POINTS
 from tests.integration.conftest import NETNS_DIR, STATE, Project, run
 from tests.integration.test_wiring import ping, seed_lab
 

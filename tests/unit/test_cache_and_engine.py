@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from composens import engine
-from composens.compose import Compose, ComposeOptions, Container
-from composens.configcache import KEEP, ConfigCache, cache_key
-from composens.errors import EngineRefused, EngineUnavailable
+from composens.model.errors import EngineRefused, EngineUnavailable
+from composens.system.docker import engine
+from composens.system.docker.compose import Compose, ComposeOptions, Container
+from composens.system.docker.configcache import KEEP, ConfigCache, cache_key
 
 COMPOSE = "name: demo\nservices:\n  a: {image: busybox, network_mode: none}\n"
 

@@ -13,11 +13,13 @@ from typing import Any
 import pytest
 import yaml
 
-from composens import checks, junit, probe, topology
-from composens.checks import Check, Exec, Ping
-from composens.engine import ExecState
-from composens.errors import ConfigError, EngineRefused
-from composens.probe import Attempt, CheckResult, CheckUpdate, ProbeError, Target
+from composens.interop import junit
+from composens.model import checks, topology
+from composens.model.checks import Check, Exec, Ping
+from composens.model.errors import ConfigError, EngineRefused
+from composens.system.docker.engine import ExecState
+from composens.system.run import probe
+from composens.system.run.probe import Attempt, CheckResult, CheckUpdate, ProbeError, Target
 
 CASES = Path(__file__).resolve().parents[1] / "topology"
 INVALID = sorted((CASES / "invalid-checks").glob("*.yml"))

@@ -26,8 +26,9 @@ import jsonschema
 import pytest
 import yaml
 
-from composens import clab, topology
-from composens.errors import ConfigError
+from composens.interop import clab
+from composens.model import topology
+from composens.model.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES = ROOT / "tests" / "clab"

@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 import yaml
 
-from composens import cli, render
-from composens.compose import ComposeOptions, Container
-from composens.errors import ConfigError, EngineError
-from composens.netns import Action, EntryChange, Status
-from composens.report import Drift, InterfaceRow, LabStatus, NetnsRow
-from composens.topology import parse
+from composens.cli import main as cli
+from composens.model.errors import ConfigError, EngineError
+from composens.model.report import Drift, InterfaceRow, LabStatus, NetnsRow
+from composens.model.topology import parse
+from composens.show import render
+from composens.system.docker.compose import ComposeOptions, Container
+from composens.system.kernel.netns import Action, EntryChange, Status
 
 SEED = Path(__file__).resolve().parents[1] / "topology" / "seed" / "docker-compose.yml"
 
@@ -133,7 +134,7 @@ def test_unknown_commands_pass_through_with_their_exit_code(
 def test_graph_mermaid_and_dot(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], seed: dict[str, Any]
 ) -> None:
-    from composens import picture
+    from composens.show import picture
 
     topo = parse(seed, source="docker-compose.yml")
     code, out, _ = invoke(monkeypatch, capsys, FakeCompose(seed), "graph")
@@ -303,7 +304,7 @@ def test_parse_fuzz_never_escapes_config_error() -> None:
 
 
 def test_repair_line_is_one_line_or_nothing() -> None:
-    from composens.report import LinkReport
+    from composens.model.report import LinkReport
 
     assert render.repair_line(LinkReport(entries=[EntryChange("n", "n", Action.KEEP, "/t")])) is None
     line = render.repair_line(
@@ -338,7 +339,7 @@ def test_up_dry_run_prints_the_plan_and_runs_compose_dry(
     ],
 )
 def test_engine_failures_become_one_clear_line(stderr: str, expected: str) -> None:
-    from composens.compose import _translate
+    from composens.system.docker.compose import _translate
 
     error = _translate(stderr, ConfigError)
     assert isinstance(error, EngineError)
@@ -349,7 +350,7 @@ def test_engine_failures_become_one_clear_line(stderr: str, expected: str) -> No
 def test_not_root_is_exit_4_before_compose_runs(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], seed: dict[str, Any]
 ) -> None:
-    monkeypatch.setattr("composens.netns.os.access", lambda path, mode: False)
+    monkeypatch.setattr("composens.system.kernel.netns.os.access", lambda path, mode: False)
     fake = FakeCompose(seed)
     code, _, err = invoke(monkeypatch, capsys, fake, "up", "-d")
     assert code == 4

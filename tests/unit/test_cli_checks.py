@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from composens import probe, render
-from composens.checks import Check
-from composens.probe import Attempt, CheckResult
+from composens.model.checks import Check
+from composens.show import render
+from composens.system.run import probe
+from composens.system.run.probe import Attempt, CheckResult
 from tests.unit.test_cli_and_render import FakeCompose, invoke
 
 CONFIG: dict[str, Any] = {

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from composens.conditions import (
+from composens.model.conditions import (
     MAX_DELAY_US,
     MAX_JITTER_US,
     MAX_LIMIT,
@@ -419,9 +419,11 @@ def test_same_as(wanted: Conditions, found: Conditions, same: bool) -> None:
 def test_conditions_the_kernel_lacks_are_named_and_the_kernel_asked_once(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from composens import lab, reading, topology
-    from composens.errors import ConfigError
-    from composens.state import State
+    from composens.lab import lab
+    from composens.model import topology
+    from composens.model.errors import ConfigError
+    from composens.system.kernel import reading
+    from composens.system.record.state import State
 
     asked: list[set[str]] = []
 

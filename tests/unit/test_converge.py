@@ -19,8 +19,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from composens import changes, converge, live, topology
-from composens.live import LiveRoute
+from composens.model import topology
+from composens.plan import changes, converge, live
+from composens.plan.live import LiveRoute
 from tests.unit.simlab import PaperLab
 
 CASES = Path(__file__).resolve().parents[1] / "converge"

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from composens import changes, converge, topology
-from composens.errors import ConfigError
+from composens.model import topology
+from composens.model.errors import ConfigError
+from composens.plan import changes, converge
 from tests import fuzz
 
 

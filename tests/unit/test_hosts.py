@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from composens import hosts, topology
-from composens.errors import ConfigError, ExitCode
-from composens.topology import HUB, Endpoint
+from composens.model import hosts, topology
+from composens.model.errors import ConfigError, ExitCode
+from composens.model.topology import HUB, Endpoint
 
 
 def lab(**top: Any) -> dict[str, Any]:
@@ -242,7 +242,7 @@ def test_the_vxlan_port_name_avoids_member_ports() -> None:
 
 
 def test_the_plan_from_scratch_makes_vxlan_ends_from_the_hosts_namespace() -> None:
-    from composens import converge
+    from composens.plan import converge
 
     mine = view(lab(vxlan={"port": 4790}), "h1")
     lines, unwired = converge.full_plan(mine)
@@ -268,7 +268,7 @@ def test_a_lan_over_three_hosts_replicates_to_each_other_host() -> None:
     config["x-composens"]["hosts"]["h3"] = {"underlay": "198.18.200.3"}
     config["services"]["r4"] = {"network_mode": "none", "x-composens": {"host": "h3"}}
     config["x-composens"]["lans"]["core"]["endpoints"].append("r4:lan0")
-    from composens import converge
+    from composens.plan import converge
 
     lines, _ = converge.full_plan(view(config, "h1"))
     assert any("vx.core" in line and line.endswith("remote 198.18.200.2 dstport 4789") for line in lines)
@@ -276,10 +276,10 @@ def test_a_lan_over_three_hosts_replicates_to_each_other_host() -> None:
 
 
 def test_a_vxlan_end_whose_vni_differs_is_made_again_and_an_intact_one_is_left() -> None:
-    from composens import changes as ch
-    from composens import converge, live
-    from composens.live import LiveLink, LiveNamespace, Vxlan
-    from composens.state import Claim, NodeRecord
+    from composens.plan import changes as ch
+    from composens.plan import converge, live
+    from composens.plan.live import LiveLink, LiveNamespace, Vxlan
+    from composens.system.record.state import Claim, NodeRecord
 
     config = lab()
     config["x-composens"]["lans"] = {}
@@ -314,7 +314,7 @@ def test_a_vxlan_end_whose_vni_differs_is_made_again_and_an_intact_one_is_left()
 
 
 def test_the_picture_draws_a_cluster_per_host() -> None:
-    from composens import picture
+    from composens.show import picture
 
     text = picture.dot(parse(lab()))
     assert 'subgraph cluster_h1 { label="h1 (198.18.200.1)"' in text
@@ -323,10 +323,10 @@ def test_the_picture_draws_a_cluster_per_host() -> None:
 
 
 def test_a_lan_port_whose_other_hosts_change_is_made_again() -> None:
-    from composens import changes as ch
-    from composens import converge, live
-    from composens.live import LiveLink, Vxlan
-    from composens.state import Claim, NodeRecord
+    from composens.plan import changes as ch
+    from composens.plan import converge, live
+    from composens.plan.live import LiveLink, Vxlan
+    from composens.system.record.state import Claim, NodeRecord
 
     three = lab()
     three["x-composens"]["hosts"]["h3"] = {"underlay": "198.18.200.3"}

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from composens import converge, macs, topology
-from composens.topology import HUB, Endpoint
+from composens.model import macs, topology
+from composens.model.topology import HUB, Endpoint
+from composens.plan import converge
 from tests.unit.simlab import PaperLab
 
 

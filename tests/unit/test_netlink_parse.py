@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 import struct
 
-from composens import netlink as nl
-from composens.live import LiveAddress, LiveRoute
+from composens.plan.live import LiveAddress, LiveRoute
+from composens.system.kernel import netlink as nl
 
 
 def attr(kind: int, value: bytes) -> bytes:

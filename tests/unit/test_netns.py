@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from composens import netns
-from composens.compose import Container
-from composens.netns import Action, EntryOnDisk, NetnsDirectory, Status, Wanted
-from composens.state import Claim, EntryRecord, State, StateStore
+from composens.system.docker.compose import Container
+from composens.system.kernel import netns
+from composens.system.kernel.netns import Action, EntryOnDisk, NetnsDirectory, Status, Wanted
+from composens.system.record.state import Claim, EntryRecord, State, StateStore
 
 C1 = "c1" * 32  # container ids are 64 hex digits: the record checks them when it reads them back
 
@@ -179,11 +179,11 @@ def test_watch_tries_a_failed_pass_again_until_one_succeeds(tmp_path: Path, monk
     import threading
     from types import SimpleNamespace
 
-    from composens import lab as lab_module
-    from composens import labfollow
-    from composens.compose import Compose, ComposeOptions
-    from composens.errors import WiringError
-    from composens.topology import parse
+    from composens.lab import follow as labfollow
+    from composens.lab import lab as lab_module
+    from composens.model.errors import WiringError
+    from composens.model.topology import parse
+    from composens.system.docker.compose import Compose, ComposeOptions
 
     monkeypatch.setattr(labfollow, "SETTLE_DELAY", 0.05)
     monkeypatch.setattr(labfollow, "MAX_RETRY_DELAY", 0.2)

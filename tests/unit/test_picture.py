@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
-from composens import graphviz, picture, topology
-from composens.errors import ComposensError
+from composens.model import topology
+from composens.model.errors import ComposensError
+from composens.show import graphviz, picture
 
 CASES = Path(__file__).resolve().parents[1] / "topology"
 PICTURED = sorted(p.parent for p in CASES.glob("*/graph.dot"))

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from composens import labcore, replay
+from composens import replay
+from composens.lab import core as labcore
 
 
 def test_only_the_commands_that_read_are_replayed() -> None:
@@ -227,7 +228,8 @@ def test_a_folder_reading_tells_a_symlink_from_a_file(tmp_path: Path) -> None:
 
 
 def test_an_exec_claim_still_running_elsewhere_is_not_recorded_as_nothing_to_do(world: Path, tmp_path: Path) -> None:
-    from composens import execs, startwait
+    from composens.model import startwait
+    from composens.system.run import execs
 
     claim = tmp_path / "claim.json"
     claim.write_text(json.dumps({"owner": [os.getpid(), startwait.started_at(os.getpid())], "results": None}))
@@ -239,7 +241,7 @@ def test_an_exec_claim_still_running_elsewhere_is_not_recorded_as_nothing_to_do(
 
 
 def test_a_gate_flag_kept_only_by_its_time_is_not_recorded(world: Path, tmp_path: Path) -> None:
-    from composens import startgate
+    from composens.system.run import startgate
 
     flags = startgate.wired_dir(tmp_path, "lab")
     flags.mkdir(parents=True)
@@ -253,8 +255,8 @@ def test_a_gate_flag_kept_only_by_its_time_is_not_recorded(world: Path, tmp_path
 
 
 def test_the_config_key_leaves_out_composens_own_switches_unless_a_file_names_them(tmp_path: Path) -> None:
-    from composens.compose import ComposeOptions
-    from composens.configcache import cache_key
+    from composens.system.docker.compose import ComposeOptions
+    from composens.system.docker.configcache import cache_key
 
     (tmp_path / "compose.yaml").write_text("services: {a: {image: busybox}}\n")
     plain = cache_key(ComposeOptions(), tmp_path, {"HOME": "/root"})
@@ -267,7 +269,7 @@ def test_the_config_key_leaves_out_composens_own_switches_unless_a_file_names_th
 
 
 def test_the_record_folders_modes_as_found_are_a_reading(world: Path, tmp_path: Path) -> None:
-    from composens.state import StateStore
+    from composens.system.record.state import StateStore
 
     store = StateStore(tmp_path / "state")
     with store.locked():
@@ -286,7 +288,7 @@ def test_the_record_folders_modes_as_found_are_a_reading(world: Path, tmp_path: 
 
 
 def test_a_namespace_whose_dumps_are_unchanged_is_not_read_whole(monkeypatch: pytest.MonkeyPatch) -> None:
-    from composens import netlink
+    from composens.system.kernel import netlink
 
     args = ("r1", "/run/docker/netns/x", "/run/docker/netns/x", True, False)
     readings = [
@@ -306,7 +308,7 @@ def test_a_namespace_whose_dumps_are_unchanged_is_not_read_whole(monkeypatch: py
 
 
 def test_one_thread_enters_each_namespace_and_a_failed_entry_is_that_ones_answer() -> None:
-    from composens import reading
+    from composens.system.kernel import reading
 
     own = os.open("/proc/self/ns/net", os.O_RDONLY)
     try:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from composens import execs, startgate, startwait, topology
+from composens.model import startwait, topology
+from composens.system.run import execs, startgate
 
 
 @pytest.mark.parametrize(
@@ -76,7 +77,7 @@ def lab_with_exec() -> topology.Topology:
 def test_an_exec_claim_left_by_a_dead_run_is_taken_over_and_a_live_one_is_not(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from composens.report import ExecResult
+    from composens.model.report import ExecResult
 
     ran: list[str] = []
     monkeypatch.setattr(

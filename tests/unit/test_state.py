@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from composens import netns
-from composens.errors import ExitCode, RecordDamaged
-from composens.netns import NetnsDirectory
-from composens.state import Claim, EntryRecord, HubRecord, State, StateStore
+from composens.model.errors import ExitCode, RecordDamaged
+from composens.system.kernel import netns
+from composens.system.kernel.netns import NetnsDirectory
+from composens.system.record.state import Claim, EntryRecord, HubRecord, State, StateStore
 
 ID = "ab" * 32
 ENTRY = {"project": "p", "service": "node1", "container": ID, "target": "/var/run/docker/netns/abc", "previous": None}
@@ -144,7 +144,7 @@ def test_advice_for_a_foreign_symlink_entry_is_rm_not_ip_netns_delete(tmp_path: 
 
 def test_every_service_name_the_parser_takes_reads_back_from_the_record() -> None:
     """Compose allows `_r1` and `.r1`: a lab of them must not lock every project out (exit 8) once recorded."""
-    from composens import topology
+    from composens.model import topology
 
     config = {
         "name": "p",

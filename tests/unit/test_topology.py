@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from composens import changes, converge, live, topology
-from composens.errors import ConfigError
+from composens.model import topology
+from composens.model.errors import ConfigError
+from composens.plan import changes, converge, live
 
 CASES = Path(__file__).resolve().parents[1] / "topology"
 GOLDEN = sorted(p.parent for p in CASES.glob("*/expected.txt"))

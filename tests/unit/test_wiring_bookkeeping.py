@@ -10,13 +10,15 @@ from typing import Any
 
 import pytest
 
-from composens import changes as ch
-from composens import converge, live, reading, topology, wiring
-from composens.changes import Change
-from composens.errors import WiringError
-from composens.live import LiveRoute
-from composens.state import Claim, ProjectRecord
-from composens.topology import HOST, Endpoint
+from composens.model import topology
+from composens.model.errors import WiringError
+from composens.model.topology import HOST, Endpoint
+from composens.plan import changes as ch
+from composens.plan import converge, live
+from composens.plan.changes import Change
+from composens.plan.live import LiveRoute
+from composens.system.kernel import reading, wiring
+from composens.system.record.state import Claim, ProjectRecord
 
 
 class Kernel:

@@ -1,0 +1,176 @@
+"""Run-time changes and questions of a running lab: link down/up, netem, capture, checks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from composens.lab.core import LabCore
+from composens.model.errors import ComposensError, ConfigError
+from composens.model.report import (
+    ConditionsRow,
+    LinkReport,
+)
+from composens.model.topology import HOST, HUB, Endpoint, Topology
+from composens.system.docker.compose import Container
+from composens.system.kernel import netns
+from composens.system.record.state import State
+
+if TYPE_CHECKING:
+    from composens.model.conditions import Conditions
+    from composens.system.run.probe import CheckResult, CheckUpdate
+
+
+class RunTimeChanges(LabCore):
+    """Run-time changes and questions of a running lab: link down/up, netem, capture, checks."""
+
+    def run_checks(
+        self, topo: Topology, names: Iterable[str], *, fail_fast: bool, on_update: Callable[[CheckUpdate], None]
+    ) -> tuple[CheckResult, ...]:
+        """Run the declared checks (those named, or all) against the running lab."""
+        import functools
+
+        from composens.system.run import probe
+
+        if not topo.checks:
+            raise ConfigError(f"{topo.source}: no checks are declared (x-composens.checks)")
+        chosen = list(names)
+        unknown = sorted(set(chosen) - {c.name for c in topo.checks})
+        if unknown:
+            raise ConfigError(f"{topo.source}: no such check: {', '.join(repr(n) for n in unknown)}")
+        checks = [c for c in topo.checks if not chosen or c.name in chosen]
+        containers, by_id = self._containers(topo)
+        targets: dict[str, probe.Target] = {}
+        for c in sorted(containers, key=lambda c: (c.service, c.number)):
+            if c.service in topo.services and c.service not in targets:
+                path, _, _ = netns.resolve_target(c, by_id)  # docker's mount, verified to be its namespace now
+                targets[c.service] = probe.Target(c.service, c.id, path, c.running)
+        attempt = functools.partial(probe.attempt, docker=self.compose.docker, use_api=self.compose.use_api)
+        return probe.run_checks(checks, targets, fail_fast=fail_fast, on_update=on_update, probe=attempt)
+
+    # ------------------------------------------------------------------ run-time changes
+
+    def endpoint(self, topo: Topology, text: str) -> Endpoint:
+        """Read SERVICE:IFNAME naming a declared end of a link or a LAN member; an error (exit 3) otherwise."""
+        service, _, ifname = text.partition(":")
+        end = Endpoint(service, ifname)
+        if service not in topo.services:
+            raise ConfigError(f"{topo.source}: no such service: {service!r} (expected SERVICE:IFNAME)")
+        if ifname not in topo.interfaces_of(service):
+            declared = ", ".join(topo.interfaces_of(service)) or "none"
+            raise ConfigError(
+                f"{topo.source}: {service} has no interface {ifname!r} of a link or LAN (it has: {declared})"
+            )
+        return end
+
+    @staticmethod
+    def _require_running(containers: list[Container], services: Iterable[str]) -> None:
+        for service in sorted(services):
+            if not any(c.running and c.service == service for c in containers):
+                raise ComposensError(f"service {service} is not running: `composens up -d {service}` first")
+
+    def hold(self, topo: Topology, end: Endpoint, *, down: bool) -> LinkReport:
+        """Set an end down (the peer loses carrier) or up again; kept across restarts until `link up` or down."""
+
+        def record_it(state: State, containers: list[Container]) -> None:
+            self._require_running(containers, [end.node])
+            record = state.project(topo.project)
+            (record.down.add if down else record.down.discard)(str(end))
+
+        return self.link(topo, {end.node}, first=record_it)
+
+    def set_conditions(self, topo: Topology, ends: list[Endpoint], conditions: Conditions | None) -> LinkReport:
+        """Replace the conditions on ends' egress at run time (None: back to what the file declares)."""
+        services = {end.node for end in ends if end.node in topo.services}
+        if conditions is not None:
+            self._check_qdiscs([(f"netem set {end}", conditions) for end in ends])
+
+        def record_them(state: State, containers: list[Container]) -> None:
+            self._require_running(containers, services)
+            record = state.project(topo.project)
+            for end in ends:
+                if conditions is None:
+                    record.conditions.pop(str(end), None)
+                else:
+                    record.conditions[str(end)] = conditions.spelled()
+
+        return self.link(topo, services, first=record_them)
+
+    def reset_all_conditions(self, topo: Topology) -> LinkReport:
+        with self.store.locked() as state:
+            ends = list(state.project(topo.project).conditions)
+            state.project(topo.project).conditions.clear()
+        return self.link(topo, {end.split(":", 1)[0] for end in ends} or set(topo.services))
+
+    def conditions(self, topo: Topology, services: set[str]) -> list[ConditionsRow]:
+        """Every lab interface with conditions: what the kernel has now, and whether the file or a person set them.
+
+        A service's ends are listed under its name; the host's ends under `host`; a LAN's hub ports under the
+        LAN's name, each by the member end it faces (`lan1`, `r1:eth1`: what r1 receives on lan1). With services
+        named, the host ends and hub ports that face them come too.
+        """
+        from composens.system.kernel import reading
+
+        _, _, _, running = self._running(topo)
+        state = self.store.read()
+        targets = self._targets(topo, state, running)
+        labels = _condition_labels(topo, services)
+        # A container restarting while this reads takes its namespace along: its rows are left out, the rest stands.
+        chosen = {n: t for n, t in targets.items() if n in services or n in (HOST, HUB)}
+        seen = reading.read_all(chosen, qdiscs=True, vanished_ok=True)
+        scope = self._scope(topo, state, targets, services)
+        rows = []
+        for node, ns in seen.items():
+            for ifname in topo.interfaces_of(node):
+                end = Endpoint(node, ifname)
+                found = ns.qdiscs.get(ifname)
+                declared = topo.conditions_of(end)
+                at_run_time = scope.conditions.get(end)
+                if end not in labels or (found is None and declared is None and at_run_time is None):
+                    continue
+                source = "run time" if at_run_time else ("declared" if declared else "not composens'")
+                live_text = (str(found.conditions) if found.conditions else found.kind) if found else None
+                wanted = at_run_time or declared
+                rows.append(ConditionsRow(*labels[end], live_text, str(wanted) if wanted else None, source))
+        return rows
+
+    def capture(self, topo: Topology, what: str) -> tuple[str, str]:
+        """Say where to capture: (netns entry, interface) of a service's end, or of a LAN's bridge in the hub."""
+        lan = next((lan for lan in topo.lans if lan.name == what), None)
+        state = self.store.read()
+        if lan is not None:
+            hub = topo.hub.netns if topo.hub is not None else None
+            if hub is None or not netns.hub_is_ours(self.directory, state, topo.project, hub):
+                raise ComposensError(f"the hub of LAN {what} is not up: `composens up -d` first")
+            return hub, lan.name
+        end = self.endpoint(topo, what)
+        _, _, _, running = self._running(topo)
+        targets = self._targets(topo, state, running)
+        if end.node not in targets:
+            raise ComposensError(f"service {end.node} is not running or not linked: `composens up -d` first")
+        netns_name = targets[end.node].netns
+        assert netns_name is not None
+        return netns_name, end.ifname
+
+
+def _condition_labels(topo: Topology, services: set[str]) -> dict[Endpoint, tuple[str, str]]:
+    """How `netem show` names each end it may list, for the chosen services: (service column, interface column)."""
+    everything = services >= set(topo.services)
+
+    def chosen(end: Endpoint) -> bool:
+        return end.node in services or (end.node == HOST and everything)
+
+    labels: dict[Endpoint, tuple[str, str]] = {}
+    for pair in topo.links:
+        for end, peer in ((pair.a, pair.b), (pair.b, pair.a)):
+            if chosen(end) or (end.node == HOST and peer.node in services):
+                labels[end] = (end.node, end.ifname)
+    for lan in topo.lans:
+        for member in lan.members:
+            if chosen(member):
+                labels[member] = (member.node, member.ifname)
+                labels[lan.port_of(member)] = (lan.name, str(member))
+    for tunnel in topo.tunnels:  # a cross-host link's end on this host
+        if tunnel.lan is None and chosen(tunnel.end):
+            labels[tunnel.end] = (tunnel.end.node, tunnel.end.ifname)
+    return labels

@@ -27,7 +27,8 @@ ONE_RUN = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
 from composens.system.kernel import wiring
-from composens.system.docker.compose import Compose, ComposeOptions
+from composens.system.docker.compose import Compose
+from composens.system.docker.options import ComposeOptions
 from composens.lab.lab import Lab
 core = Lab(Compose(ComposeOptions(files=(sys.argv[2],))))
 topo = core.load()

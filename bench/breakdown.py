@@ -45,8 +45,9 @@ def phases(folder: Path, rounds: int) -> list[tuple[str, float]]:
     from composens.lab.lab import Lab
     from composens.plan import converge
     from composens.show import render
-    from composens.system.docker.compose import Compose, ComposeOptions
+    from composens.system.docker.compose import Compose
     from composens.system.docker.configcache import ConfigCache
+    from composens.system.docker.options import ComposeOptions
     from composens.system.kernel import reading
 
     def by_ip(target: reading.Target) -> object:

@@ -63,7 +63,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     from composens.lab.lab import Lab
-    from composens.system.docker.compose import Compose, ComposeOptions
+    from composens.system.docker.compose import Compose
+    from composens.system.docker.options import ComposeOptions
     from composens.system.kernel import wiring
 
     dummy = f"cnmhu{uuid.uuid4().hex[:6]}"

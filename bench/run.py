@@ -199,7 +199,8 @@ def delete_pairs(netns: str, prefix: str, links: int) -> None:
 def converge_in_process(folder: Path) -> Callable[[], object]:
     """composens' own share of `netns link`, in this process: lock and record, reading, diff, commands."""
     from composens.lab.lab import Lab as CoreLab
-    from composens.system.docker.compose import Compose, ComposeOptions
+    from composens.system.docker.compose import Compose
+    from composens.system.docker.options import ComposeOptions
     from composens.system.kernel import wiring
 
     core = CoreLab(Compose(ComposeOptions(files=(str(folder / "docker-compose.yml"),))))

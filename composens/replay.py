@@ -2,25 +2,30 @@
 
 `ps --netns`, `netns show` and `netns link` on a lab nobody touched give the same answer every time, and
 most of what they spend goes on working it out: importing the CLI, parsing the file and the record, the
-diff, the table (bench/README.md, sixth round). So a run of one of them is recorded: every reading of the
-world it makes goes through `observe` (the config's cache key, the record's bytes, the containers as the
-engine lists and inspects them, each netns entry and its mark, each namespace's links, addresses, routes
-and qdiscs, a namespace's inode and cookie, a start's exec results, the gate and exec folders, the hub's
-sysctls, the kernel's qdisc kinds, the record folder's modes), which keeps a digest of what each reading
-returned; and what it printed, in order, and its exit code. A later run with the same arguments, working
-folder, environment, terminal and composens code makes the same readings again (the engine and every
-namespace are still asked, every time) and, when each digest is equal, prints what the recorded run
-printed. Its answer is worked out from readings equal to the recorded ones, so it is the answer working it
-out again would give; a drift made by hand changes a reading, and that run works it out again and is
-recorded in its turn.
+diff, the table (bench/README.md). So a run of one of them is recorded: the launcher installs a Recording as
+the observer of composens.system.world.WORLD, through which every reading of the world is made (the config's
+cache key, the record's bytes, the containers as the engine lists and inspects them, each netns entry and its
+mark, each namespace's links, addresses, routes and qdiscs, a namespace's inode and cookie, a start's exec
+results, the gate and exec folders, the hub's sysctls, the kernel's qdisc kinds, the record folder's modes):
+the recording keeps a digest of what each reading returned, and what the run printed, in order, and its exit
+code. A later run with the same arguments, working folder, environment, terminal and composens code makes the
+same readings again with the same readers (the engine and every namespace are still asked, every time) and,
+when each digest is equal, prints what the recorded run printed. Its answer is worked out from readings equal
+to the recorded ones, so it is the answer working it out again would give; a drift made by hand changes a
+reading, and that run works it out again and is recorded in its turn.
+
+Nothing below this module knows of replaying: readings and changes go through WORLD, and this observer is
+installed at the edge. A read of the disk or a socket, or a process started, outside any reading of WORLD while
+a run is recorded (an adapter that forgot WORLD) is seen by an audit hook and keeps that run from being
+recorded, so a reading that bypasses WORLD costs speed, never a stale answer.
 
 Not recorded: a run that changed anything (an entry, a mark, an interface, a sysctl, a gate, an exec
 claim, the record, a folder or a mode composens keeps): replaying its answer would skip the change; a run
 that failed; a run that read twice and saw two different things; a config compose's cache cannot key; a
 run that waited on something a reading cannot repeat (an exec command another run is still running, a
-file kept only because it is newer than the listing); and a run whose output went past the text streams.
-A lab over several hosts is recorded like any other: which host this is comes from --host or
-COMPOSENS_HOST (in the key) or from the host's addresses (a reading). COMPOSENS_NO_REPLAY=1
+file kept only because it is newer than the listing); a run whose output went past the text streams; and a
+run that read outside WORLD. A lab over several hosts is recorded like any other: which host this is comes
+from --host or COMPOSENS_HOST (in the key) or from the host's addresses (a reading). COMPOSENS_NO_REPLAY=1
 turns replaying off. Replays are kept in /run/composens/replay (root's, 0700), at most KEEP of them,
 named by the digest of their key: nothing of the environment is written down.
 """
@@ -31,9 +36,12 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
+
+from composens.cli.arguments import GLOBAL_FLAGS, GLOBALS_WITH_VALUE, command_index
+from composens.system.world import WORLD, reader_of
 
 try:
     from _blake2 import blake2b  # hashlib's own BLAKE2; hashlib itself loads OpenSSL first (4 to 15 ms)
@@ -51,15 +59,11 @@ NOT_IN_KEY = (*SHELL_BOOKKEEPING, NOTE)  # a note is asked for to see why a reco
 PACKAGE = Path(__file__).parent
 
 Args = tuple[Any, ...]
-T = TypeVar("T")
 
 
 def command_of(args: Sequence[str]) -> tuple[str, ...] | None:
     """The command words (`ps`, `netns link`, ...) when `args` ask for a command that may be replayed, else None."""
-    from composens import launcher
-
-    with_value, flags = launcher.GLOBALS_WITH_VALUE | {"--host"}, launcher.GLOBAL_FLAGS | {"--debug"}
-    i = launcher.command_index(list(args), with_value, flags)
+    i = command_index(list(args), GLOBALS_WITH_VALUE | {"--host"}, GLOBAL_FLAGS | {"--debug"})
     if i is None:
         return None
     command, rest = args[i], args[i + 1 :]
@@ -140,7 +144,7 @@ def digest_of(value: object) -> str:
 
 
 class Recording:
-    """What one run read, what it printed, and whether it may be replayed."""
+    """What one run read, what it printed, and whether it may be replayed: the observer of WORLD while it runs."""
 
     def __init__(self, key: str, lock: bool) -> None:
         self.key = key
@@ -150,57 +154,25 @@ class Recording:
         self.refused: str | None = None
         self._guard = threading.Lock()
 
-    def observe(self, kind: str, args: Args, digest: str) -> None:
-        where = (kind, json.dumps(args))
-        with self._guard:
-            before = self.readings.setdefault(where, digest)
-        if before != digest:
-            self.refuse(f"{kind} {args!r} read twice and found different")
+    def read(self, kind: str, args: Args, value: object) -> None:
+        self._note(kind, args, digest_of(value))
+
+    def failed(self, kind: str, args: Args, error: Exception) -> None:
+        self._note(kind, args, digest_of(_failure(error)))
+
+    def changed(self, what: str) -> None:
+        self.refuse(f"changed {what}")
 
     def refuse(self, why: str) -> None:
         if self.refused is None:
             self.refused = why
 
-
-_recording: Recording | None = None
-
-
-def observe(kind: str, args: Args, value: object) -> None:
-    """Note a reading of the world: `READERS[kind](*args)` returned `value`. Nothing when no run is recorded."""
-    if _recording is not None:
-        _recording.observe(kind, args, digest_of(value))
-
-
-def observe_lazily(kind: str, args: Args, read: Callable[[], object]) -> None:
-    """Make a reading only to note it (nothing when no run is recorded): `read` is what `READERS[kind]` does."""
-    if _recording is not None:
-        _recording.observe(kind, args, digest_of(read()))
-
-
-def observe_call(kind: str, args: Args, read: Callable[[], T], view: Callable[[T], object] | None = None) -> T:
-    """Make a reading that may fail, and note what it returned (as `view` shows it, the way `READERS[kind]`
-    returns it) or how it failed."""
-    if _recording is None:
-        return read()
-    try:
-        value = read()
-    except Exception as e:
-        _recording.observe(kind, args, digest_of(_failure(e)))
-        raise
-    _recording.observe(kind, args, digest_of(view(value) if view else value))
-    return value
-
-
-def changed(what: str) -> None:
-    """Say the run changed the world (`what`): its answer is not to be replayed."""
-    if _recording is not None:
-        _recording.refuse(f"changed {what}")
-
-
-def refuse(why: str) -> None:
-    """Say the run read something `observe` cannot repeat: its answer is not to be replayed."""
-    if _recording is not None:
-        _recording.refuse(why)
+    def _note(self, kind: str, args: Args, digest: str) -> None:
+        where = (kind, json.dumps(args))
+        with self._guard:
+            before = self.readings.setdefault(where, digest)
+        if before != digest:
+            self.refuse(f"{kind} {args!r} read twice and found different")
 
 
 def _failure(e: Exception) -> tuple[str, str]:
@@ -236,23 +208,22 @@ class _Tee:
 
 def start(args: Sequence[str], environ: Mapping[str, str] = os.environ) -> Recording | None:
     """Record this run, when its command may be replayed."""
-    global _recording
     command = command_of(args)
     if command is None or environ.get(OFF) == "1":
         return None
     key = key_of(args, environ)
     if key is None:
         return None
-    _recording = Recording(key, lock=command == ("netns", "link"))
-    sys.stdout = _Tee(sys.stdout, 1, _recording.printed, _recording)
-    sys.stderr = _Tee(sys.stderr, 2, _recording.printed, _recording)
-    return _recording
+    recording = Recording(key, lock=command == ("netns", "link"))
+    sys.stdout = _Tee(sys.stdout, 1, recording.printed, recording)
+    sys.stderr = _Tee(sys.stderr, 2, recording.printed, recording)
+    WORLD.observer = recording
+    return recording
 
 
 def finish(recording: Recording, code: object, folder: Path = REPLAY_DIR) -> None:
     """Stop recording; keep the run for replaying if it may be."""
-    global _recording
-    _recording = None
+    WORLD.observer = None
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
         if isinstance(stream, _Tee):
@@ -330,8 +301,8 @@ def answer(args: Sequence[str], environ: Mapping[str, str] = os.environ, folder:
             raise ValueError(document["format"])
         readings = [(str(kind), tuple(args_), str(digest)) for kind, args_, digest in document["readings"]]
         printed = [(int(fd), str(text)) for fd, text in document["printed"]]
-        if any(kind not in READERS for kind, _, _ in readings):
-            raise ValueError("a reading of an unknown kind")
+        for kind, _, _ in readings:
+            reader_of(kind)  # KeyError: a kind this composens does not read
     except (KeyError, TypeError, ValueError):
         _note("worked out: the recording is not one of this composens")
         return None
@@ -413,169 +384,7 @@ def _first_failing(
 
 def _read(kind: str, args: Args) -> object:
     try:
-        return READERS[kind](*args)
+        found = reader_of(kind)
+        return found.shown(found.read(*args))
     except Exception as e:
         return _failure(e)
-
-
-# Each kind of reading, made again from its arguments exactly as the run made it.
-
-
-def _config(options: Mapping[str, Any], cwd: str) -> str | None:
-    from composens.system.docker.configcache import cache_key
-
-    return cache_key(compose_options(options), Path(cwd), os.environ)
-
-
-def compose_options(options: Mapping[str, Any]) -> Any:
-    from composens.system.docker.compose import ComposeOptions
-
-    return ComposeOptions(
-        files=tuple(options["files"]),
-        project_name=options["project_name"],
-        profiles=tuple(options["profiles"]),
-        env_files=tuple(options["env_files"]),
-        project_directory=options["project_directory"],
-        extra=tuple(options["extra"]),
-    )
-
-
-def _record(path: str) -> object:
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        return None
-
-
-def _containers(options: Mapping[str, Any], project: str | None) -> object:
-    from composens.system.docker.compose import Compose
-
-    return containers_reading(Compose(compose_options(options)).containers(project))
-
-
-def _inspect(options: Mapping[str, Any], ids: list[str], missing_ok: bool) -> object:
-    from composens.system.docker.compose import Compose
-
-    return containers_reading(Compose(compose_options(options)).inspect(ids, missing_ok=missing_ok))
-
-
-def containers_reading(found: Sequence[Any]) -> object:
-    """Containers as read: labels too (a Container's repr leaves them out)."""
-    return [(c, sorted(c.labels.items())) for c in found]
-
-
-def _namespace(netns: str | None, path: str, identity: str, linked: bool, qdiscs: bool) -> object:
-    from composens.system.kernel import reading
-
-    return reading.read_target(reading.Target(netns, path, identity, linked), qdiscs=qdiscs)
-
-
-def _namespace_dumps(netns: str | None, path: str, identity: str, linked: bool, qdiscs: bool) -> object:
-    from composens.system.kernel import netlink
-
-    return netlink.read_dumps_digests([path])[0]
-
-
-def _entry(root: str, name: str) -> object:
-    from composens.system.kernel.netns import NetnsDirectory
-
-    return NetnsDirectory(Path(root)).probe(name)
-
-
-def _mark(root: str, name: str) -> object:
-    from composens.system.kernel.netns import NetnsDirectory
-
-    return NetnsDirectory(Path(root)).mark(name)
-
-
-def _inode(path: str) -> object:
-    from composens.system.kernel.netns import namespace_inode
-
-    return namespace_inode(path)
-
-
-def _cookie(path: str) -> object:
-    from composens.system.kernel.netns import namespace_cookie
-
-    return namespace_cookie(path)
-
-
-def _exec_results(state_dir: str, project: str, service: str, inode: int | None, pid: int | None) -> object:
-    from composens.system.run import execs
-
-    return execs.results_of(Path(state_dir), project, service, inode, pid)
-
-
-def folder_reading(path: str) -> object:
-    """A folder's files and their bytes (None: no such folder)."""
-    try:
-        entries = sorted(os.scandir(path), key=lambda e: e.name)
-    except FileNotFoundError:
-        return None
-    found = []
-    for entry in entries:
-        try:
-            if entry.is_symlink():  # where it points, and whether that is there (a gate's flag is asked so)
-                content: object = ("symlink", os.readlink(entry.path), os.path.exists(entry.path))
-            elif entry.is_file():
-                content = Path(entry.path).read_bytes()
-            else:
-                content = entry.is_dir()
-        except FileNotFoundError:
-            continue
-        found.append((entry.name, content))
-    return found
-
-
-def _sysctls(path: str, files: list[str], failing: str) -> object:
-    from composens.system.kernel import reading
-
-    return reading.read_sysctls(path, tuple(files), failing)
-
-
-def _qdisc_kinds(kinds: list[str]) -> object:
-    from composens.system.kernel import reading
-
-    return sorted(reading.missing_qdisc_kinds(kinds))
-
-
-def _access(path: str) -> object:
-    return os.access(path, os.W_OK)
-
-
-def modes_reading(folder: str) -> object:
-    """The modes of the record's folder, its lock and the record (None where absent), as the store keeps them."""
-    found: list[int | None] = []
-    for path in (folder, os.path.join(folder, "lock"), os.path.join(folder, "state.json")):
-        try:
-            found.append(os.stat(path).st_mode & 0o7777)
-        except FileNotFoundError:
-            found.append(None)
-    return found
-
-
-def _ip_namespace(netns: str | None, qdiscs: bool) -> object:
-    from composens.system.kernel import reading
-
-    return reading.read_namespace(netns, qdiscs=qdiscs)
-
-
-READERS: dict[str, Callable[..., object]] = {
-    "config": _config,
-    "record": _record,
-    "containers": _containers,
-    "inspect": _inspect,
-    "namespace": _namespace,
-    "namespace-dumps": _namespace_dumps,
-    "entry": _entry,
-    "mark": _mark,
-    "inode": _inode,
-    "cookie": _cookie,
-    "exec-results": _exec_results,
-    "folder": folder_reading,
-    "sysctls": _sysctls,
-    "ip-namespace": _ip_namespace,
-    "qdisc-kinds": _qdisc_kinds,
-    "modes": modes_reading,
-    "writable": _access,
-}

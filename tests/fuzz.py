@@ -18,7 +18,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from composens.model import topology
+from composens.model import declared
 from composens.model.errors import ConfigError, ExitCode
 from composens.plan import changes, converge
 
@@ -124,7 +124,7 @@ UNSAFE = ("\n", "\r", "#", "\x00", "'", '"', "\\")
 def check_project(config: dict[str, Any]) -> str:
     """Parse and plan one project; raise AssertionError on anything but the two allowed outcomes."""
     try:
-        topo = topology.parse(config, source="f")
+        topo = declared.parse(config, source="f")
     except ConfigError as e:
         error = e
     else:

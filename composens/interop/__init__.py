@@ -1,1 +1,4 @@
-"""TODO"""
+"""Other tools' formats: containerlab topologies in and out (clab), JUnit XML (junit).
+
+Imports: composens.model only.
+"""

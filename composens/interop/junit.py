@@ -11,7 +11,7 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 
-from composens.system.run.probe import CheckResult
+from composens.model.checks import CheckResult
 
 # Characters XML 1.0 cannot carry even escaped (ANSI colour codes in a command's output, say).
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")

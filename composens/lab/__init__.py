@@ -1,1 +1,8 @@
-"""TODO"""
+"""The lab: orchestration. Joins the model, the plan and the system into what each command does, and returns
+report data (composens.model.report) for the CLI to show.
+
+core (containers, entries, record, linking and converging, plan, down, prune), status (the rows of
+`ps --netns`), runtime (link down/up, netem, capture, checks), follow (attached `up`, `watch`); lab joins them.
+
+Imports: composens.system, composens.plan, composens.model; never show, interop or cli.
+"""

@@ -15,18 +15,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from composens.model import topology
+from composens.model import declared, entries, topology
+from composens.model.containers import Container
+from composens.model.entries import Action, EntryChange, Status, Wanted
 from composens.model.errors import ConfigError, ConflictError
+from composens.model.record import NodeRecord, State
 from composens.model.report import (
     LinkReport,
     PlanLine,
     Pruned,
 )
 from composens.model.topology import HOST, HUB, Endpoint, Topology
-from composens.system.docker.compose import COMPOSE_FILE_NAMES, Compose, Container
+from composens.system.docker.compose import Compose
+from composens.system.docker.options import COMPOSE_FILE_NAMES
 from composens.system.kernel import netns
-from composens.system.kernel.netns import Action, EntryChange, NetnsDirectory, Status, Wanted
-from composens.system.record.state import NodeRecord, State, StateStore
+from composens.system.kernel.netns import NetnsDirectory
+from composens.system.record.store import StateStore
 
 if TYPE_CHECKING:
     from composens.model.conditions import Conditions
@@ -63,7 +67,7 @@ class LabCore:
 
     def load(self, *, whole: bool = False) -> Topology:
         """Read and validate the project's configuration: over several hosts, the part this one runs (or all)."""
-        topo = topology.parse(self.compose.essentials(), source=self.compose.options.source_label())
+        topo = declared.parse(self.compose.essentials(), source=self.compose.options.source_label())
         if topo.hosts is None or whole:
             return topo
         from composens.model import hosts
@@ -451,7 +455,7 @@ class LabCore:
             names.add(w.name)
             path = str(self.directory.path(w.name))
             entry = self.directory.probe(w.name)
-            status = netns.classify(topo.project, entry, state.entries.get(w.name), w.container, w.inode)
+            status = entries.classify(topo.project, entry, state.entries.get(w.name), w.container, w.inode)
             if w.target is not None and status is Status.UNLINKED:
                 lines.append(PlanLine("+", shlex.join(["ln", "-s", w.target, path])))
             elif w.target is not None and status is Status.STALE:
@@ -481,7 +485,7 @@ class LabCore:
         if record is not None and HOST in record.nodes:
             from composens.system.kernel import reading, wiring
 
-            topo = topo or topology.parse({"name": project}, source="record")
+            topo = topo or declared.parse({"name": project}, source="record")
             done += wiring.remove_project(topo, {HOST: reading.HOST_TARGET}, record, state.save)
         for name in [n for n, h in sorted(state.hubs.items()) if h.project == project]:
             done.append(netns.remove_hub(self.directory, state, project, name, "project down"))

@@ -6,19 +6,19 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from composens.lab.core import LabCore
+from composens.model.containers import Container
 from composens.model.errors import ComposensError, ConfigError
+from composens.model.record import State
 from composens.model.report import (
     ConditionsRow,
     LinkReport,
 )
 from composens.model.topology import HOST, HUB, Endpoint, Topology
-from composens.system.docker.compose import Container
 from composens.system.kernel import netns
-from composens.system.record.state import State
 
 if TYPE_CHECKING:
+    from composens.model.checks import CheckResult, CheckUpdate
     from composens.model.conditions import Conditions
-    from composens.system.run.probe import CheckResult, CheckUpdate
 
 
 class RunTimeChanges(LabCore):

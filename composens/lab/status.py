@@ -1,4 +1,4 @@
-"""What a running lab looks like beside its file: the rows of `ps --netns` and the picture's overlay."""
+"""What a running lab looks like beside its file: the rows of `ps --netns` (and of `graph --live`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from composens.lab.core import LabCore, not_running
+from composens.model import entries
+from composens.model.entries import Status, Wanted
 from composens.model.errors import ComposensError
+from composens.model.record import State
 from composens.model.report import (
     HOST_ROW,
     HUB_ROW,
@@ -18,16 +21,13 @@ from composens.model.report import (
 )
 from composens.model.topology import HOST, HUB, Endpoint, Topology
 from composens.system.kernel import netns
-from composens.system.kernel.netns import Status, Wanted
-from composens.system.record.state import State
 
 if TYPE_CHECKING:
     from composens.plan.live import LiveNamespace
-    from composens.show.picture import LiveOverlay
 
 
 class StatusReading(LabCore):
-    """What a running lab looks like beside its file: the rows of `ps --netns` and the picture's overlay."""
+    """What a running lab looks like beside its file: the rows of `ps --netns` (and of `graph --live`)."""
 
     def status(self, topo: Topology, services: set[str]) -> LabStatus:
         """Describe every container of the chosen services, the entry it has or should have, and its drift; and
@@ -41,7 +41,7 @@ class StatusReading(LabCore):
             name = names[c.id]
             _, current, _ = netns.resolve_target(c, by_id)
             entry = self.directory.probe(name)
-            status = netns.classify(topo.project, entry, state.entries.get(name), c, current)
+            status = entries.classify(topo.project, entry, state.entries.get(name), c, current)
             path = str(self.directory.path(name))
             rows.append(
                 NetnsRow(c.service, c.name, c.pid if c.running else None, name, path, entry.symlink_target, status)
@@ -50,7 +50,7 @@ class StatusReading(LabCore):
         for name, record in sorted(state.entries.items()):
             if record.project == topo.project and record.service in services and name not in known:
                 entry = self.directory.probe(name)
-                status = netns.classify(topo.project, entry, record, None, None)
+                status = entries.classify(topo.project, entry, record, None, None)
                 path = str(self.directory.path(name))
                 rows.append(NetnsRow(record.service, "", None, name, path, entry.symlink_target, status))
         rows += self._special_rows(topo, state)
@@ -80,14 +80,12 @@ class StatusReading(LabCore):
             result.append(replace(row, drift=row.drift + failed) if failed else row)
         return result
 
-    def overlay(self, topo: Topology) -> LiveOverlay:
-        """What the running lab looks like next to its file, for `graph --live`."""
-        from composens.show import picture
-
+    def live_rows(self, topo: Topology) -> tuple[NetnsRow, ...]:
+        """The rows of every service, for `graph --live`; refused when nothing of the lab runs."""
         status = self.status(topo, set(topo.services))
         if not status.running:
             raise ComposensError(f"project {topo.project} is not running: `composens up -d` first, or drop --live")
-        return picture.overlay_of(topo, status.rows)
+        return status.rows
 
     def _special_rows(self, topo: Topology, state: State) -> list[NetnsRow]:
         rows = []

@@ -311,3 +311,34 @@ def tail(text: str) -> str:
         return "(no output)"
     short = " | ".join(lines)
     return short if len(short) <= TAIL_CHARS else "…" + short[-(TAIL_CHARS - 1) :]
+
+
+# --------------------------------------------------------------------------- results
+
+Result = Literal["pass", "fail", "error", "skipped"]
+CheckState = Literal["waiting", "pass", "fail", "error", "skipped"]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    service: str
+    kind: str  # "ping" or "exec"
+    result: Result
+    attempts: int
+    seconds: float  # from the start of the first attempt to the end of the last
+    reason: str | None  # why it did not pass; None when it passed
+    rtts_ms: tuple[float, ...] = ()  # the last attempt's round trips, for a ping
+
+
+@dataclass(frozen=True)
+class CheckUpdate:
+    """A check's state after an attempt, for a live view."""
+
+    index: int  # the check's position in the checks given
+    name: str
+    state: CheckState  # "waiting": it failed so far and will be tried again
+    attempts: int
+    seconds: float
+    reason: str | None  # the last attempt's, while waiting
+    remaining: float | None  # seconds of its wait left, while waiting

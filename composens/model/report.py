@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from composens.system.kernel.netns import Action, EntryChange, Status
+from composens.model.entries import Action, EntryChange, Status
 
 HOST_ROW = "(host)"  # the service column of `ps --netns`'s rows for the host's namespace and the hub
 HUB_ROW = "(hub)"

@@ -224,8 +224,9 @@ class _Where:
         return ConfigError(f"{self.source}: {self.path}: {message}")
 
 
-def parse(config: Mapping[str, Any], *, source: str) -> Topology:
-    """Turn `docker compose config` output into a validated Topology."""
+def parse_declared(config: Mapping[str, Any], *, source: str) -> tuple[Topology, dict[str, Any]]:
+    """The services, the host's ends, the links and the LANs of `docker compose config` output, validated, and
+    the top-level x-composens section (composens.model.project.parse adds hosts, the hub, MACs and checks)."""
     project = str(config.get("name") or "")
     where_top = _Where(source, EXTENSION)
     top = _section(config.get(EXTENSION), where_top, TOP_LEVEL_KEYS)
@@ -261,17 +262,15 @@ def parse(config: Mapping[str, Any], *, source: str) -> Topology:
     lans = _parse_lans(top.get("lans"), services, where_top.at("lans"))
     topo = Topology(project, source, prefix, services, host, links, lans)
     _check_wiring(topo)
-    from composens.model import hosts  # several machines: placement, VNIs (None without x-composens.hosts)
+    return topo, top
 
-    topo = replace(topo, hosts=hosts.parse(config, top, topo))
-    if lans:
-        topo = replace(topo, hub=_parse_hub(top.get("hub"), project, services, where_top.at("hub")))
-    topo = replace(topo, macs=_assign_macs(topo))
-    if "checks" in top:
-        from composens.model import checks  # only projects that declare checks pay for reading them
 
-        topo = replace(topo, checks=checks.parse_checks(top["checks"], topo))
-    return topo
+def with_hub_and_macs(topo: Topology, top: Mapping[str, Any]) -> Topology:
+    """The project's hub (where it has LANs) and every end's MAC, once its hosts are known."""
+    if topo.lans:
+        where = _Where(topo.source, EXTENSION).at("hub")
+        topo = replace(topo, hub=_parse_hub(top.get("hub"), topo.project, topo.services, where))
+    return replace(topo, macs=_assign_macs(topo))
 
 
 def essentials(config: Mapping[str, Any]) -> dict[str, Any]:

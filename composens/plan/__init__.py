@@ -1,1 +1,7 @@
-"""TODO"""
+"""The plan: a lab as declared against the lab as it is, worked out into changes and drift. Pure.
+
+live (what a namespace has now), changes (each change as the command that makes it), converge (the changes that
+bring a lab to its file, and its drift).
+
+Imports: composens.model only.
+"""

@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING
 
 from composens.model.conditions import Conditions
 from composens.model.conditions import parse as parse_conditions
+from composens.model.record import Claim, NodeRecord
 from composens.model.report import Drift
 from composens.model.topology import HOST, HUB, Endpoint, Link, Route, Topology, parse_route
 from composens.plan import changes as ch
 from composens.plan import live
 from composens.plan.changes import Change
 from composens.plan.live import LiveAddress, LiveLink, LiveNamespace, LiveRoute
-from composens.system.record.state import Claim, NodeRecord
 
 if TYPE_CHECKING:
     from composens.model.hosts import Tunnel

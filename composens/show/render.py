@@ -13,15 +13,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, TextIO
 
+from composens.model.entries import Action, EntryChange
 from composens.model.report import ConditionsRow, ExecResult, LabStatus, LinkReport, NetnsRow, PlanLine, RemoteEnd
 from composens.model.topology import HUB
-from composens.system.kernel.netns import Action, EntryChange
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from composens.system.run.probe import CheckResult, CheckUpdate
+    from composens.model.checks import CheckResult, CheckUpdate
 
 RESULT_STYLES = {"pass": "green", "fail": "bold red", "error": "bold red", "skipped": "yellow", "waiting": "yellow"}
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from composens.model import topology
+from composens.model import declared, topology
 from composens.model.errors import WiringError
+from composens.model.record import ProjectRecord
 from composens.plan.converge import Scope
 from composens.system.kernel import reading, wiring
-from composens.system.record.state import ProjectRecord
 from tests.integration.conftest import run
 
 pytestmark = pytest.mark.integration
@@ -41,7 +41,7 @@ def lab(tmp_path: Path) -> Iterator[tuple[topology.Topology, dict[str, reading.T
     for node in ("a", "b"):
         run("ip", "netns", "add", f"{prefix}{node}")
     try:
-        topo = topology.parse(
+        topo = declared.parse(
             {
                 "name": "batchtest",
                 "x-composens": {"netns_prefix": prefix, "links": [{"endpoints": ["a:e1", "b:e1"]}]},

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from composens.model.containers import Container
 from composens.model.errors import EngineError
-from composens.system.docker.compose import Compose, ComposeOptions, Container
+from composens.system.docker.compose import Compose
 from composens.system.docker.configcache import CACHE_DIR
+from composens.system.docker.options import ComposeOptions
 from tests.integration.conftest import Project, run
 from tests.integration.test_wiring import seed_lab
 

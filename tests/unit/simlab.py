@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from composens.model.record import Claim, ProjectRecord
 from composens.model.topology import HOST, HUB, Topology
 from composens.plan import changes, converge, live
 from composens.plan.changes import Change
 from composens.plan.live import LiveNamespace, LiveRoute
-from composens.system.record.state import Claim, ProjectRecord
 
 
 @dataclass

@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 
+from composens.model.containers import Container
 from composens.model.errors import EngineRefused, EngineUnavailable
 from composens.system.docker import engine
-from composens.system.docker.compose import Compose, ComposeOptions, Container
+from composens.system.docker.compose import Compose
 from composens.system.docker.configcache import KEEP, ConfigCache, cache_key
+from composens.system.docker.options import ComposeOptions
 
 COMPOSE = "name: demo\nservices:\n  a: {image: busybox, network_mode: none}\n"
 
@@ -415,43 +417,44 @@ MALFORMED_INSPECTS = [
 ]
 
 
-class FallbackCompose(Compose):
-    """Records what the docker CLI is asked once the engine's API has given up."""
+@pytest.fixture
+def cli_asked(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What the docker CLI is asked once the engine's API has given up (a reading makes its own Compose: the
+    class is patched)."""
+    asked: list[str] = []
 
-    def __init__(self) -> None:
-        super().__init__(ComposeOptions())
-        self.cli_asked: list[str] = []
-
-    def _capture(self, cmd: list[str], failure: Any = None) -> str:
-        self.cli_asked.append(cmd[1])
+    def capture(self: Compose, cmd: list[str], failure: Any = None) -> str:
+        asked.append(cmd[1])
         return "cli-id\n"
 
-    def _inspect_with_cli(self, ids: list[str], *, missing_ok: bool) -> list[Container]:
-        self.cli_asked += ["inspect", *ids]
+    def inspect_with_cli(self: Compose, ids: list[str], *, missing_ok: bool) -> list[Container]:
+        asked.extend(["inspect", *ids])
         return []
+
+    monkeypatch.setattr(Compose, "_capture", capture)
+    monkeypatch.setattr(Compose, "_inspect_with_cli", inspect_with_cli)
+    return asked
 
 
 @pytest.mark.parametrize("document", MALFORMED_INSPECTS)
 def test_an_inspect_document_composens_cannot_read_sends_the_caller_to_the_cli(
-    answering: Answering, monkeypatch: pytest.MonkeyPatch, document: Any
+    answering: Answering, monkeypatch: pytest.MonkeyPatch, document: Any, cli_asked: list[str]
 ) -> None:
     monkeypatch.setattr(engine, "connect", lambda: answering(ok(document)))
-    compose = FallbackCompose()
-    assert compose.inspect(["a"]) == []
-    assert compose.cli_asked == ["inspect", "a"]
+    assert Compose(ComposeOptions()).inspect(["a"]) == []
+    assert cli_asked == ["inspect", "a"]
+    cli_asked.clear()
     monkeypatch.setattr(engine, "connect", lambda: answering(ok([{"Id": "a"}]), ok(document)))
-    compose = FallbackCompose()
-    assert compose.containers("x") == []
-    assert compose.cli_asked == ["ps", "inspect", "cli-id"]
+    assert Compose(ComposeOptions()).containers("x") == []
+    assert cli_asked == ["ps", "inspect", "cli-id"]
 
 
 def test_a_list_of_another_shape_lists_containers_with_the_cli(
-    answering: Answering, monkeypatch: pytest.MonkeyPatch
+    answering: Answering, monkeypatch: pytest.MonkeyPatch, cli_asked: list[str]
 ) -> None:
     monkeypatch.setattr(engine, "connect", lambda: answering(ok({"Id": "a"})))
-    compose = FallbackCompose()
-    assert compose.containers("x") == []
-    assert compose.cli_asked == ["ps", "inspect", "cli-id"]
+    assert Compose(ComposeOptions()).containers("x") == []
+    assert cli_asked == ["ps", "inspect", "cli-id"]
 
 
 @pytest.mark.parametrize(
@@ -464,12 +467,11 @@ def test_a_list_of_another_shape_lists_containers_with_the_cli(
     ],
 )
 def test_documents_with_empty_fields_are_read_from_the_engine(
-    answering: Answering, monkeypatch: pytest.MonkeyPatch, document: Any
+    answering: Answering, monkeypatch: pytest.MonkeyPatch, document: Any, cli_asked: list[str]
 ) -> None:
     monkeypatch.setattr(engine, "connect", lambda: answering(ok(document)))
-    compose = FallbackCompose()
-    [container] = compose.inspect(["a"])
-    assert compose.cli_asked == []
+    [container] = Compose(ComposeOptions()).inspect(["a"])
+    assert cli_asked == []
     assert (container.id, container.name, container.pid, container.sandbox, container.netns_owner) == (
         "a",
         "",
@@ -479,7 +481,9 @@ def test_documents_with_empty_fields_are_read_from_the_engine(
     )
 
 
-def test_a_well_formed_document_is_read_whole(answering: Answering, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_well_formed_document_is_read_whole(
+    answering: Answering, monkeypatch: pytest.MonkeyPatch, cli_asked: list[str]
+) -> None:
     document = {
         "Id": "a1",
         "Name": "/demo-r1-1",
@@ -489,9 +493,8 @@ def test_a_well_formed_document_is_read_whole(answering: Answering, monkeypatch:
         "HostConfig": {"NetworkMode": "container:b2"},
     }
     monkeypatch.setattr(engine, "connect", lambda: answering(ok([{"Id": "a1"}]), ok(document)))
-    compose = FallbackCompose()
-    [container] = compose.containers("demo")
-    assert compose.cli_asked == []
+    [container] = Compose(ComposeOptions()).containers("demo")
+    assert cli_asked == []
     assert container == Container(
         "a1", "demo-r1-1", "demo", "r1", 1, True, 42, "/var/run/docker/netns/abc", "container:b2"
     )
@@ -500,11 +503,11 @@ def test_a_well_formed_document_is_read_whole(answering: Answering, monkeypatch:
 
 @pytest.mark.parametrize("number", ["²", "1" * 5000, "x"])
 def test_a_container_number_that_is_not_a_small_decimal_reads_as_one(
-    answering: Answering, monkeypatch: pytest.MonkeyPatch, number: str
+    answering: Answering, monkeypatch: pytest.MonkeyPatch, number: str, cli_asked: list[str]
 ) -> None:
     document = {"Id": "a", "Config": {"Labels": {"com.docker.compose.container-number": number}}}
     monkeypatch.setattr(engine, "connect", lambda: answering(ok(document)))
-    [container] = FallbackCompose().inspect(["a"])
+    [container] = Compose(ComposeOptions()).inspect(["a"])
     assert container.number == 1
 
 

@@ -14,12 +14,12 @@ import pytest
 import yaml
 
 from composens.interop import junit
-from composens.model import checks, topology
-from composens.model.checks import Check, Exec, Ping
+from composens.model import checks, declared
+from composens.model.checks import Check, CheckResult, CheckUpdate, Exec, Ping
 from composens.model.errors import ConfigError, EngineRefused
 from composens.system.docker.engine import ExecState
 from composens.system.run import probe
-from composens.system.run.probe import Attempt, CheckResult, CheckUpdate, ProbeError, Target
+from composens.system.run.probe import Attempt, ProbeError, Target
 
 CASES = Path(__file__).resolve().parents[1] / "topology"
 INVALID = sorted((CASES / "invalid-checks").glob("*.yml"))
@@ -35,7 +35,7 @@ def parse_file(config: dict[str, Any]) -> tuple[Check, ...]:
     """Parse a whole compose file's checks: the topology without them, then the checks against it."""
     extension = dict(config.get("x-composens") or {})
     raw = extension.pop("checks", None)
-    topo = topology.parse({**config, "x-composens": extension}, source="docker-compose.yml")
+    topo = declared.parse({**config, "x-composens": extension}, source="docker-compose.yml")
     return checks.parse_checks(raw, topo)
 
 

@@ -26,8 +26,8 @@ import jsonschema
 import pytest
 import yaml
 
-from composens.interop import clab
-from composens.model import topology
+from composens.interop.clab import exporting, files, importing
+from composens.model import declared, topology
 from composens.model.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,10 +46,10 @@ def topology_file(case: Path) -> Path:
     return found
 
 
-def imported(case: Path, *, mgmt: bool = True, output_dir: Path | None = None) -> clab.Converted:
+def imported(case: Path, *, mgmt: bool = True, output_dir: Path | None = None) -> files.Converted:
     path = topology_file(case)
-    return clab.import_topology(
-        clab.load(path.read_text()),
+    return importing.import_topology(
+        files.load(path.read_text()),
         source=path.name,
         topology_dir=str(path.parent),
         output_dir=str(output_dir or case),
@@ -90,7 +90,7 @@ def compose_config(compose: list[str], path: Path) -> dict[str, Any]:
 
 def parse(config: dict[str, Any]) -> topology.Topology:
     """Parse as composens does (x-composens.macs set aside while topology does not read it: issue 18)."""
-    return topology.parse(clab._without_unknown_keys(topology.essentials(config)), source="f")
+    return declared.parse(importing._without_unknown_keys(topology.essentials(config)), source="f")
 
 
 def schema_validator() -> jsonschema.Draft7Validator:
@@ -105,7 +105,7 @@ def schema_validator() -> jsonschema.Draft7Validator:
 @pytest.mark.parametrize("case", IMPORTS, ids=lambda p: p.name)
 def test_import_matches_golden(case: Path) -> None:
     converted = imported(case)
-    same_text(clab.dump(converted, header=f"imported by composens from {topology_file(case).name}"),
+    same_text(files.dump(converted, header=f"imported by composens from {topology_file(case).name}"),
               (case / "expected.yml").read_text())  # fmt: skip
     assert list(converted.warnings) == warnings_of(case)
 
@@ -113,7 +113,7 @@ def test_import_matches_golden(case: Path) -> None:
 def test_import_without_mgmt_gives_every_node_no_network() -> None:
     case = CASES / "import" / "exec"
     converted = imported(case, mgmt=False)
-    same_text(clab.dump(converted, header="imported by composens from exec.clab.yml"),
+    same_text(files.dump(converted, header="imported by composens from exec.clab.yml"),
               (case / "expected-no-mgmt.yml").read_text())  # fmt: skip
     assert "networks" not in converted.document
     assert {s["network_mode"] for s in converted.document["services"].values()} == {"none"}
@@ -124,7 +124,7 @@ def test_invalid_topology_gives_its_exact_error(path: Path) -> None:
     first = path.read_text().splitlines()[0]
     assert first.startswith("# error: ")
     with pytest.raises(ConfigError) as caught:
-        clab.import_topology(clab.load(path.read_text()), source=path.name, topology_dir="/t", output_dir="/t")
+        importing.import_topology(files.load(path.read_text()), source=path.name, topology_dir="/t", output_dir="/t")
     assert caught.value.message == first.removeprefix("# error: ")
     assert caught.value.exit_code == 3
 
@@ -188,7 +188,7 @@ def test_bridges_become_lans_of_their_linked_nodes() -> None:
 
 def test_dollars_containerlab_substitutes_stay_and_others_are_escaped() -> None:
     doc = {"topology": {"nodes": {"a": {"kind": "linux", "image": "i", "cmd": "echo $$x ${A:=b} $B $( ) $"}}}}
-    got = clab.import_topology(doc, source="t", topology_dir="/t", output_dir="/t")
+    got = importing.import_topology(doc, source="t", topology_dir="/t", output_dir="/t")
     assert got.document["services"]["a"]["command"] == "echo $$x ${A:-b} $B $$( ) $$"
 
 
@@ -202,15 +202,15 @@ def test_docker_compose_and_composens_accept_every_import(case: Path, compose: l
 # --------------------------------------------------------------------------- export
 
 
-def exported(config: dict[str, Any], output_dir: Path) -> clab.Converted:
-    return clab.export_topology(config, parse(config), output_dir=str(output_dir))
+def exported(config: dict[str, Any], output_dir: Path) -> files.Converted:
+    return exporting.export_topology(config, parse(config), output_dir=str(output_dir))
 
 
 @pytest.mark.parametrize("case", EXPORTS, ids=lambda p: p.name)
 def test_export_matches_golden(case: Path) -> None:
     config = yaml.safe_load((case / "docker-compose.yml").read_text())
     converted = exported(config, Path("/srv") / case.name)
-    same_text(clab.dump(converted, header=f"exported by composens from project {case.name}"),
+    same_text(files.dump(converted, header=f"exported by composens from project {case.name}"),
               (case / "expected.clab.yml").read_text())  # fmt: skip
     assert list(converted.warnings) == warnings_of(case)
     schema_validator().validate(converted.document)
@@ -238,16 +238,16 @@ def comparable(topo: topology.Topology) -> topology.Topology:
 def round_trip_equal(compose: list[str], original: Path, tmp_path: Path) -> None:
     """import(export(x)) is x again: the same lab (topology.parse's view) and the same containers."""
     before = compose_config(compose, original)
-    back_out = clab.export_topology(before, parse(before), output_dir=str(original.parent))
+    back_out = exporting.export_topology(before, parse(before), output_dir=str(original.parent))
     validator = schema_validator()
     validator.validate(back_out.document)
-    text = clab.dump(back_out, header="round trip")
-    again = clab.import_topology(
-        clab.load(text), source="rt.clab.yml", topology_dir=str(original.parent), output_dir=str(original.parent)
+    text = files.dump(back_out, header="round trip")
+    again = importing.import_topology(
+        files.load(text), source="rt.clab.yml", topology_dir=str(original.parent), output_dir=str(original.parent)
     )
     written = original.parent / f".round-trip-{tmp_path.name}.yml"  # beside the original: same relative paths
     try:
-        written.write_text(clab.dump(again, header="round trip"))
+        written.write_text(files.dump(again, header="round trip"))
         after = compose_config(compose, written)
     finally:
         written.unlink(missing_ok=True)

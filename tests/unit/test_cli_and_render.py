@@ -12,13 +12,16 @@ from typing import Any
 import pytest
 import yaml
 
+from composens.cli import arguments
 from composens.cli import main as cli
+from composens.cli.app import App
+from composens.model.containers import Container
+from composens.model.declared import parse
+from composens.model.entries import Action, EntryChange, Status
 from composens.model.errors import ConfigError, EngineError
 from composens.model.report import Drift, InterfaceRow, LabStatus, NetnsRow
-from composens.model.topology import parse
 from composens.show import render
-from composens.system.docker.compose import ComposeOptions, Container
-from composens.system.kernel.netns import Action, EntryChange, Status
+from composens.system.docker.options import ComposeOptions
 
 SEED = Path(__file__).resolve().parents[1] / "topology" / "seed" / "docker-compose.yml"
 
@@ -59,7 +62,7 @@ class FakeCompose:
 def invoke(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], fake: FakeCompose, *args: str
 ) -> tuple[int, str, str]:
-    monkeypatch.setattr(cli.App, "compose", lambda self: fake)
+    monkeypatch.setattr(App, "compose", lambda self: fake)
     with pytest.raises(SystemExit) as ended:
         cli.main(list(args))
     out, err = capsys.readouterr()
@@ -155,7 +158,7 @@ def test_graph_mermaid_and_dot(
     ],
 )
 def test_service_args(command: str, args: list[str], services: list[str]) -> None:
-    assert cli.service_args(command, args) == services
+    assert arguments.service_args(command, args) == services
 
 
 @pytest.mark.parametrize(
@@ -163,7 +166,7 @@ def test_service_args(command: str, args: list[str], services: list[str]) -> Non
     [(["-d"], True), (["--detach"], True), (["-dV"], True), (["--wait"], True), (["--build"], False), ([], False)],
 )
 def test_is_detached(args: list[str], detached: bool) -> None:
-    assert cli.is_detached(args) is detached
+    assert arguments.is_detached(args) is detached
 
 
 ROWS = [
@@ -378,7 +381,7 @@ def test_not_root_is_exit_4_before_compose_runs(
     ],
 )
 def test_passthrough_command_skips_typer_only_for_compose_commands(args: list[str], command: str | None) -> None:
-    from composens.launcher import passthrough_command
+    from composens.cli.arguments import passthrough_command
 
     assert passthrough_command(args) == command
 

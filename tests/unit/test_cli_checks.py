@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from composens.model.checks import Check
+from composens.model.checks import Check, CheckResult
 from composens.show import render
 from composens.system.run import probe
-from composens.system.run.probe import Attempt, CheckResult
+from composens.system.run.probe import Attempt
 from tests.unit.test_cli_and_render import FakeCompose, invoke
 
 CONFIG: dict[str, Any] = {

@@ -420,10 +420,10 @@ def test_conditions_the_kernel_lacks_are_named_and_the_kernel_asked_once(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from composens.lab import lab
-    from composens.model import topology
+    from composens.model import declared
     from composens.model.errors import ConfigError
+    from composens.model.record import State
     from composens.system.kernel import reading
-    from composens.system.record.state import State
 
     asked: list[set[str]] = []
 
@@ -439,7 +439,7 @@ def test_conditions_the_kernel_lacks_are_named_and_the_kernel_asked_once(
         "x-composens": {"links": links, "lans": {"lan1": {"endpoints": ["s0:l", "s1:l"], "netem": {"loss": "1%"}}}},
         "services": {f"s{i}": {"image": "x"} for i in range(4)},
     }
-    topo = topology.parse(config, source="f.yml")
+    topo = declared.parse(config, source="f.yml")
     the_lab = lab.Lab(None, lab.Paths(tmp_path / "netns", tmp_path / "state"))  # type: ignore[arg-type]
     with pytest.raises(ConfigError) as refused:
         the_lab.check_kernel(topo, State())

@@ -19,7 +19,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from composens.model import topology
+from composens.model import declared, topology
 from composens.plan import changes, converge, live
 from composens.plan.live import LiveRoute
 from tests.unit.simlab import PaperLab
@@ -29,7 +29,7 @@ SEED = yaml.safe_load((CASES / "seed.yml").read_text())
 
 
 def parse(config: dict[str, Any]) -> topology.Topology:
-    return topology.parse(config, source="docker-compose.yml")
+    return declared.parse(config, source="docker-compose.yml")
 
 
 def tweak(lab: PaperLab, spec: dict[str, Any]) -> None:

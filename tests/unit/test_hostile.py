@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from composens.model import topology
+from composens.model import declared
 from composens.model.errors import ConfigError
 from composens.plan import changes, converge
 from tests import fuzz
@@ -30,7 +30,7 @@ def project(
 
 def error_of(config: dict[str, Any]) -> str:
     with pytest.raises(ConfigError) as caught:
-        topology.parse(config, source="f")
+        declared.parse(config, source="f")
     assert "\n" not in caught.value.message
     return caught.value.message
 
@@ -74,14 +74,14 @@ def test_a_service_called_host_cannot_be_wired_and_host_endpoints_are_not_ambigu
     config["services"]["host"] = {"network_mode": "none", "x-composens": {"addresses": {"e1": ["10.0.0.1/24"]}}}
     assert "a service called host cannot be wired" in error_of(config)
     config["services"]["host"] = {"network_mode": "none"}  # a service called host that is not wired is fine
-    topology.parse(config, source="f")
+    declared.parse(config, source="f")
 
 
 @pytest.mark.parametrize("scale", ["²", "3x", -1, True, None])
 def test_odd_scales_count_as_one(scale: object) -> None:
     config = project([["a:e1", "b:e1"]])
     config["services"]["a"]["scale"] = scale
-    assert topology.parse(config, source="f").services["a"].replicas == 1
+    assert declared.parse(config, source="f").services["a"].replicas == 1
 
 
 def test_a_batch_line_with_an_unsafe_word_is_never_built() -> None:
@@ -92,7 +92,7 @@ def test_a_batch_line_with_an_unsafe_word_is_never_built() -> None:
 def test_printed_commands_are_quoted_and_split_into_the_batch_words() -> None:
     config = project([["a:up", "b:mtu"], ["a:x@y.1", "host:p+1"]], {"up": ["10.0.0.1/24"], "x@y.1": ["2001:db8::1/64"]})
     config["x-composens"]["netns_prefix"] = "lab.1-"
-    topo = topology.parse(config, source="f")
+    topo = declared.parse(config, source="f")
     found = converge.from_scratch(topo)
     assert found.changes
     for change in found.changes:

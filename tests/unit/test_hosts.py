@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from composens.model import hosts, topology
+from composens.model import declared, hosts, topology
 from composens.model.errors import ConfigError, ExitCode
 from composens.model.topology import HUB, Endpoint
 
@@ -31,7 +31,7 @@ def lab(**top: Any) -> dict[str, Any]:
 
 
 def parse(config: dict[str, Any]) -> topology.Topology:
-    return topology.parse(config, source="lab.yml")
+    return declared.parse(config, source="lab.yml")
 
 
 def error_of(config: dict[str, Any]) -> str:
@@ -276,10 +276,10 @@ def test_a_lan_over_three_hosts_replicates_to_each_other_host() -> None:
 
 
 def test_a_vxlan_end_whose_vni_differs_is_made_again_and_an_intact_one_is_left() -> None:
+    from composens.model.record import Claim, NodeRecord
     from composens.plan import changes as ch
     from composens.plan import converge, live
     from composens.plan.live import LiveLink, LiveNamespace, Vxlan
-    from composens.system.record.state import Claim, NodeRecord
 
     config = lab()
     config["x-composens"]["lans"] = {}
@@ -323,10 +323,10 @@ def test_the_picture_draws_a_cluster_per_host() -> None:
 
 
 def test_a_lan_port_whose_other_hosts_change_is_made_again() -> None:
+    from composens.model.record import Claim, NodeRecord
     from composens.plan import changes as ch
     from composens.plan import converge, live
     from composens.plan.live import LiveLink, Vxlan
-    from composens.system.record.state import Claim, NodeRecord
 
     three = lab()
     three["x-composens"]["hosts"]["h3"] = {"underlay": "198.18.200.3"}

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from composens.model import macs, topology
+from composens.model import declared, macs, topology
 from composens.model.topology import HUB, Endpoint
 from composens.plan import converge
 from tests.unit.simlab import PaperLab
 
 
 def lan_lab(**r2: object) -> topology.Topology:
-    return topology.parse(
+    return declared.parse(
         {
             "name": "maclab",
             "x-composens": {
@@ -40,7 +40,7 @@ def test_every_end_composens_makes_gets_a_stable_unicast_locally_administered_ma
         assert first & 0b10, mac  # locally administered
         assert not first & 0b01, mac  # unicast
     assert lan_lab().macs == topo.macs  # the same on every run
-    other = topology.parse({**_config_of(topo), "name": "otherlab"}, source="f")
+    other = declared.parse({**_config_of(topo), "name": "otherlab"}, source="f")
     assert set(other.macs.values()).isdisjoint(topo.macs.values())  # another project, other MACs
 
 

@@ -10,10 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from composens.system.docker.compose import Container
+from composens.model import entries
+from composens.model.containers import Container
+from composens.model.entries import Action, EntryOnDisk, Status, Wanted
+from composens.model.record import Claim, EntryRecord, State
 from composens.system.kernel import netns
-from composens.system.kernel.netns import Action, EntryOnDisk, NetnsDirectory, Status, Wanted
-from composens.system.record.state import Claim, EntryRecord, State, StateStore
+from composens.system.kernel.netns import NetnsDirectory
+from composens.system.record.store import StateStore
 
 C1 = "c1" * 32  # container ids are 64 hex digits: the record checks them when it reads them back
 
@@ -57,14 +60,14 @@ RECORD = EntryRecord("p", "node1", C1, "/var/run/docker/netns/abc")
 def test_classify(
     entry: EntryOnDisk, record: EntryRecord | None, alive: bool, current: int | None, expected: Status
 ) -> None:
-    assert netns.classify("p", entry, record, container(running=alive), current) is expected
+    assert entries.classify("p", entry, record, container(running=alive), current) is expected
 
 
 def test_classify_gone_container_and_other_project() -> None:
     entry = EntryOnDisk(True, RECORD.target, 7)
-    assert netns.classify("p", entry, RECORD, None, None) is Status.STALE
-    assert netns.classify("other", entry, RECORD, container(), 7) is Status.CONFLICT
-    assert netns.classify("p", EntryOnDisk(False), None, container(mode="host"), None) is Status.NONE
+    assert entries.classify("p", entry, RECORD, None, None) is Status.STALE
+    assert entries.classify("other", entry, RECORD, container(), 7) is Status.CONFLICT
+    assert entries.classify("p", EntryOnDisk(False), None, container(mode="host"), None) is Status.NONE
 
 
 def test_link_creates_keeps_replaces_and_removes(lab: tuple[NetnsDirectory, Path]) -> None:
@@ -181,9 +184,10 @@ def test_watch_tries_a_failed_pass_again_until_one_succeeds(tmp_path: Path, monk
 
     from composens.lab import follow as labfollow
     from composens.lab import lab as lab_module
+    from composens.model.declared import parse
     from composens.model.errors import WiringError
-    from composens.model.topology import parse
-    from composens.system.docker.compose import Compose, ComposeOptions
+    from composens.system.docker.compose import Compose
+    from composens.system.docker.options import ComposeOptions
 
     monkeypatch.setattr(labfollow, "SETTLE_DELAY", 0.05)
     monkeypatch.setattr(labfollow, "MAX_RETRY_DELAY", 0.2)

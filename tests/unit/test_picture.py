@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from composens.model import topology
+from composens.model import declared, topology
 from composens.model.errors import ComposensError
 from composens.show import graphviz, picture
 
@@ -24,7 +24,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def load(path: Path) -> topology.Topology:
     data: dict[str, Any] = yaml.safe_load(path.read_text())
-    return topology.parse(data, source="docker-compose.yml")
+    return declared.parse(data, source="docker-compose.yml")
 
 
 def assert_same_text(expected: str, got: str, what: str) -> None:
@@ -72,7 +72,7 @@ def test_links_are_drawn_left_to_right_from_node1_through_the_routers() -> None:
 
 
 def test_names_and_notes_are_escaped() -> None:
-    topo = topology.parse(
+    topo = declared.parse(
         {
             "name": "odd",
             "services": {

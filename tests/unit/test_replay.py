@@ -14,6 +14,8 @@ import pytest
 
 from composens import replay
 from composens.lab import core as labcore
+from composens.system import world as system_world
+from composens.system.world import WORLD
 
 
 def test_only_the_commands_that_read_are_replayed() -> None:
@@ -53,7 +55,7 @@ def test_the_record_lock_is_labcores() -> None:
 def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A folder standing for the lab: the readings are of its files (the folder kind), the config a constant."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setitem(replay.READERS, "config", lambda: "the config")
+    monkeypatch.setitem(system_world._READERS, "config", system_world.Reader(lambda: "the config"))
     monkeypatch.delenv(replay.OFF, raising=False)
     monkeypatch.setenv(replay.NOTE, str(tmp_path / "notes"))
     lab = tmp_path / "lab"
@@ -61,7 +63,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     (lab / "r1").write_text("up")
     stdout, stderr = sys.stdout, sys.stderr
     yield lab
-    replay._recording = None  # a test that failed midway leaves neither a recording nor its tees behind
+    WORLD.observer = None  # a test that failed midway leaves neither a recording nor its tees behind
     sys.stdout, sys.stderr = stdout, stderr
 
 
@@ -69,8 +71,8 @@ def recorded_run(lab: Path, folder: Path, *, out: str = "table\n", err: str = ""
     """A run of `ps --netns` that reads the config and the lab's folder and prints `out` and `err`."""
     recording = replay.start(["ps", "--netns"])
     assert recording is not None
-    replay.observe("config", (), "the config")
-    replay.observe("folder", (str(lab),), replay.folder_reading(str(lab)))
+    WORLD.read("config")
+    WORLD.read("folder", str(lab))
     print(out, end="")
     print(err, end="", file=sys.stderr)
     replay.finish(recording, code, folder)
@@ -115,26 +117,26 @@ def test_runs_that_failed_changed_or_read_inconsistently_are_not_recorded(world:
 
     recording = replay.start(["ps", "--netns"])
     assert recording is not None
-    replay.observe("config", (), "the config")
-    replay.changed("the entry x")
+    WORLD.read("config")
+    WORLD.changed("the entry x")
     replay.finish(recording, 0, folder)
 
     recording = replay.start(["ps", "--netns"])
     assert recording is not None
-    replay.observe("config", (), "the config")
-    replay.observe("folder", (str(world),), "one thing")
-    replay.observe("folder", (str(world),), "and then another")
+    WORLD.read("config")
+    recording.read("folder", (str(world),), "one thing")
+    recording.read("folder", (str(world),), "and then another")
     replay.finish(recording, 0, folder)
 
     recording = replay.start(["ps", "--netns"])
     assert recording is not None
-    replay.observe("config", (), "the config")
+    WORLD.read("config")
     sys.stdout.buffer  # noqa: B018 - bytes past the text stream are not kept
     replay.finish(recording, 0, folder)
 
     recording = replay.start(["ps", "--netns"])
     assert recording is not None
-    replay.observe("folder", (str(world),), replay.folder_reading(str(world)))
+    WORLD.read("folder", str(world))
     replay.finish(recording, 0, folder)
 
     assert not folder.exists()
@@ -195,13 +197,13 @@ def test_a_replay_interleaves_the_two_streams_as_the_run_did(world: Path, tmp_pa
     folder = tmp_path / "replays"
     record = (
         "import sys; from composens import replay; "
-        "recording = replay.start(['ps', '--netns']); replay.observe('config', (), 'the config'); "
+        "recording = replay.start(['ps', '--netns']); from composens.system import world; world._READERS['config'] = world.Reader(lambda: 'the config'); world.WORLD.read('config'); "
         "[print(line, file=sys.stderr if 'warning' in line else sys.stdout, flush=True) "
         " for line in ('row 1', 'composens: a warning', 'row 2')]; "
         f"replay.finish(recording, 0, Path({str(folder)!r}))"
     )
     answer = (
-        "import sys; from composens import replay; replay.READERS['config'] = lambda: 'the config'; "
+        "import sys; from composens import replay; from composens.system import world; world._READERS['config'] = world.Reader(lambda: 'the config'); "
         f"sys.exit(replay.answer(['ps', '--netns'], folder=Path({str(folder)!r})))"
     )
     # Both streams into one pipe, where stdout is block-buffered unless each write is flushed.
@@ -218,13 +220,13 @@ def test_a_replay_interleaves_the_two_streams_as_the_run_did(world: Path, tmp_pa
 def test_a_folder_reading_tells_a_symlink_from_a_file(tmp_path: Path) -> None:
     (tmp_path / "flag").write_text("")
     (tmp_path / "link").symlink_to(tmp_path / "nowhere")
-    assert replay.folder_reading(str(tmp_path)) == [
+    assert system_world.folder(str(tmp_path)) == [
         ("flag", b""),
         ("link", ("symlink", str(tmp_path / "nowhere"), False)),
     ]
     (tmp_path / "nowhere").touch()
-    assert replay.folder_reading(str(tmp_path))[1] == ("link", ("symlink", str(tmp_path / "nowhere"), True))
-    assert replay.folder_reading(str(tmp_path / "absent")) is None
+    assert system_world.folder(str(tmp_path))[1] == ("link", ("symlink", str(tmp_path / "nowhere"), True))
+    assert system_world.folder(str(tmp_path / "absent")) is None
 
 
 def test_an_exec_claim_still_running_elsewhere_is_not_recorded_as_nothing_to_do(world: Path, tmp_path: Path) -> None:
@@ -255,8 +257,8 @@ def test_a_gate_flag_kept_only_by_its_time_is_not_recorded(world: Path, tmp_path
 
 
 def test_the_config_key_leaves_out_composens_own_switches_unless_a_file_names_them(tmp_path: Path) -> None:
-    from composens.system.docker.compose import ComposeOptions
     from composens.system.docker.configcache import cache_key
+    from composens.system.docker.options import ComposeOptions
 
     (tmp_path / "compose.yaml").write_text("services: {a: {image: busybox}}\n")
     plain = cache_key(ComposeOptions(), tmp_path, {"HOME": "/root"})
@@ -269,7 +271,7 @@ def test_the_config_key_leaves_out_composens_own_switches_unless_a_file_names_th
 
 
 def test_the_record_folders_modes_as_found_are_a_reading(world: Path, tmp_path: Path) -> None:
-    from composens.system.record.state import StateStore
+    from composens.system.record.store import StateStore
 
     store = StateStore(tmp_path / "state")
     with store.locked():
@@ -277,7 +279,7 @@ def test_the_record_folders_modes_as_found_are_a_reading(world: Path, tmp_path: 
     folder = tmp_path / "replays"
     recording = replay.start(["netns", "link"])
     assert recording is not None
-    replay.observe("config", (), "the config")
+    WORLD.read("config")
     with store.locked():
         pass  # finds all as it should be: changes nothing
     replay.finish(recording, 0, folder)
@@ -296,23 +298,25 @@ def test_a_namespace_whose_dumps_are_unchanged_is_not_read_whole(monkeypatch: py
         ("namespace-dumps", args, replay.digest_of("dumps 1")),
     ]
     whole: list[tuple[object, ...]] = []
-    monkeypatch.setitem(replay.READERS, "namespace", lambda *a: whole.append(a) or "the namespace")
+    monkeypatch.setitem(
+        system_world._READERS, "namespace", system_world.Reader(lambda *a: whole.append(a) or "the namespace")
+    )
     monkeypatch.setattr(netlink, "read_dumps_digests", lambda paths: ["dumps 1" for _ in paths])
     assert replay._first_different(readings) is None
     assert whole == []
     monkeypatch.setattr(netlink, "read_dumps_digests", lambda paths: ["dumps 2" for _ in paths])  # a bridge's timers
     assert replay._first_different(readings) is None
     assert whole == [args]  # read whole, and found the same
-    monkeypatch.setitem(replay.READERS, "namespace", lambda *a: "another namespace")
+    monkeypatch.setitem(system_world._READERS, "namespace", system_world.Reader(lambda *a: "another namespace"))
     assert replay._first_different(readings) == ("namespace", args)
 
 
 def test_one_thread_enters_each_namespace_and_a_failed_entry_is_that_ones_answer() -> None:
-    from composens.system.kernel import reading
+    from composens.system.kernel import entering
 
     own = os.open("/proc/self/ns/net", os.O_RDONLY)
     try:
-        found = reading.in_each_netns([-1, own, -1], lambda: "made")
+        found = entering.in_each_netns([-1, own, -1], lambda: "made")
     finally:
         os.close(own)
     assert isinstance(found[0], OSError)

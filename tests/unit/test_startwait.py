@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from composens.model import startwait, topology
+from composens.model import declared, startwait, topology
 from composens.system.run import execs, startgate
 
 
@@ -71,7 +71,7 @@ def test_release_keeps_a_flag_written_after_the_listing(tmp_path: Path) -> None:
 
 def lab_with_exec() -> topology.Topology:
     config = {"name": "p", "services": {"a": {"x-composens": {"exec": ["true", ["echo", "x"]]}}}}
-    return topology.parse(config, source="f")
+    return declared.parse(config, source="f")
 
 
 def test_an_exec_claim_left_by_a_dead_run_is_taken_over_and_a_live_one_is_not(

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from composens.model import entries
 from composens.model.errors import ExitCode, RecordDamaged
+from composens.model.record import Claim, EntryRecord, HubRecord, State
 from composens.system.kernel import netns
 from composens.system.kernel.netns import NetnsDirectory
-from composens.system.record.state import Claim, EntryRecord, HubRecord, State, StateStore
+from composens.system.record.store import StateStore
 
 ID = "ab" * 32
 ENTRY = {"project": "p", "service": "node1", "container": ID, "target": "/var/run/docker/netns/abc", "previous": None}
@@ -121,7 +123,7 @@ def test_an_entry_that_cannot_be_unlinked_stays_recorded(tmp_path: Path, monkeyp
     directory.root.mkdir()
     sandbox = tmp_path / "sandbox"
     sandbox.write_text("")
-    directory.create("node1", str(sandbox), netns.entry_mark("p", "node1", ID))
+    directory.create("node1", str(sandbox), entries.entry_mark("p", "node1", ID))
     state = State(entries={"node1": EntryRecord("p", "node1", ID, str(sandbox))})
 
     def refuse(name: str) -> None:
@@ -144,14 +146,14 @@ def test_advice_for_a_foreign_symlink_entry_is_rm_not_ip_netns_delete(tmp_path: 
 
 def test_every_service_name_the_parser_takes_reads_back_from_the_record() -> None:
     """Compose allows `_r1` and `.r1`: a lab of them must not lock every project out (exit 8) once recorded."""
-    from composens.model import topology
+    from composens.model import declared
 
     config = {
         "name": "p",
         "x-composens": {"netns_prefix": "lab", "links": [{"endpoints": ["_r1:eth1", ".r2:eth1"]}]},
         "services": {"_r1": {"network_mode": "none"}, ".r2": {"network_mode": "none"}},
     }
-    topo = topology.parse(config, source="f")
+    topo = declared.parse(config, source="f")
     state = State()
     for name in topo.services:
         entry = topo.netns_name(name, 1, scaled=False)
@@ -165,9 +167,9 @@ def test_every_service_name_the_parser_takes_reads_back_from_the_record() -> Non
 def test_an_entry_carries_the_mark_of_what_it_was_made_for(tmp_path: Path) -> None:
     directory = NetnsDirectory(tmp_path / "netns")
     directory.root.mkdir()
-    directory.create("node1", "/var/run/docker/netns/abc", netns.entry_mark("p", "node1", ID))
+    directory.create("node1", "/var/run/docker/netns/abc", entries.entry_mark("p", "node1", ID))
     os.symlink("/var/run/docker/netns/abc", directory.path("mine"))  # a person's link to the same sandbox
     assert directory.mark("node1") == f"p node1 {ID}"
     assert directory.mark("mine") is None
-    directory.replace("node1", "/var/run/docker/netns/def", netns.entry_mark("p", "node1", "cd" * 32))
+    directory.replace("node1", "/var/run/docker/netns/def", entries.entry_mark("p", "node1", "cd" * 32))
     assert directory.mark("node1") == f"p node1 {'cd' * 32}"

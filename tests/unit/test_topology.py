@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from composens.model import topology
+from composens.model import declared, topology
 from composens.model.errors import ConfigError
 from composens.plan import changes, converge, live
 
@@ -30,7 +30,7 @@ def full_plan(topo: topology.Topology) -> list[str]:
 
 @pytest.mark.parametrize("case", GOLDEN, ids=lambda p: p.name)
 def test_plan_matches_golden(case: Path) -> None:
-    topo = topology.parse(load(case / "docker-compose.yml"), source="docker-compose.yml")
+    topo = declared.parse(load(case / "docker-compose.yml"), source="docker-compose.yml")
     got = full_plan(topo)
     expected = (case / "expected.txt").read_text().splitlines()
     diff = "\n".join(difflib.unified_diff(expected, got, "expected", "planned", lineterm=""))
@@ -42,7 +42,7 @@ def test_invalid_file_gives_its_exact_error(path: Path) -> None:
     first = path.read_text().splitlines()[0]
     assert first.startswith("# error: ")
     with pytest.raises(ConfigError) as caught:
-        topology.parse(load(path), source="docker-compose.yml")
+        declared.parse(load(path), source="docker-compose.yml")
     assert caught.value.message == first.removeprefix("# error: ")
 
 
@@ -52,7 +52,7 @@ def test_golden_and_invalid_suites_are_not_empty() -> None:
 
 
 def test_plan_only_wires_links_whose_ends_are_available() -> None:
-    topo = topology.parse(load(CASES / "seed" / "docker-compose.yml"), source="f")
+    topo = declared.parse(load(CASES / "seed" / "docker-compose.yml"), source="f")
     found = converge.from_scratch(topo, frozenset({"node1"}))
     veths = [c for c in found.changes if isinstance(c, changes.CreatePair)]
     assert [(v.a.ifname, v.b.ifname) for v in veths] == [
@@ -64,7 +64,7 @@ def test_plan_only_wires_links_whose_ends_are_available() -> None:
 
 
 def test_netns_names_prefix_override_and_scale() -> None:
-    topo = topology.parse(
+    topo = declared.parse(
         {
             "name": "p",
             "x-composens": {"netns_prefix": "lab-"},
@@ -110,7 +110,7 @@ def test_parse_route_rejects(text: str) -> None:
 
 def test_routes_through_a_link_that_is_not_planned_wait_for_it() -> None:
     # router1 is down: node1's IPv4 route goes through it and must wait; its IPv6 route through router2 must not.
-    topo = topology.parse(load(CASES / "seed" / "docker-compose.yml"), source="f")
+    topo = declared.parse(load(CASES / "seed" / "docker-compose.yml"), source="f")
     nodes = frozenset({"node1", "node2", "router2", topology.HOST})
     found = converge.diff(topo, dict.fromkeys(nodes, live.EMPTY), {}, converge.Scope(nodes))
     routes = [str(c.route) for c in found.changes if isinstance(c, changes.AddRoute) and c.node == "node1"]
@@ -130,7 +130,7 @@ def test_essentials_keep_everything_parse_reads(path: Path) -> None:
     outcomes = []
     for data in (config, topology.essentials(config)):
         try:
-            topo = topology.parse(data, source="docker-compose.yml")
+            topo = declared.parse(data, source="docker-compose.yml")
             outcomes.append([*full_plan(topo), repr(topo)])
         except ConfigError as e:
             outcomes.append([e.message])

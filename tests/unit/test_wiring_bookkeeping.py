@@ -10,15 +10,15 @@ from typing import Any
 
 import pytest
 
-from composens.model import topology
+from composens.model import declared, topology
 from composens.model.errors import WiringError
+from composens.model.record import Claim, ProjectRecord
 from composens.model.topology import HOST, Endpoint
 from composens.plan import changes as ch
 from composens.plan import converge, live
 from composens.plan.changes import Change
 from composens.plan.live import LiveRoute
 from composens.system.kernel import reading, wiring
-from composens.system.record.state import Claim, ProjectRecord
 
 
 class Kernel:
@@ -115,7 +115,7 @@ def pair(**a_extra: Any) -> dict[str, Any]:
 
 
 def parse(config: dict[str, Any]) -> topology.Topology:
-    return topology.parse(config, source="f")
+    return declared.parse(config, source="f")
 
 
 def test_conditions_stay_known_across_edits_that_only_ip_carries_out(kernel: Kernel) -> None:

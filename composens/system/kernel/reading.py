@@ -18,14 +18,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from composens import replay
 from composens.model.errors import EngineError, WiringError
 from composens.system.kernel import netlink
+from composens.system.kernel.entering import CLONE_NEWNET, inside
+from composens.system.world import WORLD, reader
 
 if TYPE_CHECKING:
     from composens.plan.live import LiveNamespace
 
-CLONE_NEWNET = 0x40000000
 PARALLEL = 8  # ip processes at once: on two cores 8 read and wired a LAN of 100 in 0.37 s, 4 in 0.40 s, 16 in 0.50 s
 READ_LINES = "link show\naddr show\nroute show table all\n"
 # The least each qdisc composens sets takes, to learn whether the kernel has it (tbf needs all three).
@@ -33,13 +33,6 @@ PROBE_QDISCS = {"netem": ("netem",), "tbf": ("tbf", "rate", "1mbit", "burst", "1
 
 T = TypeVar("T")
 R = TypeVar("R")
-
-
-def run_in_netns(ns_fd: int, work: Callable[[], None]) -> None:
-    """Run `work` in a thread that entered the namespace; the process itself never moves."""
-    (outcome,) = in_each_netns([ns_fd], work)
-    if isinstance(outcome, BaseException):
-        raise outcome  # in the caller's thread
 
 
 def missing_qdisc_kinds(kinds: Iterable[str]) -> set[str]:
@@ -50,10 +43,10 @@ def missing_qdisc_kinds(kinds: Iterable[str]) -> set[str]:
     would. It costs 2.7 ms for a kind and 4.8 ms for both (medians of 50 here). When the namespace cannot
     be made, nothing is said to be missing: the wiring's own error then tells.
     """
-    wanted = sorted(set(kinds))
-    return set(replay.observe_call("qdisc-kinds", (wanted,), lambda: sorted(_missing_qdisc_kinds(wanted))))
+    return set(WORLD.read("qdisc-kinds", sorted(set(kinds))))
 
 
+@reader("qdisc-kinds", view=sorted)
 def _missing_qdisc_kinds(wanted: list[str]) -> set[str]:
     missing: set[str] = set()
 
@@ -71,28 +64,6 @@ def _missing_qdisc_kinds(wanted: list[str]) -> set[str]:
         thread.start()
         thread.join()
     return missing
-
-
-def in_each_netns(ns_fds: list[int], work: Callable[[], T]) -> list[T | OSError]:
-    """Run `work` once in each namespace, from one thread that enters them in turn: one thread, not one each, and
-    what `work` makes there (a socket) stays bound to the namespace it was made in. An OSError is that one's answer."""
-    found: list[T | OSError] = []
-
-    def target() -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        for fd in ns_fds:
-            if libc.setns(fd, CLONE_NEWNET) != 0:
-                found.append(OSError(ctypes.get_errno(), "setns failed"))
-                continue
-            try:
-                found.append(work())
-            except Exception as e:
-                found.append(e if isinstance(e, OSError) else OSError(str(e)))
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    return found
 
 
 def in_parallel(work: Callable[[T], R], items: list[T]) -> list[R]:
@@ -128,11 +99,13 @@ def _ip(netns: str | None, *args: str, stdin: str | None = None, tool: str = "ip
 
 def read_namespace(netns: str | None, *, qdiscs: bool = False) -> LiveNamespace:
     """Read a namespace's links, addresses and routes with one `ip -json -batch` (and its qdiscs with `tc`)."""
-    return replay.observe_call(
-        "ip-namespace",
-        (netns, qdiscs),
-        lambda: _parse_read(_read_commands(netns, qdiscs=qdiscs), netns or "the host"),
-    )
+    found: LiveNamespace = WORLD.read("ip-namespace", netns, qdiscs)
+    return found
+
+
+@reader("ip-namespace")
+def _read_namespace(netns: str | None, qdiscs: bool) -> LiveNamespace:
+    return _parse_read(_read_commands(netns, qdiscs=qdiscs), netns or "the host")
 
 
 def _read_commands(netns: str | None, *, qdiscs: bool) -> list[subprocess.CompletedProcess[str]]:
@@ -175,12 +148,24 @@ def read_target(target: Target, *, qdiscs: bool = False) -> LiveNamespace:
     """Read a namespace through its path, whether or not an entry names it: over netlink (see netlink.py),
     or with `ip -json` where a netlink socket cannot be made there."""
     args = (target.netns, target.path, target.identity, target.linked, qdiscs)
-    found, dumps = replay.observe_call(
-        "namespace", args, lambda: _read_target(target, qdiscs=qdiscs), lambda read: read[0]
-    )
+    found: LiveNamespace
+    found, dumps = WORLD.read("namespace", *args)
     if dumps is not None:  # read from these alone: the same dumps, the same namespace (a replay checks those first)
-        replay.observe_lazily("namespace-dumps", args, lambda: netlink.dumps_digest(dumps))
+        WORLD.noted("namespace-dumps", args, lambda: netlink.dumps_digest(dumps))
     return found
+
+
+@reader("namespace", view=lambda read: read[0])
+def _read_target_again(
+    netns: str | None, path: str, identity: str, linked: bool, qdiscs: bool
+) -> tuple[LiveNamespace, netlink.Dumps | None]:
+    return _read_target(Target(netns, path, identity, linked), qdiscs=qdiscs)
+
+
+@reader("namespace-dumps")
+def _dumps_digest(netns: str | None, path: str, identity: str, linked: bool, qdiscs: bool) -> str | None:
+    """The digest of what the namespace dumps, unparsed: equal dumps, an equal namespace."""
+    return netlink.read_dumps_digests([path])[0]
 
 
 def _read_target(target: Target, *, qdiscs: bool) -> tuple[LiveNamespace, netlink.Dumps | None]:
@@ -233,35 +218,23 @@ def _read_target_by_ip(target: Target, *, qdiscs: bool) -> LiveNamespace:
     return _parse_read(done, target.netns or target.path)
 
 
-def inside(path: str, work: Callable[[], None], failing: str) -> None:
-    """Run `work` in the namespace at `path` (see run_in_netns); an OSError becomes `failing: why`."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as e:
-        raise WiringError(f"{failing}: {e.strerror or e}") from e
-    try:
-        run_in_netns(fd, work)
-    except OSError as e:
-        raise WiringError(f"{failing}: {e.strerror or e}") from e
-    finally:
-        os.close(fd)
-
-
 def read_sysctls(path: str, files: tuple[str, ...], failing: str) -> tuple[str, ...]:
     """The values of /proc/sys files as the namespace at `path` has them."""
+    found: tuple[str, ...] = WORLD.read("sysctls", path, list(files), failing)
+    return found
 
-    def read() -> tuple[str, ...]:
-        found: list[str] = []
 
-        def work() -> None:
-            for file in files:
-                with open(file) as f:
-                    found.append(f.read().strip())
+@reader("sysctls")
+def _read_sysctls(path: str, files: list[str], failing: str) -> tuple[str, ...]:
+    found: list[str] = []
 
-        inside(path, work, failing)
-        return tuple(found)
+    def work() -> None:
+        for file in files:
+            with open(file) as f:
+                found.append(f.read().strip())
 
-    return replay.observe_call("sysctls", (path, files, failing), read)
+    inside(path, work, failing)
+    return tuple(found)
 
 
 def read_all(

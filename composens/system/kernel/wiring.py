@@ -26,28 +26,27 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from composens import replay
 from composens.model.conditions import LiveQdisc, parse_qdiscs
 from composens.model.errors import ConfigError, ConflictError, WiringError
+from composens.model.record import Claim, NodeRecord, ProjectRecord
 from composens.model.topology import Topology
 from composens.plan import changes as ch
 from composens.plan import converge, live
 from composens.plan.changes import Change
 from composens.plan.live import LiveNamespace
 from composens.system.faults import crash_point
+from composens.system.kernel.entering import inside, run_in_netns
 from composens.system.kernel.reading import (
     HOST_TARGET,
     READ_LINES,
     Target,
     _ip,
     in_parallel,
-    inside,
     read_all,
     read_sysctls,
     read_target,
-    run_in_netns,
 )
-from composens.system.record.state import Claim, NodeRecord, ProjectRecord
+from composens.system.world import WORLD
 
 
 @dataclass
@@ -65,7 +64,7 @@ def run_batch(netns: str | None, lines: list[str], tool: str = "ip", *, read_bac
     """
     if not lines:
         return BatchResult({}, True)
-    replay.changed(f"{tool} -batch in {netns or 'the host'}")
+    WORLD.changed(f"{tool} -batch in {netns or 'the host'}")
     read_back = read_back and tool != "bridge"  # FDB entries are judged by bridge's own report
     reads = (READ_LINES if tool == "ip" else "qdisc show\n") if read_back else ""
     options = (["-details", "-json"] if tool == "ip" else ["-json"]) if read_back else []
@@ -424,7 +423,7 @@ class _Run:
                         with open(f"{base}/{key}", "r+") as f:
                             old = f.read().strip()
                             if old != value:
-                                replay.changed(f"{base}/{key}")
+                                WORLD.changed(f"{base}/{key}")
                                 f.seek(0)
                                 f.write(value)
                                 previous.append((key, old))
@@ -627,7 +626,7 @@ def prepare_hub(path: str) -> None:
     wanted = tuple(value for _, _, value in ch.HUB_SYSCTLS)
     if read_sysctls(path, files, failing) == wanted:
         return
-    replay.changed(f"the sysctls of the hub {path}")
+    WORLD.changed(f"the sysctls of the hub {path}")
 
     def write() -> None:
         for file, value in zip(files, wanted, strict=True):

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import os
 
+from composens.model import entries
+from composens.model.containers import Container
 from composens.model.errors import ComposensError
 from composens.model.names import valid_netns_name
+from composens.model.record import Claim, EntryRecord, HubRecord, State
 from composens.model.topology import HOST, HUB
-from composens.system.docker.compose import Compose, Container
+from composens.system.docker.compose import Compose
 from composens.system.kernel import netns
 from composens.system.kernel.netns import NetnsDirectory
-from composens.system.record.state import Claim, EntryRecord, HubRecord, State, StateStore
+from composens.system.record.store import StateStore
 
 MARK = "composens:"
 
@@ -62,7 +65,7 @@ def _adopt(directory: NetnsDirectory, state: State, name: str, by_sandbox: dict[
     if container is None or inode is None or inode != netns.namespace_inode(f"/proc/{container.pid}/ns/net"):
         return [f"left {path}: it is not the namespace of a running compose container (rm {path} removes it)"]
     # Pointing at a container's sandbox is not enough: a person may have linked it too, under a name of theirs.
-    if directory.mark(name) != netns.entry_mark(container.project, container.service, container.id):
+    if directory.mark(name) != entries.entry_mark(container.project, container.service, container.id):
         return [f"left {path}: composens did not make it (it carries no mark of composens' for that container)"]
     state.entries[name] = EntryRecord(container.project, container.service, container.id, target)
     lines = [f"adopted entry {name} (project {container.project}, service {container.service})"]

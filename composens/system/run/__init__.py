@@ -1,1 +1,3 @@
-"""TODO"""
+"""What runs inside a lab: checks' pings and execs (probe), the file's exec commands once wired (execs), and the
+gate in front of services that start once wired (startgate).
+"""

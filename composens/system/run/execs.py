@@ -15,10 +15,10 @@ import shlex
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from composens import replay
 from composens.model import startwait
 from composens.model.report import ExecResult
 from composens.model.topology import Command, Topology
+from composens.system.world import WORLD, reader
 
 TIMEOUT = 60.0  # s a command may run before it counts as failed
 KEPT = 2000  # characters of a command's output kept for the report
@@ -50,7 +50,7 @@ def run_pending(
     forget the results of starts that were gone when the containers were listed (at `listed_at`). Return what
     ran now."""
     place = folder(state_dir, topo.project)
-    replay.observe_lazily("folder", (str(place),), lambda: replay.folder_reading(str(place)))
+    WORLD.witness("folder", str(place))
     keep = {_key(inode, pid) for inode, pid in present} - {None}
     ran: list[ExecResult] = []
     for service, container, inode, pid in wired:
@@ -74,9 +74,9 @@ def run_pending(
         for old in place.iterdir():
             # A result written since the listing is a start this run did not see (another run's): kept.
             if old.stem not in keep and old.suffix == ".json" and _mtime(old) >= listed_at:
-                replay.refuse(f"exec results {old} newer than the listing")  # kept by the clock, not by a reading
+                WORLD.refuse(f"exec results {old} newer than the listing")  # kept by the clock, not by a reading
             elif old.stem not in keep and old.suffix == ".json":
-                replay.changed(f"the exec results {old}")
+                WORLD.changed(f"the exec results {old}")
                 with contextlib.suppress(FileNotFoundError):
                     old.unlink()
     return ran
@@ -93,17 +93,17 @@ def _claim(path: Path) -> bool:
             try:
                 owner = json.loads(path.read_text()).get("owner")
             except (OSError, ValueError, AttributeError):
-                replay.refuse("an exec claim being written")
+                WORLD.refuse("an exec claim being written")
                 return False  # being written by its claimer this very moment: left to it
             if owner is None:  # done
                 return False
             if _alive(owner):  # still running: whether it ends well is not for a replay to take for granted
-                replay.refuse("an exec claim in progress")
+                WORLD.refuse("an exec claim in progress")
                 return False
-            replay.changed(f"the exec claim {path}")
+            WORLD.changed(f"the exec claim {path}")
             path.unlink(missing_ok=True)
             continue
-        replay.changed(f"the exec claim {path}")
+        WORLD.changed(f"the exec claim {path}")
         with os.fdopen(fd, "w") as f:
             json.dump({"owner": me, "results": None}, f)
         return True
@@ -130,17 +130,17 @@ def _mtime(path: Path) -> float:
 
 def results_of(state_dir: Path, project: str, service: str, inode: int | None, pid: int | None) -> list[ExecResult]:
     """What a start's commands said, once they ran."""
-    found = _results_of(state_dir, project, service, inode, pid)
-    replay.observe("exec-results", (str(state_dir), project, service, inode, pid), found)
+    found: list[ExecResult] = WORLD.read("exec-results", str(state_dir), project, service, inode, pid)
     return found
 
 
-def _results_of(state_dir: Path, project: str, service: str, inode: int | None, pid: int | None) -> list[ExecResult]:
+@reader("exec-results")
+def _results_of(state_dir: str, project: str, service: str, inode: int | None, pid: int | None) -> list[ExecResult]:
     key = _key(inode, pid) if inode is not None and pid is not None else None
     if key is None:
         return []
     try:
-        data = json.loads((folder(state_dir, project) / f"{key}.json").read_text())
+        data = json.loads((folder(Path(state_dir), project) / f"{key}.json").read_text())
     except (OSError, ValueError):
         return []
     results = data.get("results") if isinstance(data, dict) else None

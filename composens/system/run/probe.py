@@ -1,7 +1,7 @@
 """Run checks: ping from a service's own network namespace, exec in its container, retry, report.
 
 ping is done in-process: a thread enters the service's namespace through docker's mount of it
-(reading.run_in_netns) and sends ICMP or ICMPv6 echo requests on a raw socket, so the image needs
+(entering.run_in_netns) and sends ICMP or ICMPv6 echo requests on a raw socket, so the image needs
 no ping binary. It is written here (about 100 lines) rather than taken from icmplib 3.0.4, which
 also works from such a thread and would save about 75 of them. Measured here: importing icmplib
 took 45 ms cold, 16 ms more than this module's own imports (it loads asyncio); its ping() waits
@@ -41,9 +41,20 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-from composens.model.checks import Check, Exec, Ping, evaluate_exec, evaluate_ping, tail
+from composens.model.checks import (
+    Check,
+    CheckResult,
+    CheckState,
+    CheckUpdate,
+    Exec,
+    Ping,
+    Result,
+    evaluate_exec,
+    evaluate_ping,
+    tail,
+)
 
 if TYPE_CHECKING:
     from composens.system.docker.engine import EngineAPI, ExecState
@@ -51,9 +62,6 @@ if TYPE_CHECKING:
 INTERVAL = 0.2  # seconds between echo requests
 RETRY_EVERY = 1.0  # seconds between the starts of a waiting check's attempts
 PARALLEL = 16
-
-Result = Literal["pass", "fail", "error", "skipped"]
-State = Literal["waiting", "pass", "fail", "error", "skipped"]
 
 
 @dataclass(frozen=True)
@@ -72,31 +80,6 @@ class Attempt:
 
     reason: str | None  # None: it passed
     rtts_ms: tuple[float, ...] = ()
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    name: str
-    service: str
-    kind: str  # "ping" or "exec"
-    result: Result
-    attempts: int
-    seconds: float  # from the start of the first attempt to the end of the last
-    reason: str | None  # why it did not pass; None when it passed
-    rtts_ms: tuple[float, ...] = ()  # the last attempt's round trips, for a ping
-
-
-@dataclass(frozen=True)
-class CheckUpdate:
-    """A check's state after an attempt, for a live view."""
-
-    index: int  # the check's position in the checks given
-    name: str
-    state: State  # "waiting": it failed so far and will be tried again
-    attempts: int
-    seconds: float
-    reason: str | None  # the last attempt's, while waiting
-    remaining: float | None  # seconds of its wait left, while waiting
 
 
 class ProbeError(Exception):
@@ -127,7 +110,7 @@ PAYLOAD_PAD = bytes(48)  # with the 8-byte token, ping's usual 56 bytes of data
 def ping(netns_path: str, address: str, *, count: int, timeout: float, interval: float = INTERVAL) -> Echo:
     """Send echo requests from the network namespace at netns_path and collect the replies."""
     # Loaded on the first ping only: a suite of exec checks has no use for it.
-    from composens.system.kernel.reading import run_in_netns
+    from composens.system.kernel.entering import run_in_netns
 
     echoes: list[Echo] = []
     fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
@@ -576,7 +559,7 @@ class _Runner:
             else:
                 self.finish(i, "fail", f"{last.reason} (not retried: fail-fast)")
 
-    def update(self, i: int, state: State, reason: str | None, remaining: float | None) -> None:
+    def update(self, i: int, state: CheckState, reason: str | None, remaining: float | None) -> None:
         if self.on_update is None:
             return
         progress = self.progress[i]

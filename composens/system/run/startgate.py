@@ -14,11 +14,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from composens import replay
 from composens.model import startwait
 from composens.model.errors import ConfigError
 from composens.model.topology import Topology
-from composens.system.docker.compose import COMPOSE_FILE_NAMES, Compose
+from composens.system.docker.compose import Compose
+from composens.system.docker.options import COMPOSE_FILE_NAMES
+from composens.system.world import WORLD
 
 GATED_LABEL = startwait.GATED_LABEL
 
@@ -133,7 +134,7 @@ def release(
     """Open the gate for each start that is wired (namespace inode, pid of its first process); remove the flags of
     starts no container had when they were listed (at `listed_at`: a flag written since is another run's)."""
     folder = wired_dir(state_dir, project)
-    replay.observe_lazily("folder", (str(folder),), lambda: replay.folder_reading(str(folder)))
+    WORLD.witness("folder", str(folder))
     if not folder.is_dir():
         return
     keep = set()
@@ -146,16 +147,16 @@ def release(
         if started is not None:
             flag = folder / startwait.flag_name(inode, started)
             if not flag.exists():
-                replay.changed(f"the gate {flag}")
+                WORLD.changed(f"the gate {flag}")
                 flag.touch(mode=0o644)
     for old in folder.iterdir():
         with contextlib.suppress(FileNotFoundError):
             if old.name in keep:
                 continue
             if old.stat().st_mtime >= listed_at:
-                replay.refuse(f"a gate {old} newer than the listing")  # kept by the clock, not by a reading
+                WORLD.refuse(f"a gate {old} newer than the listing")  # kept by the clock, not by a reading
             else:
-                replay.changed(f"the gate {old}")
+                WORLD.changed(f"the gate {old}")
                 old.unlink()
 
 

@@ -1,6 +1,6 @@
-"""containerlab topologies: import one as a compose file, export a project as one.
+"""Import a containerlab topology as a compose file.
 
-Pure: dicts in, dicts and warnings out; cli.py reads and writes the files. Import applies
+Pure: dicts in, dicts and warnings out; the CLI reads and writes the files. Import applies
 containerlab's own inheritance (types/topology.go): for a single value the most specific of
 node > group > kind > defaults that sets it wins; `env`, `labels` and `sysctls` are maps merged
 key by key (the more specific wins); `env-files` and `cap-add` are the union in that order;
@@ -24,7 +24,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from composens.model import names, topology
+from composens.interop.clab.files import Converted
+from composens.interop.clab.keys import MAPS, PLAIN_WORD, SCALARS, UNIONS
+from composens.model import declared, names, topology
 from composens.model.errors import ConfigError
 from composens.model.topology import EXTENSION, HOST, Topology
 
@@ -33,61 +35,14 @@ LAN_KINDS = ("bridge", "ovs-bridge")  # become x-composens.lans (a Linux bridge 
 HOST_KIND = "host"  # a node standing for the host: its link ends are composens' host: ends
 MGMT_NETWORK = "clab"  # containerlab's management network's default name
 
-# containerlab node key -> compose service key, for values carried as they are.
-SCALARS = {
-    "image": "image",
-    "cmd": "command",
-    "entrypoint": "entrypoint",
-    "user": "user",
-    "memory": "mem_limit",
-    "cpu": "cpus",
-    "cpu-set": "cpuset",
-    "shm-size": "shm_size",
-    "hostname": "hostname",
-    "privileged": "privileged",
-    "restart-policy": "restart",
-    "pid-mode": "pid",
-    "cgroup-parent": "cgroup_parent",
-}
-MAPS = {"env": "environment", "labels": "labels", "sysctls": "sysctls"}
-UNIONS = {"env-files": "env_file", "cap-add": "cap_add", "devices": "devices", "security-opts": "security_opt"}
 HANDLED = {*SCALARS, *MAPS, *UNIONS, "kind", "group", "binds", "ports", "exec", "network-mode", "mgmt-ipv4",
            "mgmt-ipv6", "tmpfs"}  # fmt: skip
 EXTENDED_LINK_KEYS = ("type", "endpoints", "endpoint", "host-interface", "mtu")
 
-_PLAIN_WORD = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")  # what sh leaves as it is: no quotes, globs, $ or ~
 _COMPOSE_NAME = re.compile(r"[a-zA-Z0-9._-]+")
 # compose and containerlab both substitute $NAME, ${NAME}, ${NAME:-x} and ${NAME-x} from the environment;
 # containerlab's ${NAME:=x} reads as ${NAME:-x}; any other '$' is literal to containerlab, so '$$' to compose.
 _VARIABLE = re.compile(r"\$\$|\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*(?:(:?)([-=])([^}]*))?\})|\$")
-
-
-@dataclass(frozen=True)
-class Converted:
-    """A converted document, what was not carried (one line each), and comments for the file's head."""
-
-    document: dict[str, Any]
-    warnings: tuple[str, ...] = ()
-    comments: tuple[str, ...] = ()
-
-
-# --------------------------------------------------------------------------- import
-
-
-def load(text: str) -> Any:
-    """Read a topology as containerlab does: YAML 1.2 booleans only (`yes`, `on`, `no` and `off` are strings)."""
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    bool_tag = "tag:yaml.org,2002:bool"
-    Loader.yaml_implicit_resolvers = {
-        first: [(tag, rx) for tag, rx in resolvers if tag != bool_tag]
-        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-    }
-    Loader.add_implicit_resolver(bool_tag, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
-    return yaml.load(text, Loader=Loader)
 
 
 @dataclass
@@ -156,7 +111,7 @@ def import_topology(doc: Any, *, source: str, topology_dir: str, output_dir: str
 def check_imported(document: Mapping[str, Any], source: str) -> Topology:
     """Parse an imported project as composens will, so that what import writes is a lab composens runs."""
     try:
-        return topology.parse(_without_unknown_keys(document), source=f"{source} (imported)")
+        return declared.parse(_without_unknown_keys(document), source=f"{source} (imported)")
     except ConfigError as e:
         raise ConfigError(f"{source}: cannot be imported: {e.message}") from None
 
@@ -613,7 +568,7 @@ def _command(line: str) -> str | list[str]:
     words = _split(line)
     if len(words) == 3 and words[:2] == ["sh", "-c"]:
         return words[2]
-    if words and all(_PLAIN_WORD.fullmatch(w) for w in words):
+    if words and all(PLAIN_WORD.fullmatch(w) for w in words):
         return " ".join(words)
     return words or line
 
@@ -654,170 +609,3 @@ def _escape_one(match: re.Match[str]) -> str:
     if match.group(2) == "=":
         return text.replace(":=", ":-", 1) if match.group(1) else text.replace("=", "-", 1)
     return text
-
-
-# --------------------------------------------------------------------------- export
-
-
-def export_topology(config: Mapping[str, Any], topo: Topology, *, output_dir: str) -> Converted:
-    """Turn a project (its full resolved config, and the topology parsed from it) into a containerlab topology."""
-    warnings: list[str] = []
-    raw_services = config.get("services") or {}
-    nodes: dict[str, Any] = {}
-    for name, spec in raw_services.items():
-        nodes[name] = _node(name, spec, topo, output_dir, warnings)
-    links: list[dict[str, Any]] = []
-    macs = {name: (spec.get(EXTENSION) or {}).get("macs") or {} for name, spec in raw_services.items()}
-    for link in topo.links:
-        links.append(_clab_link([link.a, link.b], link.mtu, macs))
-        if link.conditions:
-            warnings.append(f"{EXTENSION}.links: {link.a} {link.b}: netem conditions are not carried")
-    comments = []
-    for lan in topo.lans:
-        nodes[lan.name] = {"kind": "bridge"}
-        comments.append(f"{lan.name}: containerlab needs this bridge on the host first: "
-                        f"ip link add {lan.name} type bridge && ip link set {lan.name} up")  # fmt: skip
-        for member, port in zip(lan.members, lan.ports, strict=True):
-            links.append(_clab_link([member, topology.Endpoint(lan.name, port)], lan.mtu, macs))
-        if lan.conditions:
-            warnings.append(f"{EXTENSION}.lans.{lan.name}: netem conditions are not carried")
-    top = config.get(EXTENSION) or {}
-    for key in ("host", "checks", "netns_prefix", "hub"):
-        if top.get(key):
-            warnings.append(f"{EXTENSION}.{key}: has no containerlab equivalent; not carried")
-    document: dict[str, Any] = {"name": topo.project, "topology": {"nodes": nodes}}
-    if links:
-        document["topology"]["links"] = links
-    return Converted(document, tuple(warnings), tuple(comments))
-
-
-# compose keys the export carries, or that compose writes on every service by itself.
-_EXPORTED = {"image", "command", "entrypoint", "environment", "volumes", "ports", "labels", "sysctls", "cap_add",
-             "user", "network_mode", "mem_limit", "cpus", "privileged", "tty", "hostname", "networks", "build",
-             EXTENSION, "deploy", "scale"}  # fmt: skip
-
-
-def _node(name: str, spec: Mapping[str, Any], topo: Topology, output_dir: str, warnings: list[str]) -> dict[str, Any]:
-    node: dict[str, Any] = {"kind": "linux", "image": spec.get("image") or f"{topo.project}-{name}"}
-    if "image" not in spec:
-        warnings.append(
-            f"{name}: build: containerlab needs an image; the node uses {node['image']}, as compose names it"
-        )
-    for key, clab_key in (("command", "cmd"), ("entrypoint", "entrypoint")):
-        if spec.get(key):
-            value = spec[key]
-            node[clab_key] = shlex.join(value) if isinstance(value, list) else str(value)
-    env = spec.get("environment") or {}
-    if env:
-        node["env"] = {k: v for k, v in env.items() if v is not None}
-    binds = [_export_bind(name, v, output_dir, warnings) for v in spec.get("volumes") or []]
-    if any(binds):
-        node["binds"] = [b for b in binds if b]
-    ports = [_export_port(name, p, warnings) for p in spec.get("ports") or []]
-    if any(ports):
-        node["ports"] = [p for p in ports if p]
-    for key, clab_key in (("labels", "labels"), ("sysctls", "sysctls")):
-        if spec.get(key):
-            node[clab_key] = {k: str(v) for k, v in spec[key].items()}
-    if spec.get("cap_add"):
-        node["cap-add"] = list(spec["cap_add"])
-    if spec.get("user"):
-        node["user"] = str(spec["user"])
-    mode = spec.get("network_mode") or ""
-    if mode in ("none", "host") or mode.startswith("container:"):
-        node["network-mode"] = mode
-    elif mode.startswith("service:"):
-        node["network-mode"] = f"container:{mode.removeprefix('service:')}"
-    if spec.get("mem_limit"):
-        node["memory"] = f"{spec['mem_limit']}b" if str(spec["mem_limit"]).isdigit() else str(spec["mem_limit"])
-    if spec.get("cpus"):
-        node["cpu"] = float(spec["cpus"])
-    if spec.get("hostname") and spec["hostname"] != name:
-        node["hostname"] = spec["hostname"]
-    networks = spec.get("networks") or {}
-    if set(networks) - {"default"}:
-        warnings.append(f"{name}: networks: containerlab gives every node its management network instead; not carried")
-    if topo.services[name].replicas > 1:
-        warnings.append(f"{name}: scaled to {topo.services[name].replicas}; containerlab runs one node")
-    for key in sorted(set(spec) - _EXPORTED):
-        warnings.append(f"{name}: {key}: has no containerlab equivalent; not carried")
-    ext = spec.get(EXTENSION) or {}
-    if ext.get("netns"):
-        warnings.append(f"{name}: {EXTENSION}.netns: has no containerlab equivalent; not carried")
-    lines = _exec_lines(topo.services[name])
-    if lines:
-        node["exec"] = lines
-    return node
-
-
-def _exec_lines(service: topology.Node) -> list[str]:
-    lines = [f"ip address add {a} dev {ifname}" for ifname, addresses in service.addresses.items() for a in addresses]
-    lines += [f"ip route add {route}" for route in service.routes]
-    for command in service.exec:
-        if isinstance(command, tuple):
-            line = shlex.join(command)
-        elif all(_PLAIN_WORD.fullmatch(w) for w in command.split()):
-            line = " ".join(command.split())
-        else:
-            line = shlex.join(["sh", "-c", command])  # containerlab runs a line with no shell
-        lines.append(line.replace("$", "$$"))  # topology.parse took compose's '$$' for '$'; containerlab's is '$$' too
-    return lines
-
-
-def _export_bind(name: str, volume: Any, output_dir: str, warnings: list[str]) -> str | None:
-    if not isinstance(volume, dict) or volume.get("type") != "bind":
-        target = volume.get("target") if isinstance(volume, dict) else volume
-        warnings.append(f"{name}: volumes: {target}: only bind mounts are containerlab binds; not carried")
-        return None
-    source = str(volume["source"])
-    relative = os.path.relpath(source, output_dir)
-    if not relative.startswith(".."):
-        source = relative
-    return f"{source}:{volume['target']}" + (":ro" if volume.get("read_only") else "")
-
-
-def _export_port(name: str, port: Any, warnings: list[str]) -> str | None:
-    if not isinstance(port, dict) or not port.get("published"):
-        warnings.append(f"{name}: ports: {port}: only published ports are carried")
-        return None
-    text = f"{port['published']}:{port['target']}"
-    if port.get("host_ip"):
-        text = f"{port['host_ip']}:{text}"
-    return text + (f"/{port['protocol']}" if port.get("protocol") not in (None, "tcp") else "")
-
-
-def _clab_link(ends: list[topology.Endpoint], mtu: int | None, macs: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
-    found = {str(e): macs.get(e.node, {}).get(e.ifname) for e in ends}
-    if any(found.values()):
-        link: dict[str, Any] = {"type": "veth", "endpoints": []}
-        for e in ends:
-            end = {"node": e.node, "interface": e.ifname}
-            mac = found[str(e)]
-            if mac:
-                end["mac"] = mac
-            link["endpoints"].append(end)
-    else:
-        link = {"endpoints": [str(e) for e in ends]}
-    if mtu is not None:
-        link["mtu"] = mtu
-    return link
-
-
-# --------------------------------------------------------------------------- writing
-
-
-def dump(converted: Converted, *, header: str) -> str:
-    """Write a converted document as YAML: its comments first, short lists of scalars on one line."""
-    import yaml
-
-    class Dumper(yaml.SafeDumper):
-        pass
-
-    def represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
-        flow = len(data) <= 4 and all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in data)
-        return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
-
-    Dumper.add_representer(list, represent_list)
-    lines = [f"# {header}", *(f"# {c}" for c in converted.comments)]
-    body = yaml.dump(converted.document, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=120)
-    return "\n".join(lines) + "\n" + body

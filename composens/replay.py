@@ -218,7 +218,60 @@ def start(args: Sequence[str], environ: Mapping[str, str] = os.environ) -> Recor
     sys.stdout = _Tee(sys.stdout, 1, recording.printed, recording)
     sys.stderr = _Tee(sys.stderr, 2, recording.printed, recording)
     WORLD.observer = recording
+    _watch_for_stray_io()
     return recording
+
+
+# Audit events that read or change the world (sys.audit; CPython raises them for its own calls), watched while a
+# run is recorded: one outside every reading of WORLD is a reading no replay would make again, or a change WORLD
+# was not told of. Stat, readlink and access raise no event: those stay the adapters' to route through WORLD.
+STRAY_EVENTS = {
+    "open", "os.listdir", "os.scandir", "os.getxattr", "os.listxattr", "socket.connect", "socket.bind",
+    "subprocess.Popen", "os.posix_spawn", "os.exec", "os.system", "os.symlink", "os.link", "os.remove",
+    "os.rename", "os.mkdir", "os.rmdir", "os.chmod", "os.chown", "os.setxattr", "os.removexattr", "os.truncate",
+}  # fmt: skip
+CODE_SUFFIXES = (".py", ".pyc", ".so", ".pth")
+
+
+def _watch_for_stray_io() -> None:
+    """Refuse the recording of a run that touches the world outside WORLD (an adapter that forgot it): a hook
+    cannot be removed, so it is added once and asks whether a run is being recorded."""
+    global _watching
+    if not _watching:
+        sys.addaudithook(_audit)
+        _watching = True
+
+
+_watching = False
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    if event not in STRAY_EVENTS:
+        return
+    recording = WORLD.observer
+    if not isinstance(recording, Recording) or recording.refused is not None or WORLD.reading:
+        return
+    target = args[0] if args else None
+    if event in ("open", "os.listdir", "os.scandir") and _is_code(target):
+        return  # Python importing modules (and listing their folders), not a reading of the lab
+    if event == "open" and isinstance(target, int):
+        return  # a descriptor already open (os.fdopen)
+    recording.refuse(f"{event} {target!r} outside composens.system.world")
+
+
+def _is_code(target: object) -> bool:
+    if target is None:
+        return True  # scandir/listdir of the working folder: importlib's own
+    path = os.fsdecode(target) if isinstance(target, str | bytes) else str(target)
+    if path.endswith(CODE_SUFFIXES) or path.startswith(_CODE_FOLDERS) or os.path.basename(path) == "__pycache__":
+        return True
+    # importlib lists each folder of sys.path as it looks for a module (the working folder, under `python -m`)
+    return os.path.abspath(path) in {os.path.abspath(folder or ".") for folder in sys.path}
+
+
+_CODE_FOLDERS = tuple(
+    folder.rstrip(os.sep) + os.sep for folder in {sys.prefix, sys.base_prefix, sys.exec_prefix, str(PACKAGE)} if folder
+)  # Python's own and composens' code: never where a lab's files are
 
 
 def finish(recording: Recording, code: object, folder: Path = REPLAY_DIR) -> None:

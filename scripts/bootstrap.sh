@@ -93,6 +93,7 @@ if [ ! -x "$here/.venv/bin/composens" ]; then
   install
 fi
 installed=$("$here/.venv/bin/python" -I -c 'import composens, pathlib; print(pathlib.Path(composens.__file__).parent)')
+[ -x "$here/.venv/bin/lint-imports" ] || { log "installing the test tools pyproject.toml names"; install; }
 for module in $(cd "$here" && find composens -name '*.py'); do
   if [ ! -e "$installed/${module#composens/}" ]; then
     log "reinstalling composens: $module is new"

@@ -57,18 +57,6 @@ def flag_name(netns_inode: int, started: int) -> str:
     return f"{netns_inode}-{started}"
 
 
-def started_at(pid: int) -> int | None:
-    """The start time of a process, in clock ticks since boot (field 22 of its stat), as /proc/1/stat says in
-    the container of which it is the first process."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            text = f.read()
-    except OSError:
-        return None
-    fields = text.rsplit(") ", 1)[-1].split()
-    return int(fields[19]) if len(fields) > 19 and fields[19].isdigit() else None
-
-
 def command_of(service: Mapping[str, Any], image: Mapping[str, Any]) -> list[str]:
     """The argv a container of the service runs: its entrypoint and command, as the engine merges them with
     the image's (an entrypoint the service sets drops the image's CMD). The service's words come as compose

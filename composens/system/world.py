@@ -16,7 +16,8 @@ from __future__ import annotations
 import importlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -40,6 +41,7 @@ READER_MODULES = {
     "ip-namespace": "composens.system.kernel.reading",
     "sysctls": "composens.system.kernel.reading",
     "qdisc-kinds": "composens.system.kernel.reading",
+    "process-start": "composens.system.kernel.processes",
     "exec-results": "composens.system.run.execs",
     "folder": "composens.system.world",
 }
@@ -116,6 +118,18 @@ class World:
         if self.observer is not None:
             self.observer.read(kind, args, found.shown(value))
         return value
+
+    @contextmanager
+    def derived(self) -> Iterator[None]:
+        """I/O whose outcome an observed reading already decides (the config cache, named by the config's key):
+        neither a reading nor a change of the lab."""
+        with self._guard:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._guard:
+                self._busy -= 1
 
     def witness(self, kind: str, *args: Any) -> None:
         """Make the reading only for the observer (nothing without one): what the command decides from it is read

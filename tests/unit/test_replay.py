@@ -15,6 +15,7 @@ import pytest
 from composens import replay
 from composens.lab import core as labcore
 from composens.system import world as system_world
+from composens.system.kernel.processes import started_at
 from composens.system.world import WORLD
 
 
@@ -100,6 +101,52 @@ def test_a_run_is_replayed_until_a_reading_differs(
         "worked out: not recorded before",
         f"worked out: folder ['{world}'] differs",
     ]
+
+
+def test_a_reading_or_a_change_made_past_the_world_keeps_a_run_from_being_recorded(world: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "replays"
+    (world / "r2").write_text("up")
+
+    recording = replay.start(["ps", "--netns"])
+    assert recording is not None
+    WORLD.read("config")
+    WORLD.read("folder", str(world))
+    (world / "r2").read_text()  # an adapter that forgot WORLD: a replay would never read this again
+    replay.finish(recording, 0, folder)
+
+    recording = replay.start(["ps", "--netns"])
+    assert recording is not None
+    WORLD.read("config")
+    os.mkdir(world / "made")  # a change WORLD was not told of
+    replay.finish(recording, 0, folder)
+
+    recording = replay.start(["ps", "--netns"])
+    assert recording is not None
+    WORLD.read("config")
+    subprocess.run(["true"], check=True)  # a process: whatever it reads is unseen
+    replay.finish(recording, 0, folder)
+
+    assert not folder.exists()
+    assert notes(world) == [
+        f"not recorded: open {str(world / 'r2')!r} outside composens.system.world",
+        f"not recorded: os.mkdir {str(world / 'made')!r} outside composens.system.world",
+        "not recorded: subprocess.Popen 'true' outside composens.system.world",
+    ]
+
+
+def test_reading_through_the_world_and_importing_code_leave_a_run_recordable(world: Path, tmp_path: Path) -> None:
+    import importlib
+
+    folder = tmp_path / "replays"
+    recording = replay.start(["ps", "--netns"])
+    assert recording is not None
+    WORLD.read("config")
+    WORLD.read("folder", str(world))  # the folder reader opens each file: inside a reading
+    with WORLD.derived():
+        (world / "r1").read_text()  # what an observed reading decides (the config cache, say)
+    importlib.import_module("composens.system.kernel.netlink")  # Python reads code, not the lab
+    replay.finish(recording, 0, folder)
+    assert notes(world) == ["recorded 2 readings"]
 
 
 def test_output_keeps_its_order_across_the_two_streams(world: Path, tmp_path: Path) -> None:
@@ -230,11 +277,10 @@ def test_a_folder_reading_tells_a_symlink_from_a_file(tmp_path: Path) -> None:
 
 
 def test_an_exec_claim_still_running_elsewhere_is_not_recorded_as_nothing_to_do(world: Path, tmp_path: Path) -> None:
-    from composens.model import startwait
     from composens.system.run import execs
 
     claim = tmp_path / "claim.json"
-    claim.write_text(json.dumps({"owner": [os.getpid(), startwait.started_at(os.getpid())], "results": None}))
+    claim.write_text(json.dumps({"owner": [os.getpid(), started_at(os.getpid())], "results": None}))
     recording = replay.start(["netns", "link"])
     assert recording is not None
     assert execs._claim(claim) is False  # left to its owner, who is alive

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from composens.model import declared, startwait, topology
+from composens.system.kernel.processes import started_at
 from composens.system.run import execs, startgate
 
 
@@ -44,7 +45,7 @@ def test_wrap_puts_the_wait_in_front_binds_the_flags_and_labels_the_container() 
 
 def test_the_wait_passes_when_its_flag_is_there_and_gives_up_after_its_limit(tmp_path: Path) -> None:
     script = startwait.wait_script(1).replace(startwait.WIRED_MOUNT, str(tmp_path))
-    flag = startwait.flag_name(os.stat("/proc/self/ns/net").st_ino, startwait.started_at(1) or 0)
+    flag = startwait.flag_name(os.stat("/proc/self/ns/net").st_ino, started_at(1) or 0)
     (tmp_path / flag).touch()
     done = subprocess.run(["sh", "-c", script, "wait", "echo", "a b"], capture_output=True, text=True, timeout=10)
     assert (done.stdout, done.stderr) == ("a b\n", "")
@@ -66,7 +67,7 @@ def test_release_keeps_a_flag_written_after_the_listing(tmp_path: Path) -> None:
     me = os.getpid()
     startgate.release(tmp_path, "p", [(7, me)], [(7, me)], listed_at)
     names = {p.name for p in folder.iterdir()}
-    assert names == {"2-2", startwait.flag_name(7, startwait.started_at(me) or 0)}
+    assert names == {"2-2", startwait.flag_name(7, started_at(me) or 0)}
 
 
 def lab_with_exec() -> topology.Topology:
@@ -88,10 +89,10 @@ def test_an_exec_claim_left_by_a_dead_run_is_taken_over_and_a_live_one_is_not(
         ),
     )
     me = os.getpid()
-    key = startwait.flag_name(9, startwait.started_at(me) or 0)
+    key = startwait.flag_name(9, started_at(me) or 0)
     place = execs.folder(tmp_path, "p")
     place.mkdir(parents=True)
-    (place / f"{key}.json").write_text(json.dumps({"owner": [me, startwait.started_at(me)], "results": None}))
+    (place / f"{key}.json").write_text(json.dumps({"owner": [me, started_at(me)], "results": None}))
     assert execs.run_pending(tmp_path, lab_with_exec(), [("a", "c", 9, me)], [(9, me)], (), listed_at=0) == []
     dead = subprocess.Popen(["true"])
     dead.wait()

@@ -123,6 +123,11 @@ class Compose:
         key = self._cache_key()
         if key is None:
             WORLD.refuse("a config compose's cache cannot key")
+            return self._essentials(key)
+        with WORLD.derived():  # what compose says, cached or not, the key's reading decides
+            return self._essentials(key)
+
+    def _essentials(self, key: str | None) -> dict[str, Any]:
         cached = self.cache.get(key) if self.cache and key else None
         if cached is not None:
             return cached

@@ -130,10 +130,10 @@ class NetnsDirectory:
     def ensure_root(self) -> None:
         if not self.root.is_dir():
             WORLD.changed(f"the folder {self.root}")
-        try:
-            self.root.mkdir(mode=0o755, parents=True, exist_ok=True)
-        except PermissionError as e:
-            raise PermissionProblem(f"cannot write {self.root}: composens needs root (run it with sudo)") from e
+            try:
+                self.root.mkdir(mode=0o755, parents=True, exist_ok=True)
+            except PermissionError as e:
+                raise PermissionProblem(f"cannot write {self.root}: composens needs root (run it with sudo)") from e
         if not WORLD.read("writable", str(self.root)):
             raise PermissionProblem(f"cannot write {self.root}: composens needs root (run it with sudo)")
 

@@ -15,6 +15,8 @@ import signal
 import time
 from pathlib import Path
 
+from composens.system.world import WORLD, reader
+
 PROC = Path("/proc")
 FREEZE_WAIT = 1.0  # s for the held processes to show as stopped, per round
 
@@ -83,12 +85,26 @@ def _state(pid: int, proc: Path) -> str | None:
 
 
 def _stat(pid: int, proc: Path) -> list[str] | None:
-    """The fields of /proc/PID/stat after the command name (which may hold spaces and parentheses)."""
+    """The fields of /proc/PID/stat after the command name (which may hold spaces and parentheses): the state is
+    the first (field 3 of proc(5))."""
     try:
         text = (proc / str(pid) / "stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
+    except OSError:
+        return None  # gone (or never there)
     return text.rpartition(")")[2].split()
+
+
+def started_at(pid: int) -> int | None:
+    """The start time of a process, in clock ticks since boot (field 22 of its stat), as /proc/1/stat says in
+    the container of which it is the first process; None when there is no such process."""
+    found: int | None = WORLD.read("process-start", pid)
+    return found
+
+
+@reader("process-start")
+def _started_at(pid: int) -> int | None:
+    stat = _stat(pid, PROC)
+    return int(stat[19]) if stat and len(stat) > 19 and stat[19].isdigit() else None
 
 
 def _parents(proc: Path) -> list[tuple[int, int]]:

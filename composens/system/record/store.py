@@ -82,7 +82,8 @@ class StateStore:
             self.ensure_directory()
             if not (self.directory / "lock").exists():
                 WORLD.changed("the record's lock")
-            lock = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+            with WORLD.derived():  # its being there and its mode are the "modes" reading
+                lock = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
         except PermissionError as e:
             raise PermissionProblem(f"cannot write {self.directory}: composens needs root (run it with sudo)") from e
         if os.fstat(lock).st_mode & 0o777 != 0o600:
@@ -95,7 +96,7 @@ class StateStore:
         # of what root may delete would be anyone's to write.
         if not self.directory.is_dir():
             WORLD.changed(f"the folder {self.directory}")
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         if self.directory.stat().st_mode & 0o777 != 0o700:
             WORLD.changed(f"the mode of {self.directory}")
             os.chmod(self.directory, 0o700)
@@ -108,8 +109,9 @@ class StateStore:
     def _save(self, state: State) -> None:
         text = state.to_json()
         try:
-            if self.path.read_text() == text and self.path.stat().st_mode & 0o777 == 0o600:
-                return  # as it is on disk: nothing to write (nor to sync)
+            with WORLD.derived():  # under the lock, the bytes the "record" reading found
+                if self.path.read_text() == text and self.path.stat().st_mode & 0o777 == 0o600:
+                    return  # as it is on disk: nothing to write (nor to sync)
         except (OSError, UnicodeDecodeError):
             pass
         WORLD.changed("the record")

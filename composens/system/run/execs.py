@@ -18,6 +18,7 @@ from pathlib import Path
 from composens.model import startwait
 from composens.model.report import ExecResult
 from composens.model.topology import Command, Topology
+from composens.system.kernel.processes import started_at
 from composens.system.world import WORLD, reader
 
 TIMEOUT = 60.0  # s a command may run before it counts as failed
@@ -70,8 +71,10 @@ def run_pending(
             missing = [[shown(c), None, "not run: composens was interrupted"] for c in commands[len(results) :]]
             _write(place / f"{key}.json", {"owner": None, "results": done + missing})
         ran += results
-    if place.is_dir():
-        for old in place.iterdir():
+    with WORLD.derived():  # the folder's names, which its "folder" reading holds
+        found = sorted(place.iterdir()) if place.is_dir() else []
+    if found:
+        for old in found:
             # A result written since the listing is a start this run did not see (another run's): kept.
             if old.stem not in keep and old.suffix == ".json" and _mtime(old) >= listed_at:
                 WORLD.refuse(f"exec results {old} newer than the listing")  # kept by the clock, not by a reading
@@ -85,34 +88,41 @@ def run_pending(
 def _claim(path: Path) -> bool:
     """Claim a start's commands for this run: one run of composens runs them, whichever gets here first. A claim
     whose owner died without writing its results (killed midway) is taken over."""
-    me = [os.getpid(), startwait.started_at(os.getpid())]
     for _ in range(2):
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            try:
-                owner = json.loads(path.read_text()).get("owner")
-            except (OSError, ValueError, AttributeError):
-                WORLD.refuse("an exec claim being written")
-                return False  # being written by its claimer this very moment: left to it
-            if owner is None:  # done
-                return False
-            if _alive(owner):  # still running: whether it ends well is not for a replay to take for granted
-                WORLD.refuse("an exec claim in progress")
-                return False
+            with WORLD.derived():  # a file of the exec folder, which the "folder" reading holds
+                text: str | None = path.read_text()
+        except FileNotFoundError:
+            text = None
+        except OSError:
+            text = ""
+        if text is None:
             WORLD.changed(f"the exec claim {path}")
-            path.unlink(missing_ok=True)
-            continue
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                continue  # another run claimed it this very moment: read its claim
+            with os.fdopen(fd, "w") as f:
+                json.dump({"owner": [os.getpid(), started_at(os.getpid())], "results": None}, f)
+            return True
+        try:
+            owner = json.loads(text).get("owner")
+        except (ValueError, AttributeError):
+            WORLD.refuse("an exec claim being written")
+            return False  # being written by its claimer this very moment: left to it
+        if owner is None:  # done
+            return False
+        if _alive(owner):  # still running: whether it ends well is not for a replay to take for granted
+            WORLD.refuse("an exec claim in progress")
+            return False
         WORLD.changed(f"the exec claim {path}")
-        with os.fdopen(fd, "w") as f:
-            json.dump({"owner": me, "results": None}, f)
-        return True
+        path.unlink(missing_ok=True)
     return False
 
 
 def _alive(owner: list[int | None]) -> bool:
     pid, started = owner
-    return isinstance(pid, int) and startwait.started_at(pid) == started
+    return isinstance(pid, int) and started_at(pid) == started
 
 
 def _write(path: Path, data: object) -> None:
@@ -156,7 +166,7 @@ def forget(state_dir: Path, project: str) -> None:
 
 
 def _key(inode: int, pid: int) -> str | None:
-    started = startwait.started_at(pid)
+    started = started_at(pid)
     return startwait.flag_name(inode, started) if started is not None else None
 
 

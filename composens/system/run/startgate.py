@@ -19,6 +19,7 @@ from composens.model.errors import ConfigError
 from composens.model.topology import Topology
 from composens.system.docker.compose import Compose
 from composens.system.docker.options import COMPOSE_FILE_NAMES
+from composens.system.kernel.processes import started_at
 from composens.system.world import WORLD
 
 GATED_LABEL = startwait.GATED_LABEL
@@ -139,17 +140,19 @@ def release(
         return
     keep = set()
     for inode, pid in present:
-        started = startwait.started_at(pid)
+        started = started_at(pid)
         if started is not None:
             keep.add(startwait.flag_name(inode, started))
     for inode, pid in wired:
-        started = startwait.started_at(pid)
+        started = started_at(pid)
         if started is not None:
             flag = folder / startwait.flag_name(inode, started)
             if not flag.exists():
                 WORLD.changed(f"the gate {flag}")
                 flag.touch(mode=0o644)
-    for old in folder.iterdir():
+    with WORLD.derived():  # the folder's names, which its "folder" reading holds
+        found = sorted(folder.iterdir())
+    for old in found:
         with contextlib.suppress(FileNotFoundError):
             if old.name in keep:
                 continue

@@ -571,6 +571,72 @@ def bench_reading(folder: Path, sizes: list[int], rounds: int) -> list[tuple[str
     return results
 
 
+def rotated(rounds: int, *actions: Callable[[], object]) -> list[float]:
+    """Medians of several actions run in turns, each round starting one further along, so the machine's load
+    falls on all alike."""
+    times: list[list[float]] = [[] for _ in actions]
+    for round_ in range(rounds):
+        for i in range(len(actions)):
+            slot = (round_ + i) % len(actions)
+            times[slot].append(timed(actions[slot]))
+    return [statistics.median(t) for t in times]
+
+
+def checkout(revision: str, folder: Path) -> Path:
+    """A tree of `revision` of this repository, with its bytecode written, to run with PYTHONPATH."""
+    repo = Path(__file__).resolve().parents[1]
+    sh("git", "-C", str(repo), "worktree", "add", "--detach", "--force", str(folder), revision)
+    sh(sys.executable, "-m", "compileall", "-q", str(folder / "composens"))
+    return folder
+
+
+def bench_reading_against(folder: Path, sizes: list[int], rounds: int, revision: str) -> list[tuple[str, float, float]]:
+    """The reading rows of this tree and of `revision`, in the same run and in turns with the baselines: ps
+    --netns (table, JSON) beside docker compose ps, an unchanged netns link beside one docker inspect; each
+    replayed and worked out (COMPOSENS_NO_REPLAY=1). The labs are made by this tree."""
+    repo = Path(__file__).resolve().parents[1]
+    other = checkout(revision, folder / "other")
+    results = []
+    try:
+        for size in sizes:
+            lab_dir = folder / f"r{size}"
+            lab_dir.mkdir()
+            ring_lab(lab_dir, size)
+            try:
+                sh(*COMPOSENS, "up", "-d", cwd=lab_dir)
+                ids = sh("docker", "compose", "ps", "-q", cwd=lab_dir).split()
+                print(f"reading a ring of {size}: load average {os.getloadavg()[0]:.1f}", flush=True)
+                compose_ps = lambda at=lab_dir: sh("docker", "compose", "ps", cwd=at)  # noqa: E731
+                inspect_all = lambda ids=ids: sh("docker", "inspect", *ids)  # noqa: E731
+                for how, off in (("replayed", {}), ("worked out", {"COMPOSENS_NO_REPLAY": "1"})):
+                    here = {**os.environ, **off}
+                    there = {**here, "PYTHONPATH": str(other)}
+                    for shown, args, baseline, base_name in (
+                        ("ps --netns", ("ps", "--netns"), compose_ps, "docker compose ps"),
+                        ("ps --netns --format json", ("ps", "--netns", "--format", "json"), compose_ps,
+                         "docker compose ps"),
+                        ("netns link (unchanged)", ("netns", "link"), inspect_all, "one docker inspect"),
+                    ):  # fmt: skip
+
+                        def mine(env: dict[str, str] = here, a: tuple[str, ...] = args, at: Path = lab_dir) -> str:
+                            return sh(*COMPOSENS, *a, cwd=at, env=env)
+
+                        def theirs(env: dict[str, str] = there, a: tuple[str, ...] = args, at: Path = lab_dir) -> str:
+                            return sh(*COMPOSENS, *a, cwd=at, env=env)
+
+                        mine(), theirs()  # the first runs after up record
+                        now, before, base = rotated(rounds, mine, theirs, baseline)
+                        label = f"{shown}, ring of {size}, {how}"
+                        results.append((f"{label}: this tree / {base_name}", now, base))
+                        results.append((f"{label}: {revision} / {base_name}", before, base))
+                        results.append((f"{label}: this tree / {revision}", now, before))
+            finally:
+                subprocess.run([*COMPOSENS, "down", "-t", "0"], cwd=lab_dir, capture_output=True, check=False)
+    finally:
+        subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(other)], check=False)
+    return results
+
+
 def scale_round(lab_dir: Path, size: int) -> dict[str, float]:
     """Bring a ring of `size` services up, ping across every link, bring it down; time each phase."""
     lab_dir.mkdir()
@@ -632,6 +698,9 @@ def main() -> None:
         help="run one part",
     )
     parser.add_argument("--reading", default="30,60,200", help="ring sizes for the reading part (default 30,60,200)")
+    parser.add_argument(
+        "--before", help="with --only reading: also the same rows at this git revision, in turns (before and after)"
+    )
     parser.add_argument("--converge", default="50,200", help="ring sizes for the converge part (default 50,200)")
     parser.add_argument("--scale", default="50,200", help="ring sizes for the scale part (default 50,200)")
     args = parser.parse_args()
@@ -667,7 +736,11 @@ def main() -> None:
                 results += bench_conditions(Path(tmp) / "cond", 50, args.rounds)
             if args.only in (None, "reading"):
                 (Path(tmp) / "read").mkdir()
-                results += bench_reading(Path(tmp) / "read", [int(n) for n in args.reading.split(",")], args.rounds)
+                sizes = [int(n) for n in args.reading.split(",")]
+                if args.before:
+                    results += bench_reading_against(Path(tmp) / "read", sizes, args.rounds, args.before)
+                else:
+                    results += bench_reading(Path(tmp) / "read", sizes, args.rounds)
             if args.only == "scale":
                 (Path(tmp) / "s").mkdir()
                 bench_scale(Path(tmp) / "s", [int(n) for n in args.scale.split(",")])

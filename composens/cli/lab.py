@@ -50,6 +50,8 @@ def up(
         report_link(out, lab.link(topo, set()))  # what this host still had of the lab (its hub, say) goes
         return
     args = _placed_here(topo, args)
+    for service in lab.unpause(topo, services):
+        out.line(f"{service}: unpaused (compose up cannot start a paused container)")
     if not is_detached(args):
         raise typer.Exit(lab.run_attached(topo, compose, args, services, out.link_report, out.warning))
     code = compose.run(["up", *args])

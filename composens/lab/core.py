@@ -119,6 +119,16 @@ class LabCore:
         placed = topo.hosts.placement
         return sorted({c.service for c in containers if placed.get(c.service, topo.this_host) != topo.this_host})
 
+    def unpause(self, topo: Topology, services: set[str]) -> list[str]:
+        """Unpause the chosen services' paused containers (`docker pause`, a scenario cut short), which compose up
+        refuses to start; return their services."""
+        paused = sorted(
+            {c.service for c in self.compose.containers(topo.project) if c.paused and c.service in services}
+        )
+        if paused:
+            self.compose.quietly(["unpause", *paused])
+        return paused
+
     def remove_moved(self, topo: Topology, services: list[str]) -> tuple[list[EntryChange], int]:
         """Unlink and remove the containers of services placed on another host now (`compose rm -s -f`)."""
         entries = self.unlink(topo, set(services))

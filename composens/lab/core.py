@@ -405,7 +405,7 @@ class LabCore:
             targets = self._targets(topo, state, running)
             scope = self._scope(topo, state, targets, services)
             result = wiring.converge_lab(topo, scope, targets, state.project(topo.project), state.save)
-            report.wired, report.unwired = result.done, result.unwired
+            report.wired, report.unwired, report.changed_at = result.done, result.unwired, result.changed_at
         if services >= set(topo.services):
             for name in old_hubs:
                 report.entries.append(netns.remove_hub(self.directory, state, topo.project, name, "no longer declared"))

@@ -35,6 +35,7 @@ from composens.model.scenarios import (
 )
 from composens.model.topology import EXTENSION, Endpoint, Topology
 from composens.system.kernel import netns
+from composens.system.run.scenario import Done
 
 
 @dataclass(frozen=True)
@@ -216,7 +217,10 @@ class _LabActions:
         self.lab = lab
         self.topo = topo
 
-    def _converge(self, services: set[str], first: Callable[[State, list[Container]], None] | None = None) -> None:
+    def _converge(
+        self, services: set[str], first: Callable[[State, list[Container]], None] | None = None
+    ) -> float | None:
+        """Link and converge; return when the first change was made (monotonic), or None when none was."""
         from composens.system.run.scenario import StepFailed
 
         try:
@@ -228,18 +232,18 @@ class _LabActions:
         failed = [r for r in report.execs if not r.ok]
         if failed:
             raise StepFailed(f"exec {failed[0].service}: `{failed[0].command}` did not succeed: {failed[0].verdict}")
+        return report.changed_at
 
-    def hold(self, ends: Sequence[Endpoint], *, down: bool) -> str | None:
+    def hold(self, ends: Sequence[Endpoint], *, down: bool) -> Done:
         def record_them(state: State, containers: list[Container]) -> None:
             self.lab._require_running(containers, {end.node for end in ends})
             record = state.project(self.topo.project)
             for end in ends:
                 (record.down.add if down else record.down.discard)(str(end))
 
-        self._converge({end.node for end in ends}, record_them)
-        return None
+        return Done(self._converge({end.node for end in ends}, record_them))
 
-    def conditions(self, ends: Sequence[tuple[Endpoint, Conditions | None]]) -> str | None:
+    def conditions(self, ends: Sequence[tuple[Endpoint, Conditions | None]]) -> Done:
         def record_them(state: State, containers: list[Container]) -> None:
             self.lab._require_running(containers, {end.node for end, _ in ends})
             record = state.project(self.topo.project)
@@ -249,10 +253,9 @@ class _LabActions:
                 else:
                     record.conditions[str(end)] = conditions.spelled()
 
-        self._converge({end.node for end, _ in ends}, record_them)
-        return None
+        return Done(self._converge({end.node for end, _ in ends}, record_them))
 
-    def services(self, action: str, services: Sequence[str]) -> str | None:
+    def services(self, action: str, services: Sequence[str]) -> Done:
         from composens.system.run.scenario import StepFailed
 
         chosen = set(services)
@@ -264,9 +267,10 @@ class _LabActions:
             raise StepFailed(e.message) from e
         if action in ("start", "restart"):
             self._converge(chosen)  # relinked and rewired, as watch does once it sees the start
-        return None
+            return Done(detail="relinked and rewired")
+        return Done()
 
-    def exec(self, service: str, command: Sequence[str], timeout: float) -> str | None:
+    def exec(self, service: str, command: Sequence[str], timeout: float) -> Done:
         from composens.system.run import probe
         from composens.system.run.scenario import StepFailed
 
@@ -288,7 +292,7 @@ class _LabActions:
             raise StepFailed(f"timed out after {timeout:g} s")
         if out.exit_code != 0:
             raise StepFailed(f"exit code {out.exit_code}: {tail(out.stderr if out.stderr.strip() else out.stdout)}")
-        return tail(out.stdout) if out.stdout.strip() else None
+        return Done(detail=tail(out.stdout) if out.stdout.strip() else None)
 
     def check(self, name: str, deadline: float | None) -> tuple[bool, str | None, float]:
         from composens.system.run import probe

@@ -38,7 +38,7 @@ from composens.model.scenarios import (
 from composens.model.topology import Endpoint
 from composens.show.render import scenario_json
 from composens.show.timeline import timeline_svg
-from composens.system.run.scenario import Runner, StepFailed
+from composens.system.run.scenario import Done, Runner, StepFailed
 
 BASE = """
 name: lab
@@ -498,25 +498,27 @@ class FakeActions:
         self.fail = fail
         self.done: list[str] = []
 
-    def hold(self, ends: Any, *, down: bool) -> str | None:
-        self.clock.now += 0.01  # the change takes 10 ms
+    def hold(self, ends: Any, *, down: bool) -> Done:
+        self.clock.now += 0.01  # the change is made 10 ms in, and the action returns 5 ms later
+        changed = self.clock.now
+        self.clock.now += 0.005
         self.done.append(f"{'down' if down else 'up'} {','.join(map(str, ends))}")
         self.probes.dark = down
-        return None
+        return Done(changed)
 
-    def conditions(self, ends: Any) -> str | None:
+    def conditions(self, ends: Any) -> Done:
         self.done.append("netem " + ",".join(f"{e}={c}" for e, c in ends))
-        return None
+        return Done()
 
-    def services(self, action: str, services: Any) -> str | None:
+    def services(self, action: str, services: Any) -> Done:
         if self.fail == action:
             raise StepFailed(f"compose {action} failed")
         self.done.append(f"{action} {' '.join(services)}")
-        return None
+        return Done()
 
-    def exec(self, service: str, command: Any, timeout: float) -> str | None:
+    def exec(self, service: str, command: Any, timeout: float) -> Done:
         self.done.append(f"exec {service}")
-        return "ok"
+        return Done(detail="ok")
 
     def check(self, name: str, deadline: float | None) -> tuple[bool, str | None, float]:
         self.done.append(f"check {name}")
@@ -602,7 +604,8 @@ def test_the_runner_stamps_steps_and_judges_windows() -> None:
     assert actions.done == ["down a:eth1", "up a:eth1", "check a reaches c", "pause b", "unpause b"]
     steps = {s.index: s for s in report.steps}
     assert steps[1].started == pytest.approx(1.0)
-    assert steps[1].effective == pytest.approx(1.01)
+    assert steps[1].effective == pytest.approx(1.01)  # when the change was made, not when the action returned
+    assert steps[1].ended == pytest.approx(1.015)
     assert steps[3].effective == pytest.approx(3.02, abs=0.06)
     assert steps[4].effective is None  # an expectation changes nothing
     by_name = {v.name: v for v in report.verdicts}

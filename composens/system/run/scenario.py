@@ -59,16 +59,24 @@ class StepFailed(Exception):
     """A step could not do what it says; the scenario stops there and the lab is restored."""
 
 
+@dataclass(frozen=True)
+class Done:
+    """What an action did: when its change was in place (monotonic; None: when it returned), and what it says."""
+
+    at: float | None = None
+    detail: str | None = None
+
+
 class Actions(Protocol):
     """What a scenario's steps do to the lab (composens.lab.scenarios)."""
 
-    def hold(self, ends: Sequence[Endpoint], *, down: bool) -> str | None: ...
+    def hold(self, ends: Sequence[Endpoint], *, down: bool) -> Done: ...
 
-    def conditions(self, ends: Sequence[tuple[Endpoint, Conditions | None]]) -> str | None: ...
+    def conditions(self, ends: Sequence[tuple[Endpoint, Conditions | None]]) -> Done: ...
 
-    def services(self, action: str, services: Sequence[str]) -> str | None: ...
+    def services(self, action: str, services: Sequence[str]) -> Done: ...
 
-    def exec(self, service: str, command: Sequence[str], timeout: float) -> str | None: ...
+    def exec(self, service: str, command: Sequence[str], timeout: float) -> Done: ...
 
     def check(self, name: str, deadline: float | None) -> tuple[bool, str | None, float]:
         """Run a declared check until it passes or the deadline (monotonic) passes: (passed, why not, ended at)."""
@@ -223,71 +231,71 @@ class Runner:
         """Do a fault step; note in marks when each change was in place."""
         state = self.state
         if isinstance(step, LinkStep):
-            detail = self.actions.hold([step.end], down=step.down)
+            done = self.actions.hold([step.end], down=step.down)
             (state.down.add if step.down else state.down.discard)(step.end)
-            marks.append((self.now(), step.text))
-            return detail
+            marks.append((self._when(done), step.text))
+            return done.detail
         if isinstance(step, FlapStep):
             return self._flap(step, marks)
         if isinstance(step, NetemStep):
             ends = [(end, None) for end in state.impaired] if step.reset_all else list(step.ends)
             if not ends:
                 return "nothing to reset"
-            detail = self.actions.conditions(ends)
+            done = self.actions.conditions(ends)
             for end, conditions in ends:
                 if end in state.impaired:
                     state.impaired.remove(end)
                 if conditions is not None:
                     state.impaired.append(end)
-            marks.append((self.now(), step.text))
-            return detail
+            marks.append((self._when(done), step.text))
+            return done.detail
         if isinstance(step, PartitionStep):
             cut = [end for end in step.cut if end not in state.down]
-            if cut:
-                self.actions.hold(cut, down=True)
+            done = self.actions.hold(cut, down=True) if cut else Done()
             state.down.update(cut)
             state.partitioned += cut
-            marks.append((self.now(), step.text))
+            marks.append((self._when(done), step.text))
             return "cut " + ", ".join(map(str, step.cut))
         if isinstance(step, HealStep):
             healed = list(state.partitioned)
-            if healed:
-                self.actions.hold(healed, down=False)
+            done = self.actions.hold(healed, down=False) if healed else Done()
             state.down.difference_update(healed)
             state.partitioned.clear()
-            marks.append((self.now(), "heal"))
+            marks.append((self._when(done), "heal"))
             return "restored " + ", ".join(map(str, healed)) if healed else "nothing was cut"
         if isinstance(step, ServiceStep):
-            detail = self.actions.services(step.action, step.services)
-            marks.append((self.now(), step.text))
-            return detail
+            done = self.actions.services(step.action, step.services)
+            marks.append((self._when(done), step.text))
+            return done.detail
         if isinstance(step, ExecStep):
-            detail = self.actions.exec(step.service, step.command, step.timeout)
-            marks.append((self.now(), step.text))
-            return detail
+            done = self.actions.exec(step.service, step.command, step.timeout)
+            marks.append((self._when(done), step.text))
+            return done.detail
         raise AssertionError(f"not a fault step: {step!r}")
+
+    def _when(self, done: Done) -> float:
+        """When an action's change was in place, in seconds since the start."""
+        return (done.at - self.epoch) if done.at is not None else self.now()
 
     def _flap(self, step: FlapStep, marks: list[tuple[float, str]]) -> str:
         periods = step.periods()
-        done = 0
+        flapped = 0
         for down_for, up_for in periods:
-            self.actions.hold([step.end], down=True)
+            went_down = self._when(self.actions.hold([step.end], down=True))
             self.state.down.add(step.end)
-            went_down = self.now()
             marks.append((went_down, f"down {step.end}"))
             self._wait_until(went_down + down_for)
             if self.stop() is not None:
                 break  # left down: the restore brings it up
-            self.actions.hold([step.end], down=False)
+            came_up = self._when(self.actions.hold([step.end], down=False))
             self.state.down.discard(step.end)
-            came_up = self.now()
             marks.append((came_up, f"up {step.end}"))
-            done += 1
+            flapped += 1
             self._wait_until(came_up + up_for)
             if self.stop() is not None:
                 break
         said = ", ".join(f"{d:g}/{u:g}" for d, u in periods)
-        return f"{done} of {step.times} flaps (down/up s: {said})"
+        return f"{flapped} of {step.times} flaps (down/up s: {said})"
 
     # ------------------------------------------------------------------ expectations
 

@@ -15,7 +15,6 @@ conditions), then converges the whole lab to its file. `--keep` leaves the last 
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -118,6 +117,7 @@ class ScenarioRuns(RunTimeChanges):
             declared.probes,
             actions,
             lambda epoch: Monitor(probes, epoch=epoch),
+            check_waits={c.name: c.wait for c in topo.checks},
             fail_fast=fail_fast,
             stop=stop,
             on_step=on_step,
@@ -294,22 +294,18 @@ class _LabActions:
             raise StepFailed(f"exit code {out.exit_code}: {tail(out.stderr if out.stderr.strip() else out.stdout)}")
         return Done(detail=tail(out.stdout) if out.stdout.strip() else None)
 
-    def check(self, name: str, deadline: float | None) -> tuple[bool, str | None, float]:
+    def check(self, name: str) -> tuple[bool, str | None]:
         from composens.system.run import probe
 
-        check = next(c for c in self.topo.checks if c.name == name)
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            check = dataclasses.replace(check, wait=left if left > 0 else None)
+        check = dataclasses.replace(next(c for c in self.topo.checks if c.name == name), wait=None)
         containers, by_id = self.lab._containers(self.topo)
         targets: dict[str, probe.Target] = {}
         for c in sorted(containers, key=lambda c: (c.service, c.number)):
             if c.service in self.topo.services and c.service not in targets:
                 path, _, _ = netns.resolve_target(c, by_id)
                 targets[c.service] = probe.Target(c.service, c.id, path, c.running)
-        started = time.monotonic()
         attempt = lambda chk, target: probe.attempt(  # noqa: E731
             chk, target, docker=self.lab.compose.docker, use_api=self.lab.compose.use_api
         )
         (result,) = probe.run_checks([check], targets, probe=attempt)
-        return result.result == "pass", result.reason, started + result.seconds
+        return result.result == "pass", result.reason

@@ -33,6 +33,7 @@ RESULT_STYLES = {
     "stopped": "yellow",
 }
 
+OUTAGES_SHOWN = 4  # a probe's outages in a scenario's table; JSON has every one
 JSON_KEYS = ("service", "container", "pid", "netns", "path", "target", "status", "interfaces", "drift")
 
 
@@ -476,8 +477,10 @@ def scenario_tables(report: ScenarioReport) -> list[object]:
             spans = [
                 f"{o['start']:.2f}-{o['end'] if o['end'] is not None else report.seconds:.2f} s: "
                 f"{seconds_text(o['duration'])}{'' if o['over'] else ' (not over)'}, {o['lost']}"
-                for o in summary["outages"]
+                for o in summary["outages"][:OUTAGES_SHOWN]
             ]
+            if len(summary["outages"]) > OUTAGES_SHOWN:
+                spans.append(f"and {len(summary['outages']) - OUTAGES_SHOWN} more (--format json has them all)")
             loss = f"{summary['lost']} ({summary['loss_percent']:.2g} %)" if summary["sent"] else "0"
             probes.add_row(record.probe.name, str(summary["sent"]), loss, rtts, "; ".join(spans) or "none")
         parts.append(probes)
@@ -546,6 +549,7 @@ def scenario_json(report: ScenarioReport) -> dict[str, object]:
                 "port": p.probe.port,
                 "interval": p.probe.interval,
                 "timeout": p.probe.timeout,
+                "scheduled": r3(p.scheduled),  # request k was due at scheduled + k * interval
                 **_rounded(probe_summary(p, report.seconds)),
                 "requests": [
                     {"seq": k, "sent": r3(r.sent), "rtt": r3(r.rtt), **({"error": r.error} if r.error else {})}

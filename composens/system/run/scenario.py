@@ -11,7 +11,10 @@ Expectations, by their windows (model/scenarios.py says what each figure is):
 - a probe's without it is judged over [F, the start of the next fault step, or the end]: once the scenario ends
   (with --fail-fast, as soon as that window closes and its last requests have had their timeout);
 - `over: scenario` over the whole scenario, at its end;
-- a check's runs the check until it passes or F + within has passed (without within: as the check is declared).
+- a check's with `within` is tried from the moment F's fault took effect, about every CHECK_EVERY, until it passes
+  or F + within has passed: in a thread of its own, so an expectation before it that waits does not delay it, and
+  its figure is when it first passed after F; without within it is tried when its step comes, as it is declared
+  (once, or until its `wait` runs out).
 
 `stop()` is asked between steps and while waiting; when it says why (a signal), no further step begins and the
 report says so; what the steps changed is undone by the caller (Actions.restore in the lab), not here. Each
@@ -20,6 +23,7 @@ verdict carries its window, so a flight recorder can keep the packets around a f
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +55,7 @@ from composens.model.scenarios import (
 from composens.model.topology import Endpoint
 
 TICK = 0.05  # s: how often a wait looks at stop()
+CHECK_EVERY = 0.25  # s between the starts of a check expectation's attempts
 SETTLE = 0.02  # s after a window's last timeout before it is judged: a reply stamped at the edge is counted
 EARLY = 0.0001  # s: a wait this close to its end is over
 
@@ -78,8 +83,8 @@ class Actions(Protocol):
 
     def exec(self, service: str, command: Sequence[str], timeout: float) -> Done: ...
 
-    def check(self, name: str, deadline: float | None) -> tuple[bool, str | None, float]:
-        """Run a declared check until it passes or the deadline (monotonic) passes: (passed, why not, ended at)."""
+    def check(self, name: str) -> tuple[bool, str | None]:
+        """Try a declared check once: whether it passed, and why not."""
         ...
 
 
@@ -103,6 +108,44 @@ class _Pending:
     end: float | None = None
 
 
+class _CheckWatch:
+    """A check tried from `since` until it passes, `deadline` passes or the scenario stops, in a thread."""
+
+    def __init__(self, runner: Runner, name: str, since: float, deadline: float | None) -> None:
+        self.runner = runner
+        self.name = name
+        self.since = since  # s since the start
+        self.deadline = deadline  # s since the start; None: one attempt
+        self.passed = False
+        self.reason: str | None = None
+        self.ended = since
+        self.thread = threading.Thread(target=self._run, name=f"composens-check-{name}", daemon=True)
+
+    def start(self) -> _CheckWatch:
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        runner = self.runner
+        while True:
+            began = runner.now()
+            try:
+                self.passed, self.reason = runner.actions.check(self.name)
+            except Exception as e:  # a check that cannot be run fails with why, never the run
+                self.passed, self.reason = False, f"{type(e).__name__}: {e}"
+            self.ended = runner.now()
+            if self.passed or self.deadline is None or runner.stop() is not None:
+                return
+            if began + CHECK_EVERY >= self.deadline:
+                return
+            runner._wait_until(began + CHECK_EVERY)
+            if runner.stop() is not None:
+                return
+
+    def join(self) -> None:
+        self.thread.join()
+
+
 @dataclass
 class _State:
     last_fault: float = 0.0
@@ -110,6 +153,7 @@ class _State:
     partitioned: list[Endpoint] = field(default_factory=list)  # set down by partitions, for heal
     impaired: list[Endpoint] = field(default_factory=list)  # given conditions by netem steps, for `netem: reset`
     pending: list[_Pending] = field(default_factory=list)
+    watching: dict[int, _CheckWatch] = field(default_factory=dict)  # expect check step -> its attempts since F
     verdicts: list[Verdict] = field(default_factory=list)
     steps: list[StepRecord] = field(default_factory=list)
     stopped: str | None = None
@@ -125,6 +169,7 @@ class Runner:
         actions: Actions,
         make_probes: Callable[[float], Probes],
         *,
+        check_waits: Mapping[str, float | None] | None = None,
         fail_fast: bool = False,
         stop: Callable[[], str | None] = lambda: None,
         on_step: Callable[[StepRecord], None] = lambda step: None,
@@ -137,6 +182,7 @@ class Runner:
         self.probes = {name: probes[name] for name in scenario.probes}
         self.actions = actions
         self.make_probes = make_probes
+        self.check_waits = dict(check_waits or {})  # each check's own `wait`, for expectations without within
         self.fail_fast = fail_fast
         self.stop = stop
         self.on_step = on_step
@@ -157,6 +203,7 @@ class Runner:
         monitor = self.make_probes(self.epoch)
         monitor.start(self.epoch)
         state = self.state
+        self._arm(0, 0.0)  # the checks expected within a time of the start, before any fault
         try:
             for index, step in enumerate(self.scenario.steps):
                 why = self.stop()
@@ -171,6 +218,8 @@ class Runner:
                     break
             end = self.now()
         finally:
+            for watch in state.watching.values():  # stopped early: none tries a check after the scenario
+                watch.join()
             records = monitor.stop()
         for pending in state.pending:
             self._judge(pending, records, end)
@@ -214,6 +263,7 @@ class Runner:
             return False
         if effective is not None:
             self.state.last_fault = effective
+            self._arm(index + 1, effective)
         self._record(StepRecord(index, step.text, _kind(step), started, effective, self.now(), tuple(marks), detail))
         if self.state.stopped is not None:
             return False
@@ -316,11 +366,27 @@ class Runner:
         record = monitor.snapshot()[expect.probe]
         self._verdicts(judge_probe(index, expect, record, fault, end, fault=fault))
 
+    def _arm(self, first: int, since: float) -> None:
+        """Start trying, from `since`, the checks expected `within` a time by the steps before the next fault."""
+        for index in range(first, len(self.scenario.steps)):
+            step = self.scenario.steps[index]
+            if is_fault(step):
+                return
+            if isinstance(step, ExpectCheck) and step.within is not None:
+                self.state.watching[index] = _CheckWatch(self, step.check, since, since + step.within).start()
+
     def _expect_check(self, index: int, expect: ExpectCheck) -> None:
-        since = self.state.last_fault
-        deadline = self.epoch + since + expect.within if expect.within is not None else None
-        passed, reason, ended = self.actions.check(expect.check, deadline)
-        self._verdicts([judge_check(index, expect, passed, reason, since, ended - self.epoch)])
+        watch = self.state.watching.get(index)
+        if watch is None:  # tried from now, as the check is declared
+            wait = self.check_waits.get(expect.check)
+            now = self.now()
+            watch = _CheckWatch(self, expect.check, now, now + wait if wait else None).start()
+            self.state.watching[index] = watch
+        while watch.thread.is_alive():
+            if self.stop() is not None:
+                return  # not judged: the scenario was stopped first (its attempt ends before the restore)
+            watch.thread.join(TICK)
+        self._verdicts([judge_check(index, expect, watch.passed, watch.reason, watch.since, watch.ended)])
 
     def _close_windows(self, monitor: Probes, at: float) -> None:
         """A fault step begins: the open windows of expectations since the last one close now."""

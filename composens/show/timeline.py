@@ -25,6 +25,7 @@ LANE = 64
 LANE_GAP = 10
 AXIS = 34
 GAP = 24
+CHAR = 6.5  # px: the width of a character at font size 11, near enough to keep a label inside the picture
 FONT = "font-family='sans-serif'"
 GREEN, RED, GREY, BLUE = "#2e7d32", "#c62828", "#9e9e9e", "#1565c0"
 
@@ -52,6 +53,13 @@ def _text(
     )
 
 
+def _label(at: float, y: float, text: str, fill: str) -> str:
+    """A label starting at `at`, or ending there when it would run past the picture's right edge."""
+    if at + 2 + CHAR * len(text) > WIDTH - 4:
+        return _text(at - 2, y, text, anchor="end", fill=fill)
+    return _text(at + 2, y, text, fill=fill)
+
+
 def _scenario(report: ScenarioReport, top: float) -> tuple[str, float]:
     span = max(report.seconds, max((v.window[1] for v in report.verdicts), default=0.0), 0.001)
     plot = WIDTH - LEFT - RIGHT
@@ -68,13 +76,14 @@ def _scenario(report: ScenarioReport, top: float) -> tuple[str, float]:
     if report.description:
         out.append(_text(10 + 9 * len(title), top + 18, report.description, fill=GREY))
     bottom = lanes_top + len(report.probes) * (LANE + LANE_GAP)
-    # Steps: a line where each took effect (each mark of a flap), its label above.
+    # Steps: a label above the lanes where each took effect; their lines are drawn over the lanes, below.
     label_row = 0
+    step_lines: list[str] = []
     for step in report.steps:
         marks = step.marks or (((step.effective, step.text),) if step.effective is not None else ())
         for when, what in marks:
             colour_step = RED if step.error else BLUE
-            out.append(
+            step_lines.append(
                 f"<line x1='{x(when):.1f}' y1='{lanes_top - 4:.1f}' x2='{x(when):.1f}' y2='{bottom:.1f}' "
                 f"stroke='{colour_step}' stroke-dasharray='3,3' stroke-width='1'>"
                 f"<title>{escape(what)} at {seconds_text(when)}</title></line>\n"
@@ -82,7 +91,7 @@ def _scenario(report: ScenarioReport, top: float) -> tuple[str, float]:
         if marks:
             label_y = top + TITLE + 10 + 12 * (label_row % 2)
             label_row += 1
-            out.append(_text(x(marks[0][0]) + 2, label_y, f"{step.index + 1}. {step.text}", fill=BLUE))
+            out.append(_label(x(marks[0][0]), label_y, f"{step.index + 1}. {step.text}", fill=BLUE))
     for i, record in enumerate(report.probes):
         lane_top = lanes_top + i * (LANE + LANE_GAP)
         out.append(_lane(record, lane_top, span, x))
@@ -95,6 +104,7 @@ def _scenario(report: ScenarioReport, top: float) -> tuple[str, float]:
                 f"<circle cx='{vx:.1f}' cy='{lane_top + 6:.1f}' r='5' fill='{colour_verdict}'>"
                 f"<title>{escape(verdict.name)}: {escape(verdict.text)}</title></circle>\n"
             )
+    out.extend(step_lines)  # over the lanes' backgrounds, so each mark crosses every lane
     out.append(_axis(bottom, span, x))
     out.append("</g>\n")
     return "".join(out), height
@@ -134,7 +144,8 @@ def _lane(record: ProbeRecord, top: float, span: float, place: Callable[[float],
                     (left + right) / 2, top + LANE / 2 + 4, seconds_text(end - outage.start), anchor="middle", fill=RED
                 )
             )
-    points = []
+    # The round trips as a line broken where only lost requests fell: an outage is a gap, not a slope across it.
+    runs: list[list[str]] = [[]]
     for column in sorted(columns):
         biggest, any_lost = columns[column]
         if any_lost:
@@ -144,9 +155,12 @@ def _lane(record: ProbeRecord, top: float, span: float, place: Callable[[float],
             )
         if biggest:
             height = (LANE - 14) * math.sqrt(biggest / largest)  # square root: small round trips stay visible
-            points.append(f"{column}.5,{top + LANE - 12 - height:.1f}")
-    if points:
-        out.append(f"<polyline points='{' '.join(points)}' fill='none' stroke='{GREEN}' stroke-width='1'/>\n")
+            runs[-1].append(f"{column}.5,{top + LANE - 12 - height:.1f}")
+        elif runs[-1]:
+            runs.append([])
+    for points in runs:
+        if points:
+            out.append(f"<polyline points='{' '.join(points)}' fill='none' stroke='{GREEN}' stroke-width='1'/>\n")
     return "".join(out)
 
 

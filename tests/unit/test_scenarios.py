@@ -756,6 +756,23 @@ def test_the_timeline_is_svg_with_a_lane_per_probe_and_the_steps_marked() -> Non
     assert "p outage <= 100 ms: 400 ms, 4 lost" in titles
 
 
+def test_the_timeline_breaks_the_rtt_line_at_an_outage_and_keeps_labels_inside() -> None:
+    report = sample_report()
+    late = StepRecord(2, "unpause a-long-service-name", "unpause", 1.19, 1.19, 1.2, ((1.19, "unpause"),))
+    root = ET.fromstring(timeline_svg([replace(report, steps=(*report.steps, late))]))
+    svg = "{http://www.w3.org/2000/svg}"
+    lines = root.findall(f".//{svg}polyline")
+    assert len(lines) == 2  # answered before the outage, and after it: no slope drawn across the four lost
+    label = next(t for t in root.iter(f"{svg}text") if t.text == "3. unpause a-long-service-name")
+    assert label.get("text-anchor") == "end"  # near the right edge: it ends at its mark instead of running past
+    first = next(t for t in root.iter(f"{svg}text") if t.text == "1. link down a:eth1")
+    assert first.get("text-anchor") == "start"
+    children = list(next(root.iter(f"{svg}g")))
+    lane = next(i for i, c in enumerate(children) if c.tag == f"{svg}rect")
+    mark = next(i for i, c in enumerate(children) if c.tag == f"{svg}line" and c.get("stroke-dasharray"))
+    assert mark > lane  # the step marks are drawn over the lanes, not hidden under them
+
+
 def test_a_large_probe_record_draws_a_bounded_picture() -> None:
     rec = record("." * 3000 + "x" * 100 + "." * 2900, interval=0.01)
     report = replace(sample_report(), probes=(rec,), seconds=60.0)

@@ -18,7 +18,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 IMAGE = os.environ.get("COMPOSENS_DEMO_IMAGE", "busybox:1.36")
@@ -517,6 +518,21 @@ REPLAY_IMPORTS = (
 )
 
 
+@contextmanager
+def running_ring(folder: Path, size: int) -> Iterator[tuple[Path, list[str]]]:
+    """A ring of `size` services up (its folder, its container ids), brought down at the end."""
+    lab_dir = folder / f"r{size}"
+    lab_dir.mkdir()
+    ring_lab(lab_dir, size)
+    try:
+        sh(*COMPOSENS, "up", "-d", cwd=lab_dir)
+        ids = sh("docker", "compose", "ps", "-q", cwd=lab_dir).split()
+        print(f"reading a ring of {size}: load average {os.getloadavg()[0]:.1f}", flush=True)
+        yield lab_dir, ids
+    finally:
+        subprocess.run([*COMPOSENS, "down", "-t", "0"], cwd=lab_dir, capture_output=True, check=False)
+
+
 def bench_reading(folder: Path, sizes: list[int], rounds: int) -> list[tuple[str, float, float]]:
     """Reading a running ring (a link per service): ps --netns beside docker compose ps, an unchanged
     netns link beside one docker inspect of its containers, and that link above composens' start-up; each
@@ -524,13 +540,7 @@ def bench_reading(folder: Path, sizes: list[int], rounds: int) -> list[tuple[str
     results = []
     worked_out = {**os.environ, "COMPOSENS_NO_REPLAY": "1"}
     for size in sizes:
-        lab_dir = folder / f"r{size}"
-        lab_dir.mkdir()
-        ring_lab(lab_dir, size)
-        try:
-            sh(*COMPOSENS, "up", "-d", cwd=lab_dir)
-            ids = sh("docker", "compose", "ps", "-q", cwd=lab_dir).split()
-            print(f"reading a ring of {size}: load average {os.getloadavg()[0]:.1f}", flush=True)
+        with running_ring(folder, size) as (lab_dir, ids):
 
             def ours(*args: str, at: Path = lab_dir, env: dict[str, str] | None = None) -> Callable[[], object]:
                 return lambda: sh(*COMPOSENS, *args, cwd=at, env=env)
@@ -566,8 +576,6 @@ def bench_reading(folder: Path, sizes: list[int], rounds: int) -> list[tuple[str
             print(
                 f"  start-up (python, composens.cli.main and lab imported): {start:.3f}s; load {os.getloadavg()[0]:.1f}"
             )
-        finally:
-            subprocess.run([*COMPOSENS, "down", "-t", "0"], cwd=lab_dir, capture_output=True, check=False)
     return results
 
 
@@ -599,13 +607,7 @@ def bench_reading_against(folder: Path, sizes: list[int], rounds: int, revision:
     results = []
     try:
         for size in sizes:
-            lab_dir = folder / f"r{size}"
-            lab_dir.mkdir()
-            ring_lab(lab_dir, size)
-            try:
-                sh(*COMPOSENS, "up", "-d", cwd=lab_dir)
-                ids = sh("docker", "compose", "ps", "-q", cwd=lab_dir).split()
-                print(f"reading a ring of {size}: load average {os.getloadavg()[0]:.1f}", flush=True)
+            with running_ring(folder, size) as (lab_dir, ids):
                 compose_ps = lambda at=lab_dir: sh("docker", "compose", "ps", cwd=at)  # noqa: E731
                 inspect_all = lambda ids=ids: sh("docker", "inspect", *ids)  # noqa: E731
                 for how, off in (("replayed", {}), ("worked out", {"COMPOSENS_NO_REPLAY": "1"})):
@@ -630,8 +632,6 @@ def bench_reading_against(folder: Path, sizes: list[int], rounds: int, revision:
                         results.append((f"{label}: this tree / {base_name}", now, base))
                         results.append((f"{label}: {revision} / {base_name}", before, base))
                         results.append((f"{label}: this tree / {revision}", now, before))
-            finally:
-                subprocess.run([*COMPOSENS, "down", "-t", "0"], cwd=lab_dir, capture_output=True, check=False)
     finally:
         subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(other)], check=False)
     return results

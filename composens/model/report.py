@@ -1,6 +1,6 @@
-"""The data composens reports: rows, reports and drift. lab.py fills them, render.py shows them.
+"""The data composens reports: rows, reports and drift. The lab layer fills them, show/render.py shows them.
 
-Data types only, so that render.py needs neither lab.py nor the adapters it imports.
+Data types only, so that showing them needs neither the lab nor the adapters it imports.
 """
 
 from __future__ import annotations

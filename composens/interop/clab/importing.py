@@ -132,8 +132,8 @@ def import_topology(
             services[name] = _service(name, node, resolved, lab, warnings)
             if naming is not None:
                 services[name].spec["container_name"] = _container_name(naming, lab_name, name, source)
-        else:
-            for key in sorted(set(node) - {"kind", "group", "stages"}):
+        else:  # what its own definition says (not what it inherits, which containerlab gives it no use for)
+            for key in sorted(set(nodes[name] or {}) - {"kind", "group", "stages"}):
                 warnings.append(f"{name}: {key}: a {node['kind']} node has no compose equivalent; not carried")
     links, lans = _links(topo.get("links"), resolved, services, source, warnings)
     lan_section = _lans(lans, warnings)

@@ -651,3 +651,17 @@ def test_a_file_name_cannot_inject_yaml_and_every_warning_is_one_line(tmp_path: 
     assert text.splitlines()[0] == r"# imported by composens from lab\ninclude: [evil.yml]\n\u2028x: 1.clab.yml"
     assert set(yaml.safe_load(text)) == {"name", "services", "networks"}
     assert done.stderr.splitlines() == [r"composens: warning: a: bad\nkey: has no compose equivalent; not carried"]
+
+
+def test_a_wait_for_links_from_a_shared_namespace_waits_for_the_start_and_says_so() -> None:
+    doc = lab({"a": {"kind": "linux", "image": "i", "network-mode": "container:b",
+                     "stages": {"create": {"wait-for": [{"node": "c", "stage": "configure"}]}}},
+               "b": {"kind": "linux", "image": "i"}, "c": {"kind": "linux", "image": "i"}})  # fmt: skip
+    converted = import_doc(doc)
+    a = converted.document["services"]["a"]
+    assert a["depends_on"] == {"c": {"condition": "service_started"}}
+    assert "x-composens" not in a  # no start gate: it needs the container's own namespaces
+    assert converted.warnings == (
+        "a: stages: waits for another node's links, which composens waits for only in a container with namespaces "
+        "of its own; it waits for that node's start",
+    )

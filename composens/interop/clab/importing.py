@@ -536,6 +536,12 @@ def _links(
                 f"{where}: ipv4/ipv6: containerlab leaves a linux node's interface without them; composens sets them"
             )
         for end in ends:
+            if end.node in services and services[end.node].kind_mode == "container":
+                owner = str(nodes[end.node].get("network-mode", "")).removeprefix("container:")
+                raise ConfigError(
+                    f"{source}: {where}: {_endpoint(end)}: {end.node} is in the network namespace of {owner} "
+                    f"(network-mode: container:{owner}); composens wires nodes with a namespace of their own"
+                )
             if end.node in services:
                 service = services[end.node]
                 service.interfaces.append(end.ifname)
@@ -764,8 +770,13 @@ def _finish(name: str, service: _Service, lab: _Lab, order: stages.Order, warnin
     if name in order.depends_on:
         spec["depends_on"] = {dependee: {"condition": c} for dependee, c in order.depends_on[name].items()}
     start: dict[str, Any] = {}
-    if name in order.after_wiring:
+    if name in order.after_wiring and service.kind_mode in ("mgmt", "none") and not spec.get("pid"):
         start["start_after_wiring"] = True
+    elif name in order.after_wiring:  # the start gate needs the container's own network and pid namespaces
+        warnings.append(
+            f"{name}: stages: waits for another node's links, which composens waits for only in a "
+            "container with namespaces of its own; it waits for that node's start"
+        )
     if service.delay:
         start["start_delay"] = service.delay
     ext = spec.pop(EXTENSION, {})

@@ -35,14 +35,19 @@ def import_topology(
 
     state = state_of(ctx)
     doc = _read_topology(topology_file)
-    converted = importing.import_topology(
-        doc,
-        source=files.one_line(topology_file),
-        topology_dir=os.path.dirname(os.path.abspath(topology_file)),
-        output_dir=os.path.dirname(os.path.abspath(output or "compose.yaml")),
-        mgmt=not no_mgmt,
-        container_names=not compose_names,
-    )
+    try:
+        converted = importing.import_topology(
+            doc,
+            source=files.one_line(topology_file),
+            topology_dir=os.path.dirname(os.path.abspath(topology_file)),
+            output_dir=os.path.dirname(os.path.abspath(output or "compose.yaml")),
+            mgmt=not no_mgmt,
+            container_names=not compose_names,
+        )
+    except importing.KindsRefused as e:  # a line per node, each one line whatever the names hold
+        raise ConfigError("\n".join(files.one_line(line) for line in e.lines)) from None
+    except ConfigError as e:  # names from the file in the message: one line, whatever they hold
+        raise ConfigError(files.one_line(e.message)) from None
     out = state.output()
     for warning in converted.warnings:
         out.warning(files.one_line(warning))

@@ -665,3 +665,19 @@ def test_a_wait_for_links_from_a_shared_namespace_waits_for_the_start_and_says_s
         "a: stages: waits for another node's links, which composens waits for only in a container with namespaces "
         "of its own; it waits for that node's start",
     )
+
+
+def test_an_error_naming_what_the_file_holds_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "t.clab.yml").write_text('name: l\ntopology:\n  nodes:\n    "a\\nb": {kind: linux, image: i}\n'
+                                         '    "c\\nd": {kind: srl}\n')  # fmt: skip
+    done = cli("import", "t.clab.yml", cwd=tmp_path)
+    assert done.returncode == 3
+    assert done.stderr.splitlines() == [
+        r"composens: error: t.clab.yml: topology.nodes.c\nd: kind srl needs containerlab's own start-up (composens "
+        "runs linux nodes, and bridge, ovs-bridge and host ones as LANs and host ends)"
+    ]
+    (tmp_path / "t.clab.yml").write_text('name: l\ntopology:\n  nodes:\n    "a\\nb": {kind: linux, image: i}\n')
+    done = cli("import", "t.clab.yml", cwd=tmp_path)
+    assert done.stderr.splitlines() == [
+        r"composens: error: t.clab.yml: topology.nodes.a\nb: not a compose service name (letters, digits, '._-')"
+    ]

@@ -57,6 +57,14 @@ _UNITS = {"": 1, "b": 1, **{p: 1000**i for i, p in enumerate("kmgtpe", 1)},
 _PULL_POLICY = {"always": "always", "never": "never", "ifnotpresent": "missing"}  # types.go ParsePullPolicyValue
 
 
+class KindsRefused(ConfigError):
+    """The nodes composens cannot run, a line each."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
 @dataclass
 class _Service:
     spec: dict[str, Any]
@@ -272,7 +280,7 @@ def _refuse_kinds(resolved: Mapping[str, Mapping[str, Any]], source: str) -> Non
                 "(composens runs linux nodes, and bridge, ovs-bridge and host ones as LANs and host ends)"
             )
     if lines:
-        raise ConfigError("\n".join(lines))
+        raise KindsRefused(lines)
 
 
 def _naming(doc: Mapping[str, Any], lab: str, source: str, warnings: list[str]) -> str | None:

@@ -681,3 +681,9 @@ def test_an_error_naming_what_the_file_holds_is_one_line(tmp_path: Path) -> None
     assert done.stderr.splitlines() == [
         r"composens: error: t.clab.yml: topology.nodes.a\nb: not a compose service name (letters, digits, '._-')"
     ]
+
+
+def test_nodes_without_a_fixed_address_wait_only_where_docker_hands_out_addresses() -> None:
+    doc = lab({"a": {"kind": "linux", "image": "i", "mgmt-ipv4": "172.20.20.3"}, "b": {"kind": "linux", "image": "i"}})
+    assert import_doc(doc).document["services"]["b"]["depends_on"] == {"a": {"condition": "service_started"}}
+    assert "depends_on" not in import_doc(doc, mgmt=False).document["services"]["b"]  # --no-mgmt: no addresses

@@ -147,7 +147,7 @@ def import_topology(
     lan_section = _lans(lans, warnings)
     for name, service in services.items():
         _place_exec(name, service, resolved[name].get("exec", []), lab, warnings)
-    order = _order(resolved, services, source, warnings)
+    order = _order(resolved, services, lab, warnings)
     document: dict[str, Any] = {}
     project = _project_name(lab_name, warnings)
     if project:
@@ -703,8 +703,9 @@ def _magic(line: str, node: str, lab: _Lab) -> str:
 
 
 def _order(
-    resolved: Mapping[str, Mapping[str, Any]], services: Mapping[str, _Service], source: str, warnings: list[str]
+    resolved: Mapping[str, Mapping[str, Any]], services: Mapping[str, _Service], lab: _Lab, warnings: list[str]
 ) -> stages.Order:
+    source = lab.source
     order = stages.Order()
     for name, node in resolved.items():
         merged: stages.NodeStages = node.get("stages") or stages.NodeStages()
@@ -733,7 +734,8 @@ def _order(
                         f"{name}: stages: waits for {wait.node} to be healthy, which has no "
                         "healthcheck: compose refuses to start it (containerlab waits for ever)"
                     )
-    static = [n for n, s in services.items() if s.kind_mode == "mgmt" and s.mgmt_addresses]
+    addressed = lab.mgmt is not None and not lab.mgmt.docker_bridge  # a network that takes fixed addresses
+    static = [n for n, s in services.items() if s.kind_mode == "mgmt" and s.mgmt_addresses and addressed]
     for name, service in services.items():
         if service.kind_mode == "mgmt" and not service.mgmt_addresses:
             for other in static:  # so that docker hands no fixed address to another first (clab.go)

@@ -304,10 +304,11 @@ class LabCore:
         return {n: nodes[n] for n, t in targets.items() if n in nodes and nodes[n].netns == t.identity}
 
     def compose_for_up(self, topo: Topology) -> Compose:
-        """The compose that runs `up`: the project's own, or one whose waiting services start only once wired."""
+        """The compose that runs `up`: the project's own, or one whose waiting services start only once wired (and
+        delayed ones after their delay)."""
         from composens.system.run import startgate
 
-        if not startgate.waiting(topo):
+        if not startgate.waiting(topo) and not startgate.delayed(topo):
             return self.compose
         self.store.ensure_directory()
         return startgate.gated_compose(self.compose, topo, self.paths.state_dir)

@@ -25,7 +25,7 @@ HOST = "host"
 HUB = names.HUB_NODE  # the LANs' own namespace
 EXTENSION = "x-composens"
 TOP_LEVEL_KEYS = ("netns_prefix", "links", "lans", "hub", "host", "checks", "hosts", "vxlan")
-SERVICE_KEYS = ("netns", "addresses", "routes", "macs", "start_after_wiring", "exec", "host")
+SERVICE_KEYS = ("netns", "addresses", "routes", "macs", "start_after_wiring", "start_delay", "exec", "host")
 LINK_KEYS = ("endpoints", "mtu", "netem", "vni")
 LAN_KEYS = ("endpoints", "mtu", "netem", "vni")
 HOST_KEYS = ("addresses", "routes", "macs")
@@ -118,6 +118,7 @@ class Node:
     replicas: int = 1
     macs: Mapping[str, str] = field(default_factory=dict)  # declared per interface; the rest are derived
     start_after_wiring: int | None = None  # seconds its command waits for the wiring at most; None: no wait
+    start_delay: int = 0  # seconds its command waits after each start of its container (containerlab's startup-delay)
     exec: tuple[Command, ...] = ()  # x-composens.exec: run in the container, in order, once it is wired
 
     @property
@@ -332,6 +333,7 @@ def _parse_service(name: str, spec: Any, prefix: str, where: _Where) -> Node:
         replicas=_replicas(spec),
         macs=_parse_macs(ext.get("macs"), ext_where.at("macs")),
         start_after_wiring=_parse_start_after_wiring(ext.get("start_after_wiring"), ext_where.at("start_after_wiring")),
+        start_delay=_parse_start_delay(ext.get("start_delay"), ext_where.at("start_delay")),
         exec=_parse_exec(ext.get("exec"), ext_where.at("exec")),
     )
     if node.start_after_wiring is not None and not node.has_own_netns:
@@ -433,6 +435,15 @@ def _parse_start_after_wiring(value: Any, where: _Where) -> int | None:
     if isinstance(value, int) and 1 <= value <= 86400:
         return value
     raise where.error(f"{value!r} is not true, false or a limit in seconds (1 to 86400)")
+
+
+def _parse_start_delay(value: Any, where: _Where) -> int:
+    """Seconds from 0 to 86400."""
+    if value is None:
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 86400:
+        return value
+    raise where.error(f"{value!r} is not a delay in seconds (0 to 86400)")
 
 
 def _parse_macs(value: Any, where: _Where) -> dict[str, str]:
@@ -572,8 +583,9 @@ def _parse_lans(value: Any, services: Mapping[str, Node], where: _Where) -> tupl
         check_ifname(name, here)
         spec = _section(raw, here, LAN_KEYS)
         endpoints = spec.get("endpoints")
-        if not isinstance(endpoints, list) or len(endpoints) < 2:
-            raise here.at("endpoints").error("must list two or more 'SERVICE:IFNAME' endpoints")
+        # One member is a LAN too: a bridge with one port, as containerlab makes a bridge node with one link.
+        if not isinstance(endpoints, list) or not endpoints:
+            raise here.at("endpoints").error("must list one or more 'SERVICE:IFNAME' endpoints")
         members = tuple(_parse_endpoint(ep, services, here.at("endpoints").at(j)) for j, ep in enumerate(endpoints))
         netem = _conditions(spec["netem"], here.at("netem")) if spec.get("netem") is not None else None
         raw_lans.append((name, members, _parse_mtu(spec.get("mtu"), here.at("mtu")), netem))

@@ -78,9 +78,8 @@ class LabCore:
         me = hosts.which_host(topo.hosts, assigned, self.host, topo.source)
         device = next((name for name, addrs in here.addresses.items() if me.underlay in assigned_of(addrs)), None)
         link = here.links.get(device) if device else None
-        if link is None:  # chosen with --host on a machine that does not have its address: assume Ethernet's
-            return hosts.view(topo, topo.hosts, me, hosts.ASSUMED_MTU, "its underlay (not on this machine)")
-        return hosts.view(topo, topo.hosts, me, link.mtu, device or "")
+        # Chosen with --host on a machine that does not have its address: the file's underlay MTU is taken as said.
+        return hosts.view(topo, topo.hosts, me, link.mtu if link else None, device or "")
 
     def project_warnings(self, topo: Topology) -> list[str]:
         """What may make the hosts of a multi-host lab disagree: a project name compose derives from the folder."""

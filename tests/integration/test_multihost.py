@@ -32,6 +32,7 @@ class TwoHosts:
         self.host2 = host2
         self.port = random.randint(4790, 4999)  # this run's own UDP port: no other tunnel on the machine uses it
         self.folder2 = project.folder  # host 2 reads the same folder unless a test gives it its own
+        self.host2_mtu: int | None = None  # x-composens.hosts.h2.mtu, when a test declares it
 
     @property
     def name(self) -> str:
@@ -47,10 +48,11 @@ class TwoHosts:
         (self.folder2 / "docker-compose.yml").write_text(self._fill(text).replace("IMAGE", IMAGE))
 
     def _fill(self, text: str) -> str:
+        mtu = f", mtu: {self.host2_mtu}" if self.host2_mtu else ""
         head = (
             "x-composens:\n"
             f"  netns_prefix: {self.name}-\n"
-            f"  hosts: {{h1: {{underlay: {HOST1_UNDERLAY}}}, h2: {{underlay: {HOST2_UNDERLAY}}}}}\n"
+            f"  hosts: {{h1: {{underlay: {HOST1_UNDERLAY}}}, h2: {{underlay: {HOST2_UNDERLAY}{mtu}}}}}\n"
             f"  vxlan: {{port: {self.port}}}\n"
         )
         return head + text
@@ -245,11 +247,48 @@ def test_an_mtu_too_large_for_the_underlay_is_refused_before_anything_runs(lab: 
     )
     done = lab.on1("up", "-d", check=False)
     assert done.returncode == 3, done.stderr
-    assert "links[0].mtu: 9000 does not fit the underlay" in done.stderr
-    assert "has MTU 1500" in done.stderr
-    assert "so at most 1450" in done.stderr
+    assert (
+        "links[0].mtu: 9000 does not fit the underlay of host h1 (MTU 1500, x-composens.hosts.h1.mtu; VXLAN over "
+        "IPv4 takes 50 bytes), so at most 1450"
+    ) in done.stderr
     label = f"label=com.docker.compose.project={lab.name}"
     assert run("docker", "ps", "-aq", "--filter", label).stdout.strip() == ""
+
+
+def test_a_smaller_underlay_on_one_host_gives_both_ends_the_same_mtu(lab: TwoHosts) -> None:
+    """Issue 26, item 2: with host 2's underlay at 1400, host 1 gave its end 1450 and host 2 its end 1350."""
+    lab.host2.run("ip", "link", "set", "dev", lab.host2.far_if, "mtu", "1400")
+    try:
+        lab.write(LINK)
+        # The file says 1500 (undeclared): host 2, whose underlay is smaller, refuses before anything runs.
+        refused = lab.on2("up", "-d", check=False)
+        assert refused.returncode == 3, refused.stderr
+        assert (
+            f"x-composens.hosts.h2.mtu: host h2's underlay is smaller than the file says: {lab.host2.far_if} on this "
+            "machine has MTU 1400, the file 1500 (1500 when not declared); declare mtu: 1400 for h2"
+        ) in refused.stderr
+        label = f"label=com.docker.compose.project={lab.name}"
+        assert lab.host2.run("docker", "ps", "-aq", "--filter", label).stdout.strip() == ""
+        # Declared: each host works the same MTU out of the file, host 1 too, whose own underlay is 1500.
+        lab.host2_mtu = 1400
+        lab.write(LINK)
+        lab.on1("up", "-d")
+        lab.on2("up", "-d")
+        assert lab.link1("r1", "eth1")["mtu"] == 1350
+        far = json.loads(lab.in2("r2", "ip", "-j", "link", "show", "eth1").stdout)[0]
+        assert far["mtu"] == 1350
+        # A packet as large as the link carries crosses both ways (1350: 1322 bytes of ICMP data and 28 of headers).
+        for runner, service, address in ((lab.in1, "r1", "198.19.1.2"), (lab.in2, "r2", "198.19.1.1")):
+            wait_until(
+                f"{service} reaches {address} with a full-size packet",
+                lambda r=runner, s=service, a=address: (
+                    r(s, "busybox", "ping", "-c", "1", "-W", "1", "-s", "1322", a, check=False).returncode == 0
+                ),
+            )
+        assert lab.on1("plan", "--exit-code").returncode == 0
+        assert lab.on2("plan", "--exit-code").returncode == 0
+    finally:
+        lab.host2.run("ip", "link", "set", "dev", lab.host2.far_if, "mtu", "1500", check=False)
 
 
 def test_a_restart_on_host_2_heals_and_host_1_is_untouched(lab: TwoHosts) -> None:

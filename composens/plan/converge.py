@@ -352,8 +352,15 @@ class _Work:
             self._conflict(end, link)
             return
         wanted = live.Vxlan(tunnel.vni, tunnel.local, tunnel.remotes[0].underlay, tunnel.port)
-        # A LAN's port is also its FDB entries towards the other hosts: its MAC stands for them (hosts.view).
-        same_port = tunnel.lan is None or link is None or link.mac == want.mac
+        # A LAN's port is also its FDB entries towards the other hosts: its MAC stands for them (hosts.view), and so
+        # do the entries the record says composens appended (where it knows them), which a rollback puts back.
+        appended = self.record(end.node).interfaces.get(end.ifname)
+        further = sorted(host.underlay for host in tunnel.remotes[1:])
+        same_port = (
+            tunnel.lan is None
+            or link is None
+            or (link.mac == want.mac and (appended is None or appended.fdb is None or sorted(appended.fdb) == further))
+        )
         if link is not None and link.kind == "vxlan" and link.vxlan == wanted and same_port:
             return
         if link is None:
@@ -421,6 +428,10 @@ class _Work:
         elif link.vxlan is not None and link.vxlan.local is not None and link.vxlan.remote is not None:
             vni, local, remote, port = link.vxlan.vni, link.vxlan.local, link.vxlan.remote, link.vxlan.port
             restore.append(ch.CreateVxlan(end, vni, local, remote, port, link.mtu, link.mac))
+            # Its head-end replication to the third and further hosts: the FDB entries composens appended to it.
+            claim = self.record(end.node).interfaces.get(end.ifname)
+            appended = claim.fdb if claim is not None else None
+            restore += [ch.AppendFdb(end.node, end.ifname, host) for host in appended or ()]
         elif peer is not None:
             peer_mac = links[1][1].mac
             mtu = link.mtu if link.mtu != VETH_MTU else None

@@ -33,6 +33,7 @@ class TwoHosts:
         self.port = random.randint(4790, 4999)  # this run's own UDP port: no other tunnel on the machine uses it
         self.folder2 = project.folder  # host 2 reads the same folder unless a test gives it its own
         self.host2_mtu: int | None = None  # x-composens.hosts.h2.mtu, when a test declares it
+        self.more_hosts = ""  # further hosts (no machine behind them: only their underlay addresses matter)
 
     @property
     def name(self) -> str:
@@ -52,7 +53,7 @@ class TwoHosts:
         head = (
             "x-composens:\n"
             f"  netns_prefix: {self.name}-\n"
-            f"  hosts: {{h1: {{underlay: {HOST1_UNDERLAY}}}, h2: {{underlay: {HOST2_UNDERLAY}{mtu}}}}}\n"
+            f"  hosts: {{h1: {{underlay: {HOST1_UNDERLAY}}}, h2: {{underlay: {HOST2_UNDERLAY}{mtu}}}{self.more_hosts}}}\n"
             f"  vxlan: {{port: {self.port}}}\n"
         )
         return head + text
@@ -382,3 +383,56 @@ def test_a_host_left_with_no_service_takes_down_its_part_of_a_lan(lab: TwoHosts)
     assert lab.host2.run("ip", "-o", "link", "show", "type", "vxlan").stdout == ""
     lab.on1("up", "-d")
     wait_until("m1 reaches m3 on one host", lambda: pings(lab.in1, "m1", "198.19.2.3"))
+
+
+HOST3_UNDERLAY = "198.18.200.3"  # a third host's address: nothing answers there, host 1 only replicates to it
+THREE = """\
+  lans:
+    core: {endpoints: [m1:lan0, m2:lan0, m3:lan0]}
+services:
+  m1:
+    image: IMAGE
+    command: sleep 3600
+    networks: [lab]
+    x-composens: {host: h1, addresses: {lan0: [198.19.2.1/24]}}
+  m2: {image: IMAGE, command: sleep 3600, network_mode: none, x-composens: {host: h2}}
+  m3: {image: IMAGE, command: sleep 3600, network_mode: none, x-composens: {host: h3}}
+networks:
+  lab:
+    ipam: {config: [{subnet: 198.19.78.0/24}]}
+"""
+
+
+def replication(lab: TwoHosts) -> list[str]:
+    """Where host 1's VXLAN port of LAN core sends broadcast, unknown unicast and multicast: its all-zero entries."""
+    text = run("bridge", "-n", lab.name, "-j", "fdb", "show", "dev", "vx.core").stdout
+    return sorted(e["dst"] for e in json.loads(text) if e.get("mac") == "00:00:00:00:00:00" and "dst" in e)
+
+
+def test_a_run_undone_puts_a_lan_ports_replication_to_a_third_host_back(lab: TwoHosts) -> None:
+    """Issue 26, item 8: the rollback made the port again without its `bridge fdb append` entries."""
+    lab.more_hosts = f", h3: {{underlay: {HOST3_UNDERLAY}}}"
+    lab.write(THREE)
+    lab.on1("up", "-d")
+    assert replication(lab) == [HOST2_UNDERLAY, HOST3_UNDERLAY]
+    port = json.loads(run("ip", "-n", lab.name, "-j", "link", "show", "vx.core").stdout)[0]
+    # m3 moves to h2 (so the port is made again, replicating to h2 only), and a route the kernel refuses on lan0
+    # (its gateway is on m1's docker network) fails the run after that: it is undone.
+    edited = THREE.replace("x-composens: {host: h3}", "x-composens: {host: h2}").replace(
+        "addresses: {lan0: [198.19.2.1/24]}}",
+        "addresses: {lan0: [198.19.2.1/24]}, routes: [198.18.7.0/24 via 198.19.78.200 dev lan0]}",
+    )
+    lab.write(edited)
+    failed = lab.on1("netns", "link", check=False)
+    assert failed.returncode == 7, failed.stderr
+    assert "route add 198.18.7.0/24 via 198.19.78.200 dev lan0` failed" in failed.stderr
+    assert failed.stderr.rstrip().endswith("the lab is as it was before"), failed.stderr
+    again = json.loads(run("ip", "-n", lab.name, "-j", "link", "show", "vx.core").stdout)[0]
+    assert again["ifindex"] != port["ifindex"]  # made again by the rollback ...
+    assert (again["address"], again["master"]) == (port["address"], "core")  # ... as it was
+    assert replication(lab) == [HOST2_UNDERLAY, HOST3_UNDERLAY]  # with its entry towards h3
+    # The file put back: the lab matches it, head-end replication to h3 included.
+    lab.write(THREE)
+    assert lab.on1("plan", "--exit-code").returncode == 0
+    lab.on1("netns", "link")
+    assert replication(lab) == [HOST2_UNDERLAY, HOST3_UNDERLAY]

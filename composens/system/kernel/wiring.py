@@ -154,7 +154,11 @@ class _Run:
                 case ch.CreateBridge(node, name):
                     self.records[node].interfaces[name] = Claim(None)
                 case ch.CreateVxlan(end):
-                    self.records[end.node].interfaces[end.ifname] = Claim(None)
+                    self.records[end.node].interfaces[end.ifname] = Claim(None, fdb=())
+                case ch.AppendFdb(node, ifname, remote):
+                    port = self.records[node].interfaces.get(ifname)
+                    if port is not None and remote not in (port.fdb or ()):
+                        port.fdb = (*(port.fdb or ()), remote)
                 case ch.AddAddress(node, ifname, address):
                     self.records[node].addresses.setdefault(ifname, set()).add(address)
                 case ch.AddRoute(node, route):
@@ -177,6 +181,10 @@ class _Run:
                 self.records[node].interfaces.pop(name, None)
             case ch.CreateVxlan(end) if not ran:
                 self.records[end.node].interfaces.pop(end.ifname, None)
+            case ch.AppendFdb(node, ifname, remote) if not ran:
+                port = self.records[node].interfaces.get(ifname)
+                if port is not None and port.fdb is not None:
+                    port.fdb = tuple(r for r in port.fdb if r != remote)
             case ch.DeleteLink(node, ifname, peer) if ran:
                 self.records[node].forget(ifname)
                 if peer is not None and peer.node in self.records:
@@ -474,13 +482,18 @@ class _Run:
                 elif isinstance(step, ch.CreateBridge):
                     remade.setdefault(step.node, {})[step.name] = Claim(None)
                 elif isinstance(step, ch.CreateVxlan):
-                    remade.setdefault(step.end.node, {})[step.end.ifname] = Claim(None)
+                    remade.setdefault(step.end.node, {})[step.end.ifname] = Claim(None, fdb=())
             self.claim(c for c in undo if isinstance(c, ch.MAKES_INTERFACE))  # before they exist
             for step in undo:
                 try:
                     self._wave([step])
                 except (_Failed, WiringError) as e:
                     failures.append(str(e))
+                    continue
+                if isinstance(step, ch.AppendFdb) and step.ifname in remade.get(step.node, {}):
+                    # The port made again replicates to that host again: its record says so.
+                    port = remade[step.node][step.ifname]
+                    port.fdb = (*(port.fdb or ()), step.remote)
         self.ran = []
         # The record goes back to what it said before the run (so nothing a rollback put back is taken for
         # composens' that was not), with what was made again claimed afresh: it has new ifindexes.

@@ -7,6 +7,7 @@ of start-up) is imported only where a lab has links to read or change.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections import Counter
@@ -337,9 +338,9 @@ class LabCore:
             report.entries = netns.link(self.directory, state, topo.project, wanted, services)
             if not wire:
                 return report
-            targets = self._wire(topo, state, running, services, report)
+            targets, in_line = self._wire(topo, state, running, services, report)
             starts = [w for w in running if w.inode is not None]
-            wired = [w for w in starts if _wired(topo, w.container.service, targets)]
+            wired = [w for w in starts if self._ready(topo, w, services, targets, in_line)]
         if any(node.exec for node in topo.services.values()):  # outside the lock: commands may take their time
             from composens.system.run import execs
 
@@ -357,25 +358,35 @@ class LabCore:
         )  # after its exec commands: a command may rely on what they set up
         return report
 
+    @staticmethod
+    def _ready(
+        topo: Topology, w: Wanted, services: set[str], targets: Mapping[str, Target], in_line: Callable[[str], bool]
+    ) -> bool:
+        """Tell whether a start is wired, so that its exec commands may run and its gate open: its pairs were
+        converged by this run (a service it was asked about), or else are found as the file declares them. A
+        service whose wiring an earlier run rolled back has namespaces to reach, but not its interfaces."""
+        service = w.container.service
+        if not _wired(topo, service, targets):
+            return False
+        if service in services or not (topo.services[service].exec or _gated(topo, w)):
+            return True  # converged by this run; or nothing waits on it
+        return in_line(service)
+
     def _open_gates(self, topo: Topology, starts: list[Wanted], wired: list[Wanted], listed_at: float) -> None:
         """Let the waiting services whose namespace is wired now start their commands."""
         from composens.system.run import startgate
 
-        waiting = startgate.waiting(topo)
-
-        def gated(w: Wanted) -> bool:  # by the file, or by the label of a container made with the wait
-            return w.container.service in waiting or startgate.GATED_LABEL in w.container.labels
-
-        ours = [(w.inode, w.container.pid) for w in starts if gated(w) and w.inode]
+        ours = [(w.inode, w.container.pid) for w in starts if _gated(topo, w) and w.inode]
         if not ours:
             return
-        opened = [(w.inode, w.container.pid) for w in wired if gated(w) and w.inode]
+        opened = [(w.inode, w.container.pid) for w in wired if _gated(topo, w) and w.inode]
         startgate.release(self.paths.state_dir, topo.project, opened, ours, listed_at)
 
     def _wire(
         self, topo: Topology, state: State, running: list[Wanted], services: set[str], report: LinkReport
-    ) -> dict[str, Target]:
-        """Converge the wiring that touches `services`; return the namespaces it could reach."""
+    ) -> tuple[dict[str, Target], Callable[[str], bool]]:
+        """Converge the wiring that touches `services`; return the namespaces it could reach, and what tells
+        whether another service's wiring is found in line with the file (as the run left the namespaces)."""
         old_hubs = [
             n for n, h in state.hubs.items() if h.project == topo.project and (topo.hub is None or n != topo.hub.netns)
         ]
@@ -388,19 +399,22 @@ class LabCore:
                 wiring.prepare_hub(str(self.directory.path(topo.hub.netns)))
         record = state.projects.get(topo.project)
         targets: dict[str, Target] = {}
+        in_line: Callable[[str], bool] = lambda service: True  # noqa: E731 - no pair anywhere: nothing to wire
         if topo.pairs() or topo.tunnels or (record and not record.empty()):
+            from composens.plan import converge
             from composens.system.kernel import wiring
 
             targets = self._targets(topo, state, running)
             scope = self._scope(topo, state, targets, services)
             result = wiring.converge_lab(topo, scope, targets, state.project(topo.project), state.save)
             report.wired, report.unwired = result.done, result.unwired
+            in_line = functools.partial(converge.in_line, topo, result.state, result.records, scope)
         if services >= set(topo.services):
             for name in old_hubs:
                 report.entries.append(netns.remove_hub(self.directory, state, topo.project, name, "no longer declared"))
             if old_hubs and not topo.lans:
                 state.project(topo.project).nodes.pop(HUB, None)  # what was made there went with it
-        return targets
+        return targets, in_line
 
     def plan(self, topo: Topology, services: set[str] | None, *, full: bool) -> tuple[list[PlanLine], list[str]]:
         """The commands that would bring the lab to its file: against the live lab, or from scratch.
@@ -565,6 +579,13 @@ def _wired(topo: Topology, service: str, targets: Mapping[str, Target]) -> bool:
     ends = [ep.node for pair in topo.pairs() if service in (pair.a.node, pair.b.node) for ep in (pair.a, pair.b)]
     ends += [t.end.node for t in topo.tunnels if t.end.node == service]
     return all(node in targets for node in ends)
+
+
+def _gated(topo: Topology, w: Wanted) -> bool:
+    """Tell whether a start waits for its wiring: by the file, or by the label of a container made with the wait."""
+    from composens.system.run import startgate
+
+    return w.container.service in startgate.waiting(topo) or startgate.GATED_LABEL in w.container.labels
 
 
 def not_running(topo: Topology, services: set[str], containers: list[Container]) -> tuple[str, ...]:

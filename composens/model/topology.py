@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
@@ -119,6 +119,9 @@ class Node:
     macs: Mapping[str, str] = field(default_factory=dict)  # declared per interface; the rest are derived
     start_after_wiring: int | None = None  # seconds its command waits for the wiring at most; None: no wait
     exec: tuple[Command, ...] = ()  # x-composens.exec: run in the container, in order, once it is wired
+    # compose's depends_on (links, network_mode: service:X and volumes_from among them, as compose config writes
+    # them): each service it depends on, and whether compose restarts this one when that one restarts
+    depends_on: Mapping[str, bool] = field(default_factory=dict)
 
     @property
     def has_own_netns(self) -> bool:
@@ -201,6 +204,22 @@ class Topology:
     @property
     def wired_services(self) -> tuple[str, ...]:
         return tuple(s for s in self.services if s in self._interfaces)
+
+    def started_with(self, services: Iterable[str], *, dependencies: bool, dependents: bool) -> set[str]:
+        """The services compose starts or restarts along with `services` (`up`, `start`, `restart` naming them):
+        with `dependencies`, those they depend on, and with `dependents`, those that depend on one of these with
+        `restart: true` (compose restarts them with it); transitively, among this file's services."""
+        found = set(services)
+        while True:
+            more = set()
+            for name, node in self.services.items():
+                if name in found and dependencies:
+                    more |= {d for d in node.depends_on if d in self.services}
+                if name not in found and dependents and any(r and d in found for d, r in node.depends_on.items()):
+                    more.add(name)
+            if more <= found:
+                return found
+            found |= more
 
 
 # --------------------------------------------------------------------------- parsing
@@ -333,6 +352,7 @@ def _parse_service(name: str, spec: Any, prefix: str, where: _Where) -> Node:
         macs=_parse_macs(ext.get("macs"), ext_where.at("macs")),
         start_after_wiring=_parse_start_after_wiring(ext.get("start_after_wiring"), ext_where.at("start_after_wiring")),
         exec=_parse_exec(ext.get("exec"), ext_where.at("exec")),
+        depends_on=_depends_on(spec.get("depends_on")),
     )
     if node.start_after_wiring is not None and not node.has_own_netns:
         raise ext_where.at("start_after_wiring").error(
@@ -352,6 +372,15 @@ def _parse_service(name: str, spec: Any, prefix: str, where: _Where) -> Node:
 _HOST_SERVICE = (
     "a service called host cannot be wired: 'host' in endpoints names the host's own namespace; rename the service"
 )
+
+
+def _depends_on(value: Any) -> dict[str, bool]:
+    """compose's depends_on, a list or (as compose config writes it) a mapping: service -> `restart: true`."""
+    if isinstance(value, list):
+        return {str(name): False for name in value}
+    if isinstance(value, dict):
+        return {str(name): isinstance(spec, dict) and spec.get("restart") is True for name, spec in value.items()}
+    return {}
 
 
 def _parse_exec(value: Any, where: _Where) -> tuple[Command, ...]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from composens.model.conditions import Conditions
@@ -118,6 +118,15 @@ def from_scratch(topo: Topology, services: frozenset[str] | None = None) -> Diff
 
     nodes = {HOST, *topo.services} | ({HUB} if topo.hub is not None else set())
     return diff(topo, dict.fromkeys(nodes, live.EMPTY), {}, Scope(frozenset(nodes), services))
+
+
+def in_line(
+    topo: Topology, state: Mapping[str, LiveNamespace], records: Mapping[str, NodeRecord], scope: Scope, service: str
+) -> bool:
+    """Tell whether every pair and VXLAN end of `service` is found as the file declares it: both ends' namespaces
+    there, nothing to make, change or remove for it. (A service whose wiring a failed run rolled back is not.)"""
+    found = diff(topo, state, records, replace(scope, chosen=frozenset({service})))
+    return not (found.changes or found.unwired or found.conflicts or found.problems)
 
 
 def full_plan(topo: Topology, services: frozenset[str] | None = None) -> tuple[list[str], list[str]]:

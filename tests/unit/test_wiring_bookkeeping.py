@@ -367,3 +367,26 @@ def test_a_claims_fdb_entries_survive_the_record_on_disk() -> None:
     broken = state.to_json().replace('"198.18.200.3"', '"not-an-address"')
     with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 address"):
         State.from_json(broken)
+
+
+def test_a_service_whose_wiring_was_rolled_back_is_not_found_in_line(kernel: Kernel) -> None:
+    """Issue 26, item 4: what a later run judges before it opens a service's gate or runs its exec commands."""
+    topo = parse(pair())
+    targets = kernel.targets(topo)
+    scope = converge.Scope(frozenset(targets), qdiscs=True)
+    record = ProjectRecord()
+    kernel.refuse = lambda change: "boom" if isinstance(change, ch.AddAddress) and change.node == "b" else None
+    with pytest.raises(WiringError, match="the lab is as it was before"):
+        wiring.converge_lab(topo, scope, targets, record, lambda: None)
+    kernel.refuse = lambda change: None
+    # A run asked about c only changes nothing of a and b: their namespaces are there, their pair is not.
+    only_c = converge.Scope(frozenset(targets), frozenset({"c"}), qdiscs=True)
+    done = wiring.converge_lab(topo, only_c, targets, record, lambda: None)
+    assert done.done == []
+    assert not converge.in_line(topo, done.state, done.records, only_c, "a")
+    assert not converge.in_line(topo, done.state, done.records, only_c, "b")
+    assert converge.in_line(topo, done.state, done.records, only_c, "c")  # nothing declared for it
+    whole = wiring.converge_lab(topo, scope, targets, record, lambda: None)
+    assert whole.done
+    assert converge.in_line(topo, whole.state, whole.records, only_c, "a")
+    assert converge.in_line(topo, whole.state, whole.records, only_c, "b")

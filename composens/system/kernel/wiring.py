@@ -97,6 +97,10 @@ def run_batch(netns: str | None, lines: list[str], tool: str = "ip", *, read_bac
 class WiringReport:
     done: list[str] = field(default_factory=list)  # the commands of what changed
     unwired: list[str] = field(default_factory=list)
+    # The namespaces and their records as the run left them (read back after its changes): what the services
+    # the run was not asked about are judged wired by, before their gates open and their exec commands run.
+    state: dict[str, LiveNamespace] = field(default_factory=dict)
+    records: dict[str, NodeRecord] = field(default_factory=dict)
 
 
 class _Failed(Exception):
@@ -572,6 +576,7 @@ def _converge_once(
         if plan.conflicts:
             raise ConflictError(plan.conflicts[0])
         _apply(run, plan, scope)
+        run.report.state, run.report.records = run.state, run.records
     finally:
         run.close()
     return run.report

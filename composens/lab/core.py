@@ -32,6 +32,7 @@ from composens.system.docker.options import COMPOSE_FILE_NAMES
 from composens.system.kernel import netns
 from composens.system.kernel.netns import NetnsDirectory
 from composens.system.record.store import StateStore
+from composens.system.world import WORLD
 
 if TYPE_CHECKING:
     from composens.model.conditions import Conditions
@@ -68,7 +69,8 @@ class LabCore:
 
     def load(self, *, whole: bool = False) -> Topology:
         """Read and validate the project's configuration: over several hosts, the part this one runs (or all)."""
-        topo = declared.parse(self.compose.essentials(), source=self.compose.options.source_label())
+        machine: str | None = WORLD.read("machine-id")  # the salt of the MACs derived on this machine
+        topo = declared.parse(self.compose.essentials(), source=self.compose.options.source_label(), machine=machine)
         if topo.hosts is None or whole:
             return topo
         from composens.model import hosts

@@ -20,6 +20,7 @@ from typing import Any
 from composens.model.conditions import Conditions
 from composens.model.errors import ConfigError
 from composens.model.macs import derive as derive_mac
+from composens.model.macs import salt_for
 from composens.model.names import valid_ifname, valid_netns_name
 from composens.model.topology import EXTENSION, HOST, HUB, Endpoint, Lan, Link, Topology
 
@@ -437,7 +438,8 @@ def view(topo: Topology, hosts: Hosts, me: Host, underlay_mtu: int | None = None
     # A LAN's port is named alike on every host: its MAC is salted with the host, so no two ports of one segment
     # share one, and with the hosts it replicates to, so a change of those (which live in FDB entries composens
     # does not read back) makes the port again.
-    ports = {t.end: derive_mac(topo.project, f"{HUB}@{me.name}", _port_key(t)) for t in tunnels if t.lan}
+    salt = salt_for(topo.mac_salt, me.underlay, None)
+    ports = {t.end: derive_mac(topo.project, f"{HUB}@{me.name}", _port_key(t), salt=salt) for t in tunnels if t.lan}
     found = replace(
         topo,
         macs={**topo.macs, **ports},

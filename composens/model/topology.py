@@ -24,7 +24,7 @@ from composens.model.names import IFNAMSIZ, NETNS_NAME_MAX, valid_ifname, valid_
 HOST = "host"
 HUB = names.HUB_NODE  # the LANs' own namespace
 EXTENSION = "x-composens"
-TOP_LEVEL_KEYS = ("netns_prefix", "links", "lans", "hub", "host", "checks", "hosts", "vxlan")
+TOP_LEVEL_KEYS = ("netns_prefix", "links", "lans", "hub", "host", "checks", "hosts", "vxlan", "mac_salt")
 SERVICE_KEYS = ("netns", "addresses", "routes", "macs", "start_after_wiring", "exec", "host")
 LINK_KEYS = ("endpoints", "mtu", "netem", "vni")
 LAN_KEYS = ("endpoints", "mtu", "netem", "vni")
@@ -144,6 +144,7 @@ class Topology:
     hub: Node | None = None  # present when the project declares LANs
     checks: tuple[Any, ...] = ()  # composens.model.checks.Check, parsed there
     macs: Mapping[Endpoint, str] = field(default_factory=dict)  # every end composens makes: declared or derived
+    mac_salt: str | None = None  # x-composens.mac_salt: the salt of every derived MAC (None: the machine's)
     hosts: Any = None  # composens.model.hosts.Hosts, when the file places services on several machines
     this_host: str | None = None  # in the view from one host (hosts.view): its name
     tunnels: tuple[Any, ...] = ()  # that host's VXLAN ends (composens.model.hosts.Tunnel)
@@ -281,15 +282,23 @@ def parse_declared(config: Mapping[str, Any], *, source: str) -> tuple[Topology,
     lans = _parse_lans(top.get("lans"), services, where_top.at("lans"))
     topo = Topology(project, source, prefix, services, host, links, lans)
     _check_wiring(topo)
+    if "mac_salt" in top:
+        from composens.model.macs import MacError, parse_salt
+
+        try:
+            topo = replace(topo, mac_salt=parse_salt(top["mac_salt"]))
+        except MacError as e:
+            raise where_top.at("mac_salt").error(str(e)) from None
     return topo, top
 
 
-def with_hub_and_macs(topo: Topology, top: Mapping[str, Any]) -> Topology:
-    """The project's hub (where it has LANs) and every end's MAC, once its hosts are known."""
+def with_hub_and_macs(topo: Topology, top: Mapping[str, Any], salts: Mapping[Endpoint, str] | None = None) -> Topology:
+    """The project's hub (where it has LANs) and every end's MAC (derived ones with the salt of the machine each
+    end is on, `salts`), once its hosts are known."""
     if topo.lans:
         where = _Where(topo.source, EXTENSION).at("hub")
         topo = replace(topo, hub=_parse_hub(top.get("hub"), topo.project, topo.services, where))
-    return replace(topo, macs=_assign_macs(topo))
+    return replace(topo, macs=_assign_macs(topo, salts or {}))
 
 
 def essentials(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -482,14 +491,15 @@ def _parse_macs(value: Any, where: _Where) -> dict[str, str]:
     return parsed
 
 
-def _assign_macs(topo: Topology) -> dict[Endpoint, str]:
+def _assign_macs(topo: Topology, salts: Mapping[Endpoint, str]) -> dict[Endpoint, str]:
     from composens.model.macs import assign
 
     ends = [(ep.node, ep.ifname) for pair in topo.pairs() for ep in (pair.a, pair.b)]
     declared = {
         (node.name, ifname): mac for node in (*topo.services.values(), topo.host) for ifname, mac in node.macs.items()
     }
-    macs = assign(topo.project, ends, declared, source=f"{topo.source}: {EXTENSION}")
+    salted = {(end.node, end.ifname): salt for end, salt in salts.items()}
+    macs = assign(topo.project, ends, declared, source=f"{topo.source}: {EXTENSION}", salts=salted)
     return {Endpoint(node, ifname): mac for (node, ifname), mac in macs.items()}
 
 

@@ -99,6 +99,37 @@ services:
     assert first_ping(project, "a", "198.18.4.2")
 
 
+SALTED = """
+x-composens:
+  netns_prefix: {name}-
+  {salt}
+  links: [{{endpoints: ["a:eth1", "host:{name}h"]}}]
+services:
+  a: {{image: IMAGE, network_mode: none}}
+"""
+
+
+def test_derived_macs_are_salted_with_this_machines_id_unless_the_file_says(project: Project) -> None:
+    """Issue 26, item 9: a project of the same name on another machine derived the very same MACs."""
+    from composens.model import macs
+
+    project.write(SALTED.format(name=project.name, salt="# mac_salt: the machine's id"))
+    project.cli("up", "-d")
+    machine = Path("/etc/machine-id").read_text().strip()
+    host_end = json.loads(run("ip", "-j", "link", "show", f"{project.name}h").stdout)[0]["address"]
+    # Not what the project alone gives (what every machine derived before), but salted with this machine's id.
+    assert mac(project, "a", "eth1") != macs.derive(project.name, "a", "eth1")
+    assert host_end != macs.derive(project.name, "host", f"{project.name}h")
+    assert mac(project, "a", "eth1") == macs.derive(project.name, "a", "eth1", salt=f"machine {machine}")
+    assert host_end == macs.derive(project.name, "host", f"{project.name}h", salt=f"machine {machine}")
+    # Declared: an empty salt derives them from the project alone (the same on every machine), changed in place.
+    project.write(SALTED.format(name=project.name, salt="mac_salt: ''"))
+    assert project.cli("plan", "--exit-code", check=False).returncode == 2
+    project.cli("up", "-d")
+    assert mac(project, "a", "eth1") == macs.derive(project.name, "a", "eth1")
+    assert project.cli("plan", "--exit-code").returncode == 0
+
+
 WAITING = """
 x-composens:
   netns_prefix: {name}-

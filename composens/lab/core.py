@@ -401,7 +401,7 @@ class LabCore:
                 wiring.prepare_hub(str(self.directory.path(topo.hub.netns)))
         record = state.projects.get(topo.project)
         targets: dict[str, Target] = {}
-        in_line: Callable[[str], bool] = lambda service: True  # noqa: E731 - no pair anywhere: nothing to wire
+        in_line: Callable[[str], bool] = _nothing_declared  # no pair anywhere: nothing to find out of line
         if topo.pairs() or topo.tunnels or (record and not record.empty()):
             from composens.plan import converge
             from composens.system.kernel import wiring
@@ -581,6 +581,10 @@ def _wired(topo: Topology, service: str, targets: Mapping[str, Target]) -> bool:
     ends = [ep.node for pair in topo.pairs() if service in (pair.a.node, pair.b.node) for ep in (pair.a, pair.b)]
     ends += [t.end.node for t in topo.tunnels if t.end.node == service]
     return all(node in targets for node in ends)
+
+
+def _nothing_declared(service: str) -> bool:
+    return True
 
 
 def _gated(topo: Topology, w: Wanted) -> bool:

@@ -39,7 +39,7 @@ def _mac_salts(topo: Topology, machine: str | None) -> dict[Endpoint, str]:
         others = [placed[end.node] for end in (pair.a, pair.b) if end.node in placed]
         others += [lan_hosts[end.ifname] for end in (pair.a, pair.b) if end.node == HUB and end.ifname in lan_hosts]
         for end in (pair.a, pair.b):
-            machine_of = placed.get(end.node) or next(iter(others), None)
-            underlay = topo.hosts.hosts[machine_of].underlay if topo.hosts is not None and machine_of else None
+            host_name = placed.get(end.node) or next(iter(others), None)
+            underlay = topo.hosts.hosts[host_name].underlay if topo.hosts is not None and host_name else None
             found[end] = salt_for(topo.mac_salt, underlay, machine)
     return found

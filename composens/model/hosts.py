@@ -32,7 +32,7 @@ DEFAULT_PORT = 4789  # IANA's VXLAN port
 UNDERLAY_MTU = 1500  # a host's underlay MTU when the file declares none: Ethernet's
 VNI_MAX = 2**24 - 1
 OVERHEAD = {4: 50, 6: 70}  # VXLAN, UDP, IP and the inner Ethernet header over an IPv4 or IPv6 underlay
-LINK_MTU_MIN, LINK_MTU_MAX = 68, 65535  # what a link's `mtu` may be (topology.py)
+LINK_MTU_MIN, LINK_MTU_MAX = 68, 65535  # what a link's `mtu` may be (as topology.py checks it)
 
 
 @dataclass(frozen=True)
@@ -383,7 +383,8 @@ def check_underlay(topo: Topology, me: Host, underlay_mtu: int | None, underlay_
     fits = underlay_mtu - OVERHEAD[me.family]
     raise ConfigError(
         f"{topo.source}: {EXTENSION}.{HOSTS_KEY}.{me.name}.mtu: host {me.name}'s underlay is smaller than the file "
-        f"says: {underlay_dev} on this machine has MTU {underlay_mtu}, the file {me.mtu} (1500 when not declared); "
+        f"says: {underlay_dev} on this machine has MTU {underlay_mtu}, the file {me.mtu} ({UNDERLAY_MTU} when not "
+        "declared); "
         f"declare mtu: {underlay_mtu} for {me.name}, and every host gives the links and LANs that cross it at most "
         f"{fits}"
     )

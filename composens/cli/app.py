@@ -77,7 +77,13 @@ def run_passthrough(app: App, command: str, args: list[str]) -> int:
         return app.compose().run([command, *args])
     lab = app.lab()
     topo = lab.load()
-    services = lab.select(topo, service_args(command, args))
+    named = service_args(command, args)
+    services = lab.select(topo, named)
+    if named and command in RELINK_AFTER:
+        # compose starts what they depend on too (start), and restarts what depends on them with restart: true
+        # (restart, unless --no-deps): those have new namespaces to link and wire as well.
+        start = command == "start"
+        services = topo.started_with(services, dependencies=start, dependents=start or "--no-deps" not in args)
     out = app.output()
     if command in UNLINK_BEFORE and "--dry-run" not in args:
         out.entry_changes(lab.unlink(topo, services))

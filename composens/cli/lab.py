@@ -29,7 +29,10 @@ def up(
     args = list(ctx.args)
     lab = state.lab()
     topo = lab.load()
-    services = lab.select(topo, service_args("up", args))
+    named = service_args("up", args)
+    services = lab.select(topo, named)
+    if named:  # compose starts what they depend on too, and restarts what depends on them with restart: true
+        services = topo.started_with(services, dependencies="--no-deps" not in args, dependents=True)
     out = state.output()
     for warning in lab.project_warnings(topo):
         out.warning(warning)

@@ -7,6 +7,7 @@ of start-up) is imported only where a lab has links to read or change.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections import Counter
@@ -31,6 +32,7 @@ from composens.system.docker.options import COMPOSE_FILE_NAMES
 from composens.system.kernel import netns
 from composens.system.kernel.netns import NetnsDirectory
 from composens.system.record.store import StateStore
+from composens.system.world import WORLD
 
 if TYPE_CHECKING:
     from composens.model.conditions import Conditions
@@ -67,7 +69,8 @@ class LabCore:
 
     def load(self, *, whole: bool = False) -> Topology:
         """Read and validate the project's configuration: over several hosts, the part this one runs (or all)."""
-        topo = declared.parse(self.compose.essentials(), source=self.compose.options.source_label())
+        machine: str | None = WORLD.read("machine-id")  # the salt of the MACs derived on this machine
+        topo = declared.parse(self.compose.essentials(), source=self.compose.options.source_label(), machine=machine)
         if topo.hosts is None or whole:
             return topo
         from composens.model import hosts
@@ -78,9 +81,8 @@ class LabCore:
         me = hosts.which_host(topo.hosts, assigned, self.host, topo.source)
         device = next((name for name, addrs in here.addresses.items() if me.underlay in assigned_of(addrs)), None)
         link = here.links.get(device) if device else None
-        if link is None:  # chosen with --host on a machine that does not have its address: assume Ethernet's
-            return hosts.view(topo, topo.hosts, me, hosts.ASSUMED_MTU, "its underlay (not on this machine)")
-        return hosts.view(topo, topo.hosts, me, link.mtu, device or "")
+        # Chosen with --host on a machine that does not have its address: the file's underlay MTU is taken as said.
+        return hosts.view(topo, topo.hosts, me, link.mtu if link else None, device or "")
 
     def project_warnings(self, topo: Topology) -> list[str]:
         """What may make the hosts of a multi-host lab disagree: a project name compose derives from the folder."""
@@ -339,9 +341,9 @@ class LabCore:
             report.entries = netns.link(self.directory, state, topo.project, wanted, services)
             if not wire:
                 return report
-            targets = self._wire(topo, state, running, services, report)
+            targets, in_line = self._wire(topo, state, running, services, report)
             starts = [w for w in running if w.inode is not None]
-            wired = [w for w in starts if _wired(topo, w.container.service, targets)]
+            wired = [w for w in starts if self._ready(topo, w, services, targets, in_line)]
         if any(node.exec for node in topo.services.values()):  # outside the lock: commands may take their time
             from composens.system.run import execs
 
@@ -359,25 +361,35 @@ class LabCore:
         )  # after its exec commands: a command may rely on what they set up
         return report
 
+    @staticmethod
+    def _ready(
+        topo: Topology, w: Wanted, services: set[str], targets: Mapping[str, Target], in_line: Callable[[str], bool]
+    ) -> bool:
+        """Tell whether a start is wired, so that its exec commands may run and its gate open: its pairs were
+        converged by this run (a service it was asked about), or else are found as the file declares them. A
+        service whose wiring an earlier run rolled back has namespaces to reach, but not its interfaces."""
+        service = w.container.service
+        if not _wired(topo, service, targets):
+            return False
+        if service in services or not (topo.services[service].exec or _gated(topo, w)):
+            return True  # converged by this run; or nothing waits on it
+        return in_line(service)
+
     def _open_gates(self, topo: Topology, starts: list[Wanted], wired: list[Wanted], listed_at: float) -> None:
         """Let the waiting services whose namespace is wired now start their commands."""
         from composens.system.run import startgate
 
-        waiting = startgate.waiting(topo)
-
-        def gated(w: Wanted) -> bool:  # by the file, or by the label of a container made with the wait
-            return w.container.service in waiting or startgate.GATED_LABEL in w.container.labels
-
-        ours = [(w.inode, w.container.pid) for w in starts if gated(w) and w.inode]
+        ours = [(w.inode, w.container.pid) for w in starts if _gated(topo, w) and w.inode]
         if not ours:
             return
-        opened = [(w.inode, w.container.pid) for w in wired if gated(w) and w.inode]
+        opened = [(w.inode, w.container.pid) for w in wired if _gated(topo, w) and w.inode]
         startgate.release(self.paths.state_dir, topo.project, opened, ours, listed_at)
 
     def _wire(
         self, topo: Topology, state: State, running: list[Wanted], services: set[str], report: LinkReport
-    ) -> dict[str, Target]:
-        """Converge the wiring that touches `services`; return the namespaces it could reach."""
+    ) -> tuple[dict[str, Target], Callable[[str], bool]]:
+        """Converge the wiring that touches `services`; return the namespaces it could reach, and what tells
+        whether another service's wiring is found in line with the file (as the run left the namespaces)."""
         old_hubs = [
             n for n, h in state.hubs.items() if h.project == topo.project and (topo.hub is None or n != topo.hub.netns)
         ]
@@ -390,19 +402,22 @@ class LabCore:
                 wiring.prepare_hub(str(self.directory.path(topo.hub.netns)))
         record = state.projects.get(topo.project)
         targets: dict[str, Target] = {}
+        in_line: Callable[[str], bool] = _nothing_declared  # no pair anywhere: nothing to find out of line
         if topo.pairs() or topo.tunnels or (record and not record.empty()):
+            from composens.plan import converge
             from composens.system.kernel import wiring
 
             targets = self._targets(topo, state, running)
             scope = self._scope(topo, state, targets, services)
             result = wiring.converge_lab(topo, scope, targets, state.project(topo.project), state.save)
             report.wired, report.unwired = result.done, result.unwired
+            in_line = functools.partial(converge.in_line, topo, result.state, result.records, scope)
         if services >= set(topo.services):
             for name in old_hubs:
                 report.entries.append(netns.remove_hub(self.directory, state, topo.project, name, "no longer declared"))
             if old_hubs and not topo.lans:
                 state.project(topo.project).nodes.pop(HUB, None)  # what was made there went with it
-        return targets
+        return targets, in_line
 
     def plan(self, topo: Topology, services: set[str] | None, *, full: bool) -> tuple[list[PlanLine], list[str]]:
         """The commands that would bring the lab to its file: against the live lab, or from scratch.
@@ -567,6 +582,17 @@ def _wired(topo: Topology, service: str, targets: Mapping[str, Target]) -> bool:
     ends = [ep.node for pair in topo.pairs() if service in (pair.a.node, pair.b.node) for ep in (pair.a, pair.b)]
     ends += [t.end.node for t in topo.tunnels if t.end.node == service]
     return all(node in targets for node in ends)
+
+
+def _nothing_declared(service: str) -> bool:
+    return True
+
+
+def _gated(topo: Topology, w: Wanted) -> bool:
+    """Tell whether a start waits for its wiring: by the file, or by the label of a container made with the wait."""
+    from composens.system.run import startgate
+
+    return w.container.service in startgate.waiting(topo) or startgate.GATED_LABEL in w.container.labels
 
 
 def not_running(topo: Topology, services: set[str], containers: list[Container]) -> tuple[str, ...]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from composens.model.conditions import Conditions
@@ -118,6 +118,15 @@ def from_scratch(topo: Topology, services: frozenset[str] | None = None) -> Diff
 
     nodes = {HOST, *topo.services} | ({HUB} if topo.hub is not None else set())
     return diff(topo, dict.fromkeys(nodes, live.EMPTY), {}, Scope(frozenset(nodes), services))
+
+
+def in_line(
+    topo: Topology, state: Mapping[str, LiveNamespace], records: Mapping[str, NodeRecord], scope: Scope, service: str
+) -> bool:
+    """Tell whether every pair and VXLAN end of `service` is found as the file declares it: both ends' namespaces
+    there, nothing to make, change or remove for it. (A service whose wiring a failed run rolled back is not.)"""
+    found = diff(topo, state, records, replace(scope, chosen=frozenset({service})))
+    return not (found.changes or found.unwired or found.conflicts or found.problems)
 
 
 def full_plan(topo: Topology, services: frozenset[str] | None = None) -> tuple[list[str], list[str]]:
@@ -352,8 +361,15 @@ class _Work:
             self._conflict(end, link)
             return
         wanted = live.Vxlan(tunnel.vni, tunnel.local, tunnel.remotes[0].underlay, tunnel.port)
-        # A LAN's port is also its FDB entries towards the other hosts: its MAC stands for them (hosts.view).
-        same_port = tunnel.lan is None or link is None or link.mac == want.mac
+        # A LAN's port is also its FDB entries towards the other hosts: its MAC stands for them (hosts.view), and so
+        # do the entries the record says composens appended (where it knows them), which a rollback puts back.
+        appended = self.record(end.node).interfaces.get(end.ifname)
+        further = sorted(host.underlay for host in tunnel.remotes[1:])
+        same_port = (
+            tunnel.lan is None
+            or link is None
+            or (link.mac == want.mac and (appended is None or appended.fdb is None or sorted(appended.fdb) == further))
+        )
         if link is not None and link.kind == "vxlan" and link.vxlan == wanted and same_port:
             return
         if link is None:
@@ -421,6 +437,10 @@ class _Work:
         elif link.vxlan is not None and link.vxlan.local is not None and link.vxlan.remote is not None:
             vni, local, remote, port = link.vxlan.vni, link.vxlan.local, link.vxlan.remote, link.vxlan.port
             restore.append(ch.CreateVxlan(end, vni, local, remote, port, link.mtu, link.mac))
+            # Its head-end replication to the third and further hosts: the FDB entries composens appended to it.
+            claim = self.record(end.node).interfaces.get(end.ifname)
+            appended = claim.fdb if claim is not None else None
+            restore += [ch.AppendFdb(end.node, end.ifname, host) for host in appended or ()]
         elif peer is not None:
             peer_mac = links[1][1].mac
             mtu = link.mtu if link.mtu != VETH_MTU else None

@@ -46,6 +46,7 @@ class SecondHost:
     pid: int
     host_if: str  # the underlay veth's end in this machine's namespace
     folder: Path  # its /var/lib/docker, its log
+    far_if: str = ""  # the underlay veth's end in host 2's namespace
     underlay: str = HOST2_UNDERLAY
     peer_underlay: str = HOST1_UNDERLAY
     started_in: float = 0.0  # seconds from nothing to an engine with its images
@@ -114,7 +115,7 @@ def second_host(images: Sequence[str] = ("busybox:1.36",)) -> Iterator[SecondHos
         start_new_session=True,
     )
     started = time.monotonic()
-    host = SecondHost(process.pid, host_if, folder)
+    host = SecondHost(process.pid, host_if, folder, far_if)
     try:
         # The shell execs dockerd, so the pid stays the engine's once it is running.
         _wait_for(

@@ -21,6 +21,7 @@ from composens.model.entries import Action, EntryChange, Status
 from composens.model.errors import ConfigError, EngineError
 from composens.model.report import Drift, InterfaceRow, LabStatus, NetnsRow
 from composens.show import render
+from composens.system import world
 from composens.system.docker.options import ComposeOptions
 
 SEED = Path(__file__).resolve().parents[1] / "topology" / "seed" / "docker-compose.yml"
@@ -63,6 +64,8 @@ def invoke(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], fake: FakeCompose, *args: str
 ) -> tuple[int, str, str]:
     monkeypatch.setattr(App, "compose", lambda self: fake)
+    # No machine id: derived MACs from the project alone, the same on every machine that runs these tests.
+    monkeypatch.setattr(world, "MACHINE_ID_FILES", ())
     with pytest.raises(SystemExit) as ended:
         cli.main(list(args))
     out, err = capsys.readouterr()

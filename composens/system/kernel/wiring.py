@@ -97,6 +97,10 @@ def run_batch(netns: str | None, lines: list[str], tool: str = "ip", *, read_bac
 class WiringReport:
     done: list[str] = field(default_factory=list)  # the commands of what changed
     unwired: list[str] = field(default_factory=list)
+    # The namespaces and their records as the run left them (read back after its changes): what the services
+    # the run was not asked about are judged wired by, before their gates open and their exec commands run.
+    state: dict[str, LiveNamespace] = field(default_factory=dict)
+    records: dict[str, NodeRecord] = field(default_factory=dict)
 
 
 class _Failed(Exception):
@@ -154,7 +158,11 @@ class _Run:
                 case ch.CreateBridge(node, name):
                     self.records[node].interfaces[name] = Claim(None)
                 case ch.CreateVxlan(end):
-                    self.records[end.node].interfaces[end.ifname] = Claim(None)
+                    self.records[end.node].interfaces[end.ifname] = Claim(None, fdb=())
+                case ch.AppendFdb(node, ifname, remote):
+                    port = self.records[node].interfaces.get(ifname)
+                    if port is not None and remote not in (port.fdb or ()):
+                        port.fdb = (*(port.fdb or ()), remote)
                 case ch.AddAddress(node, ifname, address):
                     self.records[node].addresses.setdefault(ifname, set()).add(address)
                 case ch.AddRoute(node, route):
@@ -177,6 +185,10 @@ class _Run:
                 self.records[node].interfaces.pop(name, None)
             case ch.CreateVxlan(end) if not ran:
                 self.records[end.node].interfaces.pop(end.ifname, None)
+            case ch.AppendFdb(node, ifname, remote) if not ran:
+                port = self.records[node].interfaces.get(ifname)
+                if port is not None and port.fdb is not None:
+                    port.fdb = tuple(r for r in port.fdb if r != remote)
             case ch.DeleteLink(node, ifname, peer) if ran:
                 self.records[node].forget(ifname)
                 if peer is not None and peer.node in self.records:
@@ -474,13 +486,18 @@ class _Run:
                 elif isinstance(step, ch.CreateBridge):
                     remade.setdefault(step.node, {})[step.name] = Claim(None)
                 elif isinstance(step, ch.CreateVxlan):
-                    remade.setdefault(step.end.node, {})[step.end.ifname] = Claim(None)
+                    remade.setdefault(step.end.node, {})[step.end.ifname] = Claim(None, fdb=())
             self.claim(c for c in undo if isinstance(c, ch.MAKES_INTERFACE))  # before they exist
             for step in undo:
                 try:
                     self._wave([step])
                 except (_Failed, WiringError) as e:
                     failures.append(str(e))
+                    continue
+                if isinstance(step, ch.AppendFdb) and step.ifname in remade.get(step.node, {}):
+                    # The port made again replicates to that host again: its record says so.
+                    port = remade[step.node][step.ifname]
+                    port.fdb = (*(port.fdb or ()), step.remote)
         self.ran = []
         # The record goes back to what it said before the run (so nothing a rollback put back is taken for
         # composens' that was not), with what was made again claimed afresh: it has new ifindexes.
@@ -559,6 +576,7 @@ def _converge_once(
         if plan.conflicts:
             raise ConflictError(plan.conflicts[0])
         _apply(run, plan, scope)
+        run.report.state, run.report.records = run.state, run.records
     finally:
         run.close()
     return run.report

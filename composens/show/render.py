@@ -6,12 +6,13 @@ Data goes to stdout, messages to stderr.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from composens.model.entries import Action, EntryChange
 from composens.model.report import ConditionsRow, ExecResult, LabStatus, LinkReport, NetnsRow, PlanLine, RemoteEnd
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 
 RESULT_STYLES = {"pass": "green", "fail": "bold red", "error": "bold red", "skipped": "yellow", "waiting": "yellow"}
 
+UNBOUNDED = 1 << 20  # a console width no table reaches: to measure a table's natural width
+
 JSON_KEYS = ("service", "container", "pid", "netns", "path", "target", "status", "interfaces", "drift")
 
 
@@ -34,12 +37,33 @@ class Output:
         self.err = err or sys.stderr
         self.width = width
 
-    def console(self) -> Console:
+    def console(self, width: int | None = None) -> Console:
         from rich.console import Console
 
-        # Piped output is for reading or grepping: never cut the table down to 80 columns.
-        width = self.width or (None if self.out.isatty() else 250)
-        return Console(file=self.out, width=width, highlight=False, soft_wrap=False, markup=False, emoji=False)
+        return Console(
+            file=self.out, width=width or self.width, highlight=False, soft_wrap=False, markup=False, emoji=False
+        )
+
+    def table(self, table: Table) -> None:
+        """Print a table with every cell whole: through a pipe at its natural width, one line per row (for grep and
+        cut); on a terminal at the terminal's width, wrapping only the columns that may wrap, wider only when the
+        columns that must stay whole need it (the terminal folds the lines then: nothing is dropped or cut)."""
+        from rich.console import Console
+        from rich.measure import Measurement
+
+        _keep_whole(table)
+        unbounded = Console(file=io.StringIO(), width=UNBOUNDED, highlight=False, markup=False, emoji=False)
+        needed = Measurement.get(unbounded, unbounded.options, table)
+        if self.out.isatty():
+            terminal = self.width or self.console().width
+            self.console(max(terminal, needed.minimum)).print(table)
+            return
+        buffer = io.StringIO()
+        Console(file=buffer, width=max(needed.maximum, 1), color_system=None, highlight=False, markup=False).print(
+            table
+        )
+        for line in buffer.getvalue().splitlines():
+            self.line(line.rstrip())  # rich pads every cell to its column; a script should not have to strip
 
     def line(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -75,7 +99,7 @@ class Output:
         if fmt == "json":
             self.line(checks_json(results))
             return
-        self.console().print(checks_table(results))
+        self.table(checks_table(results))
         passed = sum(r.result == "pass" for r in results)
         self.line(f"{passed}/{len(results)} checks passed")
 
@@ -119,7 +143,7 @@ class Output:
             self.line(line)
 
     def netns_table(self, status: LabStatus) -> None:
-        self.console().print(netns_table(status.rows))
+        self.table(netns_table(status.rows))
         for note in status_notes(status):
             self.line(note)
         self.line(drift_summary(status))
@@ -132,10 +156,10 @@ class Output:
 
         table = Table(box=None, pad_edge=False, header_style="bold")
         for column in ("SERVICE", "INTERFACE", "LIVE", "WANTED", "SET BY"):
-            table.add_column(column, no_wrap=True)
+            table.add_column(column, **_column_style(column not in ("LIVE", "WANTED")))
         for row in rows:
             table.add_row(row.service, row.ifname, row.live or "none", row.wanted or "none", row.source)
-        self.console().print(table)
+        self.table(table)
 
     def plan(self, lines: Sequence[PlanLine], unwired: Sequence[str]) -> None:
         for line in lines:
@@ -153,6 +177,23 @@ class Output:
                 continue
             target = row.target or "-"
             self.line(f"{row.netns}: {row.path} -> {target} ({row.status})")
+
+
+def _column_style(whole: bool) -> dict[str, Any]:
+    """A column that stays whole (a name, a status: one line, never cut), or one that may wrap on a terminal (a long
+    word folded rather than cut with an ellipsis)."""
+    return {"no_wrap": True} if whole else {"no_wrap": False, "overflow": "fold"}
+
+
+def _keep_whole(table: Table) -> None:
+    """Give each column that stays whole the width of its widest cell, so that no width squeezes it."""
+    from rich.cells import cell_len
+    from rich.text import Text
+
+    for column in table.columns:
+        if column.no_wrap:
+            cells = [column.header, *column.cells]
+            column.min_width = max(cell_len(c.plain if isinstance(c, Text) else str(c)) for c in cells)
 
 
 def repair_line(report: LinkReport) -> str | None:
@@ -201,7 +242,7 @@ def netns_table(rows: Sequence[NetnsRow]) -> Table:
 
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("SERVICE", "CONTAINER", "PID", "NETNS", "TARGET", "STATUS", "INTERFACES", "DRIFT"):
-        table.add_column(column, no_wrap=True)
+        table.add_column(column, **_column_style(column not in ("TARGET", "INTERFACES", "DRIFT")))
     styles = {"linked": "green", "unlinked": "yellow", "stale": "red", "conflict": "bold red", "none": "dim"}
     for row in rows:
         table.add_row(
@@ -332,7 +373,7 @@ def checks_table(results: Sequence[CheckResult]) -> Table:
 
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("CHECK", "SERVICE", "RESULT", "ATTEMPTS", "TIME", "DETAIL"):
-        table.add_column(column, no_wrap=column != "DETAIL")
+        table.add_column(column, **_column_style(column != "DETAIL"))
     for r in results:
         table.add_row(
             r.name,

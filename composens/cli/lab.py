@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from composens.cli.app import ServicesArg, app, report_link, show_rows, state_of
+from composens.cli.app import ServicesArg, VerboseOption, app, report_link, show_rows, state_of
 from composens.cli.arguments import EXTRA_ARGS, is_detached, service_args
 from composens.model.errors import ComposeFailed
 from composens.system.faults import crash_point
@@ -23,6 +24,7 @@ def up(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the ip commands of the wiring; compose runs in dry-run mode.")
     ] = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Run compose up, then link every service's netns and wire the declared links. [compose up options] [SERVICE...]"""
     state = state_of(ctx)
@@ -47,17 +49,20 @@ def up(
             raise ComposeFailed(f"docker compose rm of {', '.join(moved)} exited with {code}", exit_code=code)
     if topo.this_host is not None and not topo.services:
         out.message(f"composens: no service is placed on host {topo.this_host}: nothing to bring up here")
-        report_link(out, lab.link(topo, set()))  # what this host still had of the lab (its hub, say) goes
+        report_link(out, lab.link(topo, set()), brief=not verbose)  # what this host still had of the lab goes
         return
     args = _placed_here(topo, args)
     if not is_detached(args):
-        raise typer.Exit(lab.run_attached(topo, compose, args, services, out.link_report, out.warning))
+        followed = functools.partial(out.followed, brief=not verbose)
+        raise typer.Exit(lab.run_attached(topo, compose, args, services, followed, out.warning))
     code = compose.run(["up", *args])
     if code != 0:
         raise ComposeFailed(f"docker compose up exited with {code}; nothing was linked", exit_code=code)
     crash_point("after-compose-up")
     try:
-        report_link(out, lab.link(topo, services))
+        with out.link_progress(live=not verbose) as progress:
+            report = lab.link(topo, services, progress=progress)
+        report_link(out, report, brief=not verbose)
     except KeyboardInterrupt:
         made = sorted(name for name, rec in lab.store.read().entries.items() if rec.project == topo.project)
         out.message(f"composens: compose up had finished; netns entries recorded so far: {', '.join(made) or 'none'}")
@@ -111,7 +116,7 @@ def ps(
 
 
 @app.command()
-def watch(ctx: typer.Context, services: ServicesArg = None) -> None:
+def watch(ctx: typer.Context, services: ServicesArg = None, verbose: VerboseOption = False) -> None:
     """Keep entries and wiring true: repair on every container start, restart or death until Ctrl-C."""
     state = state_of(ctx)
     lab = state.lab()
@@ -120,7 +125,7 @@ def watch(ctx: typer.Context, services: ServicesArg = None) -> None:
     lab.directory.ensure_root()
     out = state.output()
     out.message(f"composens: watching project {topo.project}; Ctrl-C to stop")
-    lab.watch(topo, chosen, out.repair, out.warning)
+    lab.watch(topo, chosen, functools.partial(out.repair, verbose=verbose), out.warning)
     out.message("composens: stopped watching")
 
 

@@ -9,23 +9,28 @@ import dataclasses
 import io
 import json
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TextIO
 
 from composens.model.entries import Action, EntryChange
+from composens.model.progress import SILENT, Progress
 from composens.model.report import ConditionsRow, ExecResult, LabStatus, LinkReport, NetnsRow, PlanLine, RemoteEnd
 from composens.model.topology import HUB
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.progress import Progress as RichProgress
+    from rich.progress import TaskID
     from rich.table import Table
 
     from composens.model.checks import CheckResult, CheckUpdate
 
 RESULT_STYLES = {"pass": "green", "fail": "bold red", "error": "bold red", "skipped": "yellow", "waiting": "yellow"}
 
+PROGRESS_AFTER = 0.25  # s of work before a progress display appears: a quick run shows only its summary
 UNBOUNDED = 1 << 20  # a console width no table reaches: to measure a table's natural width
 
 JSON_KEYS = ("service", "container", "pid", "netns", "path", "target", "status", "interfaces", "drift")
@@ -114,7 +119,25 @@ class Output:
         for change in changes:
             self.line(entry_change_line(change))
 
-    def link_report(self, report: LinkReport) -> None:
+    @contextmanager
+    def link_progress(self, *, live: bool) -> Iterator[Progress]:
+        """Show linking, wiring and exec commands as they go: on a terminal, a transient display once there is work
+        to do and it takes more than PROGRESS_AFTER; elsewhere (and with live=False) nothing."""
+        if not (live and self.out.isatty()):
+            yield SILENT
+            return
+        progress = LinkProgress(self)
+        try:
+            yield progress
+        finally:
+            progress.close()
+
+    def link_report(self, report: LinkReport, *, brief: bool = False) -> None:
+        """What a run of linking did. With brief, on a terminal: a summary (and what failed, in full); else every
+        entry in the seed's line format, every wiring command (`wired: ...`) and every exec command with its output."""
+        if brief and self.out.isatty():
+            self.link_summary(report)
+            return
         self.entry_changes(report.entries)
         for command in report.wired:
             self.line(f"wired: {command}")
@@ -122,6 +145,24 @@ class Output:
             self.message(f"composens: not wired: {reason}")
         for result in report.execs:
             self.exec_result(result)
+
+    def link_summary(self, report: LinkReport) -> None:
+        """A run in a few lines: entries that could not be made and why, links not wired, exec commands that failed
+        (with their output), then one line of counts and time."""
+        self.entry_changes([c for c in report.entries if c.action in (Action.CONFLICT, Action.SKIP)])
+        for reason in report.unwired:
+            self.message(f"composens: not wired: {reason}")
+        for result in report.execs:
+            if not result.ok:
+                self.exec_result(result)
+        self.line(summary_line(report))
+
+    def followed(self, report: LinkReport, *, brief: bool = False) -> None:
+        """One pass of attached `up`: in full, or (brief, on a terminal) its summary when it changed anything."""
+        if not (brief and self.out.isatty()):
+            self.link_report(report)
+        elif changed_anything(report) or report.unwired:
+            self.link_summary(report)
 
     def exec_result(self, result: ExecResult) -> None:
         """An x-composens.exec command that ran: `exec SERVICE: COMMAND: ok`, its output indented below."""
@@ -136,11 +177,15 @@ class Output:
             for text in output:
                 self.message(text)
 
-    def repair(self, report: LinkReport) -> None:
-        """One line per repair `watch` makes; nothing when nothing changed."""
+    def repair(self, report: LinkReport, *, verbose: bool = False) -> None:
+        """One line per repair `watch` makes (with verbose, its wiring commands below it); nothing when nothing
+        changed."""
         line = repair_line(report)
         if line:
             self.line(line)
+            if verbose:
+                for command in report.wired:
+                    self.line(f"  {command}")
 
     def netns_table(self, status: LabStatus) -> None:
         self.table(netns_table(status.rows))
@@ -194,6 +239,39 @@ def _keep_whole(table: Table) -> None:
         if column.no_wrap:
             cells = [column.header, *column.cells]
             column.min_width = max(cell_len(c.plain if isinstance(c, Text) else str(c)) for c in cells)
+
+
+def changed_anything(report: LinkReport) -> bool:
+    return bool(report.wired or report.execs or any(c.action is not Action.KEEP for c in report.entries))
+
+
+def _counted(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def summary_line(report: LinkReport) -> str:
+    """A run of linking in one line: `linked 60 services (60 new), wired 60 links and 1 LAN: 420 changes in 1.9 s`.
+
+    The time is given only when the run changed something: a run that changed nothing may be replayed, and its
+    answer must hold for the replay too."""
+    removed = sum(1 for c in report.entries if c.action is Action.REMOVE and c.service != HUB)
+    made = [f"{report.new} new"] if report.new else []
+    made += [f"{removed} removed"] if removed else []
+    words = f"linked {_counted(report.linked, 'service')}" + (f" ({', '.join(made)})" if made else "")
+    wired = [_counted(report.links, "link")] if report.links or not report.lans else []
+    wired += [_counted(report.lans, "LAN")] if report.lans else []
+    if report.links or report.lans or report.wired or report.unwired:
+        words += f", wired {' and '.join(wired)}"
+    if report.unwired:
+        words += f" ({len(report.unwired)} not wired)"
+    if report.execs:
+        failed = sum(1 for r in report.execs if not r.ok)
+        words += f"; ran {_counted(len(report.execs), 'exec command')}" + (f" ({failed} failed)" if failed else "")
+    if not changed_anything(report):
+        return f"{words}: nothing to change"
+    changes = f"{_counted(len(report.wired), 'change')} in {report.seconds:.1f} s" if report.wired else ""
+    hint = " (--verbose lists them)" if report.wired else ""
+    return f"{words}: {changes or f'done in {report.seconds:.1f} s'}{hint}"
 
 
 def repair_line(report: LinkReport) -> str | None:
@@ -316,6 +394,72 @@ def netns_json(rows: Sequence[NetnsRow]) -> str:
         ],
         indent=2,
     )
+
+
+class LinkProgress:
+    """A Progress drawn on a terminal: one line per step (linking, wiring, exec commands) with a bar and counts,
+    from PROGRESS_AFTER on, gone when the run ends. Told of work from several threads: everything under a lock."""
+
+    def __init__(self, output: Output) -> None:
+        self.output = output
+        self.steps: dict[str, list[int]] = {}  # step -> [done, total]
+        self.display: RichProgress | None = None
+        self.tasks: dict[str, TaskID] = {}
+        self.closed = False
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._began = time.monotonic()
+
+    def expect(self, step: str, items: int) -> None:
+        with self._lock:
+            counts = self.steps.setdefault(step, [0, 0])
+            counts[1] += items
+            if self._timer is None and self.display is None:  # the first work: show it once it takes a while
+                wait = max(0.0, PROGRESS_AFTER - (time.monotonic() - self._began))
+                self._timer = threading.Timer(wait, self._show)
+                self._timer.daemon = True
+                self._timer.start()
+            self._update(step)
+
+    def advance(self, step: str, items: int = 1) -> None:
+        with self._lock:
+            self.steps.setdefault(step, [0, 0])[0] += items
+            self._update(step)
+
+    def _update(self, step: str) -> None:
+        if self.display is None:
+            return
+        done, total = self.steps[step]
+        if step not in self.tasks:
+            self.tasks[step] = self.display.add_task(step, total=total)
+        self.display.update(self.tasks[step], completed=done, total=max(total, done))
+
+    def _show(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        with self._lock:
+            if self.closed:
+                return
+            self.display = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self.output.console(),
+                transient=True,
+            )
+            self.display.start()
+            for step in self.steps:
+                self._update(step)
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+            if self.display is not None:
+                self.display.stop()
 
 
 class CheckProgress:

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import io
 import re
+import time
+from dataclasses import replace
 
 import pytest
 
 from composens.model.checks import CheckResult
-from composens.model.entries import Status
-from composens.model.report import ConditionsRow, Drift, InterfaceRow, LabStatus, NetnsRow
+from composens.model.entries import Action, EntryChange, Status
+from composens.model.progress import ENTRIES as ENTRIES_STEP
+from composens.model.progress import SILENT, WIRING
+from composens.model.report import ConditionsRow, Drift, ExecResult, InterfaceRow, LabStatus, LinkReport, NetnsRow
+from composens.show import render
 from composens.show.render import Output
 
 LONG = "a-long-service-name"
@@ -119,3 +124,122 @@ def test_test_results_keep_every_column_whole(terminal: bool) -> None:
     if not terminal:
         assert lines[1].endswith(reason.rstrip())
         assert lines[2] == "0/1 checks passed"
+
+
+# ---------------------------------------------------------------- item 10: what `up -d` and `netns link` print
+
+ENTRIES = [EntryChange(f"lab-r{i}", f"r{i}", Action.CREATE, f"/var/run/docker/netns/{i:012x}") for i in range(1, 61)]
+WIRED = [f"ip -n lab-r{i} link set dev eth{j} up" for i in range(1, 61) for j in range(7)]
+
+
+def ring_report(**changes: object) -> LinkReport:
+    """What linking a ring of 60 services from nothing reports: 60 new entries and 420 wiring commands."""
+    report = LinkReport(entries=list(ENTRIES), wired=list(WIRED), links=60, lans=0, seconds=1.94)
+    for name, value in changes.items():
+        setattr(report, name, value)
+    return report
+
+
+def test_up_on_a_terminal_ends_in_a_summary_not_the_plan() -> None:
+    out, err = Terminal(), io.StringIO()
+    Output(out=out, err=err).link_report(ring_report(), brief=True)
+    assert out.getvalue().splitlines() == [
+        "linked 60 services (60 new), wired 60 links: 420 changes in 1.9 s (--verbose lists them)"
+    ]
+    assert err.getvalue() == ""
+
+
+def test_the_summary_names_what_failed_in_full() -> None:
+    out, err = Terminal(), io.StringIO()
+    report = ring_report(
+        entries=[*ENTRIES[:2], EntryChange("lab-r3", "r3", Action.CONFLICT, "/x", "exists and was not made by us")],
+        unwired=["r4:eth0 <-> r5:eth0: r5 not running"],
+        execs=[ExecResult("r1", "true", 0, ""), ExecResult("r2", "false", 1, "it said no\n")],
+        links=58,
+        lans=1,
+    )
+    Output(out=out, err=err).link_report(report, brief=True)
+    assert out.getvalue().splitlines() == [
+        "lab-r3: conflict: exists and was not made by us",
+        "linked 2 services (2 new), wired 58 links and 1 LAN (1 not wired); ran 2 exec commands (1 failed): "
+        "420 changes in 1.9 s (--verbose lists them)",
+    ]
+    assert err.getvalue().splitlines() == [
+        "composens: not wired: r4:eth0 <-> r5:eth0: r5 not running",
+        "composens: exec r2: false: exit 1",
+        "  it said no",
+    ]
+
+
+def test_a_run_that_changed_nothing_says_so_without_a_time_a_replay_could_not_keep() -> None:
+    kept = [replace(e, action=Action.KEEP) for e in ENTRIES]
+    out = Terminal()
+    Output(out=out, err=io.StringIO()).link_report(ring_report(entries=kept, wired=[], lans=1), brief=True)
+    assert out.getvalue() == "linked 60 services, wired 60 links and 1 LAN: nothing to change\n"
+
+
+def test_to_a_pipe_every_entry_and_command_stays_a_line_of_its_own() -> None:
+    output, out = piped()
+    output.link_report(ring_report(), brief=True)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "lab-r1: /var/run/netns/lab-r1 -> /var/run/docker/netns/000000000001 link create"
+    assert lines[60] == "wired: ip -n lab-r1 link set dev eth0 up"
+    assert len(lines) == 480
+
+
+def test_verbose_on_a_terminal_prints_what_a_pipe_gets() -> None:
+    output, out = piped()
+    output.link_report(ring_report())
+    terminal = Terminal()
+    Output(out=terminal, err=io.StringIO()).link_report(ring_report(), brief=False)
+    assert terminal.getvalue() == out.getvalue()
+
+
+def test_attached_up_on_a_terminal_says_only_the_passes_that_changed_something() -> None:
+    out = Terminal()
+    output = Output(out=out, err=io.StringIO())
+    output.followed(ring_report(entries=[replace(e, action=Action.KEEP) for e in ENTRIES], wired=[]), brief=True)
+    assert out.getvalue() == ""
+    output.followed(ring_report(), brief=True)
+    assert out.getvalue().startswith("linked 60 services (60 new)")
+
+
+def test_the_progress_display_draws_each_step_from_many_threads_and_goes_away(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    monkeypatch.setattr(render, "PROGRESS_AFTER", 0.0)
+    out = Terminal()
+    output = Output(out=out, err=io.StringIO(), width=100)
+    with output.link_progress(live=True) as progress:
+        progress.expect(ENTRIES_STEP, 60)
+        progress.advance(ENTRIES_STEP, 60)
+        progress.expect(WIRING, 420)
+
+        def wire_some() -> None:
+            for _ in range(60):
+                progress.advance(WIRING)
+
+        threads = [threading.Thread(target=wire_some) for _ in range(7)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert isinstance(progress, render.LinkProgress)
+        deadline = time.monotonic() + 10
+        while progress.display is None and time.monotonic() < deadline:  # it appears once its timer runs
+            time.sleep(0.01)
+        assert progress.display is not None
+    text = out.getvalue()
+    assert "linking" in text
+    assert "60/60" in text
+    assert "420/420" in text  # the last drawing, made as it stops, counts every thread's changes
+    raw = io.StringIO.getvalue(out)
+    assert raw.endswith("\x1b[1A\x1b[2K" * 2), "both lines are erased at the end: the summary follows alone"
+
+
+def test_no_progress_through_a_pipe_or_with_verbose() -> None:
+    output, _ = piped()
+    with output.link_progress(live=True) as progress:
+        assert progress is SILENT
+    with Output(out=Terminal(), err=io.StringIO()).link_progress(live=False) as progress:
+        assert progress is SILENT

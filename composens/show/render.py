@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 
 RESULT_STYLES = {"pass": "green", "fail": "bold red", "error": "bold red", "skipped": "yellow", "waiting": "yellow"}
 
-PROGRESS_AFTER = 0.25  # s of work before a progress display appears: a quick run shows only its summary
+# How long a run works before a progress display appears: a quicker run shows only its summary, and pays nothing for
+# a display (importing rich for it takes 45 ms; bench/progress.py).
+PROGRESS_AFTER = 1.0
 UNBOUNDED = 1 << 20  # a console width no table reaches: to measure a table's natural width
 
 JSON_KEYS = ("service", "container", "pid", "netns", "path", "target", "status", "interfaces", "drift")

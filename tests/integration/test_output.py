@@ -19,7 +19,8 @@ from tests.integration.conftest import Project, run
 pytestmark = pytest.mark.integration
 
 LONG = "a-long-service-name"
-# The issue's lab: two services linked by e1; one slow exec command, so that linking takes long enough to draw.
+# The issue's lab: two services linked by e1; one slow exec command, so that linking takes long enough to draw
+# (render.PROGRESS_AFTER, a second).
 LAB = """\
 services:
   a-long-service-name:
@@ -28,7 +29,7 @@ services:
     command: sleep 3600
     x-composens:
       addresses: {e1: [198.18.7.1/24]}
-      exec: ["sleep 1"]
+      exec: ["sleep 2"]
   b:
     image: IMAGE
     network_mode: none
@@ -92,7 +93,7 @@ def test_up_on_a_terminal_draws_progress_then_a_summary_and_a_pipe_gets_every_li
     project.write(LAB.replace("PREFIX", project.name))
     raw, err, code = on_terminal(project, "up", "-d")
     assert code == 0, err
-    # Drawn while the exec command ran (it takes a second): the steps, with counts.
+    # Drawn while the exec command ran (it takes two seconds): the steps, with counts.
     assert "running exec commands" in raw
     assert re.search(r"wiring\s.*\d+/\d+", ANSI.sub("", raw))
     summary = lines_of(raw)

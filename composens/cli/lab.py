@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -116,16 +117,51 @@ def ps(
 
 
 @app.command()
-def watch(ctx: typer.Context, services: ServicesArg = None, verbose: VerboseOption = False) -> None:
-    """Keep entries and wiring true: repair on every container start, restart or death until Ctrl-C."""
+def watch(
+    ctx: typer.Context,
+    services: ServicesArg = None,
+    verbose: VerboseOption = False,
+    install_unit: Annotated[
+        bool,
+        typer.Option(
+            "--install-unit",
+            help="Instead of watching: write a systemd unit that runs this watch (after docker.service, restarted "
+            "on failure), and enable and start it where systemd runs.",
+        ),
+    ] = False,
+    remove_unit: Annotated[
+        bool, typer.Option("--remove-unit", help="Stop, disable and remove the project's watch unit.")
+    ] = False,
+    unit_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--unit-dir", help="Write the unit here, and leave systemctl alone (default /etc/systemd/system)."
+        ),
+    ] = None,
+) -> None:
+    """Keep entries and wiring true: repair on every container start, restart or death until Ctrl-C.
+
+    When the docker engine stops, wait for it and repair everything once it is back.
+    """
     state = state_of(ctx)
     lab = state.lab()
     topo = lab.load()
     chosen = lab.select(topo, services or [])
-    lab.directory.ensure_root()
     out = state.output()
+    if install_unit and remove_unit:
+        raise typer.BadParameter("--install-unit or --remove-unit, not both")
+    if unit_dir is not None and not (install_unit or remove_unit):
+        raise typer.BadParameter("--unit-dir goes with --install-unit or --remove-unit", param_hint="--unit-dir")
+    if install_unit:
+        out.unit_change(lab.install_watch_unit(topo, services or [], verbose=verbose, directory=unit_dir))
+        return
+    if remove_unit:
+        out.unit_change(lab.remove_watch_unit(topo, directory=unit_dir))
+        return
+    lab.directory.ensure_root()
     out.message(f"composens: watching project {topo.project}; Ctrl-C to stop")
-    lab.watch(topo, chosen, functools.partial(out.repair, verbose=verbose), out.warning)
+    note = lambda text: out.message(f"composens: {text}")  # noqa: E731
+    lab.watch(topo, chosen, functools.partial(out.repair, verbose=verbose), out.warning, note)
     out.message("composens: stopped watching")
 
 

@@ -280,6 +280,28 @@ class LabCore:
                 targets[HUB] = Target(hub, str(self.directory.path(hub)), f"hub:{inode}")
         return targets
 
+    def _absent(
+        self, topo: Topology, state: State, running: list[Wanted], targets: Mapping[str, Target]
+    ) -> dict[str, str]:
+        """Why each running container's service has no namespace wiring may reach: not that it does not run."""
+        absent: dict[str, str] = {}
+        for w in running:
+            service = w.container.service
+            if service in targets or service not in topo.wired_services:
+                continue
+            entry = self.directory.probe(w.name)
+            record = state.entries.get(w.name)
+            if w.target is None:
+                why = w.why_not or "its namespace cannot be trusted"
+            elif not entry.exists:
+                why = "no netns entry"
+            elif record is not None and record.project == topo.project and record.made(entry.symlink_target):
+                why = "stale netns entry"
+            else:
+                why = f"netns name {w.name} taken"
+            absent[service] = f"running, not linked ({why})"
+        return absent
+
     @staticmethod
     def _scope(topo: Topology, state: State, targets: dict[str, Target], services: set[str]) -> Scope:
         from composens.model.conditions import parse as parse_conditions

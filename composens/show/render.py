@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from composens.model.checks import CheckResult, CheckUpdate
+    from composens.model.unit import UnitChange
 
 RESULT_STYLES = {"pass": "green", "fail": "bold red", "error": "bold red", "skipped": "yellow", "waiting": "yellow"}
 
@@ -165,6 +166,19 @@ class Output:
             self.link_report(report)
         elif changed_anything(report) or report.unwired:
             self.link_summary(report)
+
+    def unit_change(self, change: UnitChange) -> None:
+        """What `watch --install-unit` or `--remove-unit` did, and what is left to do by hand."""
+        if change.action == "absent":
+            self.line(f"no unit {change.path}: nothing to remove")
+        elif change.action == "removed":
+            stopped = " (stopped and disabled first)" if change.systemd else ""
+            self.line(f"removed {change.path}{stopped}")
+        elif change.systemd:
+            self.line(f"wrote {change.path}; enabled and started {change.name}")
+        else:
+            self.line(f"wrote {change.path}")
+            self.line(f"to run it where systemd runs: systemctl daemon-reload && systemctl enable --now {change.name}")
 
     def exec_result(self, result: ExecResult) -> None:
         """An x-composens.exec command that ran: `exec SERVICE: COMMAND: ok`, its output indented below."""

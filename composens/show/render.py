@@ -273,7 +273,10 @@ def summary_line(report: LinkReport) -> str:
     removed = sum(1 for c in report.entries if c.action is Action.REMOVE and c.service != HUB)
     made = [f"{report.new} new"] if report.new else []
     made += [f"{removed} removed"] if removed else []
-    words = f"linked {_counted(report.linked, 'service')}" + (f" ({', '.join(made)})" if made else "")
+    if report.linked or not removed:
+        words = f"linked {_counted(report.linked, 'service')}" + (f" ({', '.join(made)})" if made else "")
+    else:  # only entries removed: the end of an attached `up`, a lab whose containers stopped
+        words = f"unlinked {_counted(removed, 'service')}"
     wired = [_counted(report.links, "link")] if report.links or not report.lans else []
     wired += [_counted(report.lans, "LAN")] if report.lans else []
     if report.links or report.lans or report.wired or report.unwired:
@@ -464,6 +467,7 @@ class LinkProgress:
                 TimeElapsedColumn(),
                 console=self.output.console(),
                 transient=True,
+                refresh_per_second=4,  # enough to see it move; each drawing costs the work a little
             )
             self.display.start()
             for step in self.steps:

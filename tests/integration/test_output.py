@@ -130,6 +130,10 @@ def test_up_on_a_terminal_draws_progress_then_a_summary_and_a_pipe_gets_every_li
     verbose = lines_of(raw)
     assert verbose[:2] == piped[:2]
     assert sorted(verbose[2:]) == sorted(piped[2:])  # namespaces are wired side by side: in either order
+    # up's own --verbose: composens' (compose has none, and would refuse it).
+    raw, err, code = on_terminal(project, "up", "-d", "--verbose")
+    assert code == 0, err
+    assert lines_of(raw) == piped[:2]  # every entry, already right: nothing else to say
 
 
 def target(project: Project, service: str) -> str:

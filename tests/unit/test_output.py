@@ -243,3 +243,10 @@ def test_no_progress_through_a_pipe_or_with_verbose() -> None:
         assert progress is SILENT
     with Output(out=Terminal(), err=io.StringIO()).link_progress(live=False) as progress:
         assert progress is SILENT
+
+
+def test_an_attached_up_that_ends_says_what_it_unlinked() -> None:
+    out = Terminal()
+    removed = [replace(e, action=Action.REMOVE) for e in ENTRIES[:4]]
+    Output(out=out, err=io.StringIO()).followed(LinkReport(entries=removed, seconds=0.04), brief=True)
+    assert out.getvalue() == "unlinked 4 services: done in 0.0 s\n"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import select
 import statistics
 import subprocess
@@ -123,31 +124,42 @@ def main() -> None:
                 clear()
                 action()
             load = os.getloadavg()[0]
-            medians = rotated_after(options.rounds, clear, actions)
+            medians, cpu = rotated_after(options.rounds, clear, actions)
             load_after = os.getloadavg()[0]
             print(
                 f"netns link rewiring a ring of {options.services} ({options.rounds} rounds in turns, "
                 f"load {load:.1f} to {load_after:.1f}); progress drawn in {sum(drawn)} of {len(drawn)} runs"
             )
-            for name, median in zip(names, medians, strict=True):
-                print(f"  {name:45} {median:.3f} s")
-            print(f"  terminal with progress / {options.before} on a terminal: {medians[0] / medians[3]:.3f}")
-            print(f"  terminal with progress / terminal --verbose:        {medians[0] / medians[1]:.3f}")
-            print(f"  pipe / {options.before} pipe:                           {medians[2] / medians[4]:.3f}")
+            print(f"  {'':45} {'wall':>8} {'CPU':>8}")
+            for name, median, used in zip(names, medians, cpu, strict=True):
+                print(f"  {name:45} {median:7.3f}s {used:7.3f}s")
+            for label, a, b in (
+                (f"terminal with progress / {options.before} on a terminal", 0, 3),
+                ("terminal with progress / terminal --verbose", 0, 1),
+                (f"pipe / {options.before} pipe", 2, 4),
+            ):
+                print(f"  {label:50} wall {medians[a] / medians[b]:.3f}, CPU {cpu[a] / cpu[b]:.3f}")
         finally:
             subprocess.run([*COMPOSENS, "down", "-t", "0"], cwd=lab_dir, env=here, capture_output=True, check=False)
             subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(other)], check=False)
 
 
-def rotated_after(rounds: int, before: Callable[[], None], actions: list[Callable[[], None]]) -> list[float]:
-    """Medians of the actions run in turns (as run.rotated), each timed after an untimed `before`."""
+def rotated_after(
+    rounds: int, before: Callable[[], None], actions: list[Callable[[], None]]
+) -> tuple[list[float], list[float]]:
+    """Medians of the actions run in turns (as run.rotated), each timed after an untimed `before`: wall-clock
+    seconds, and CPU seconds (user and system) of the processes it ran, which the machine's load moves less."""
     times: list[list[float]] = [[] for _ in actions]
+    cpu: list[list[float]] = [[] for _ in actions]
     for round_ in range(rounds):
         for i in range(len(actions)):
             slot = (round_ + i) % len(actions)
             before()
+            used = resource.getrusage(resource.RUSAGE_CHILDREN)
             times[slot].append(timed(actions[slot]))
-    return [statistics.median(t) for t in times]
+            now = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu[slot].append(now.ru_utime + now.ru_stime - used.ru_utime - used.ru_stime)
+    return [statistics.median(t) for t in times], [statistics.median(c) for c in cpu]
 
 
 if __name__ == "__main__":

@@ -93,12 +93,13 @@ def run_passthrough(app: App, command: str, args: list[str]) -> int:
     return code
 
 
-def report_link(out: Output, report: LinkReport) -> None:
+def report_link(out: Output, report: LinkReport, *, brief: bool = False) -> None:
+    """Show what a run of linking did (brief: a summary on a terminal) and turn what failed into its exit code."""
     from composens.model.entries import Action
 
     if report.wired or report.execs or any(c.action is not Action.KEEP for c in report.entries):
         WORLD.changed("the lab")
-    out.link_report(report)
+    out.link_report(report, brief=brief)
     if report.conflicts:
         raise ConflictError(report.conflicts[0].detail)
     failed = [r for r in report.execs if not r.ok]
@@ -189,6 +190,15 @@ class TableFormat(StrEnum):
 
 
 ServicesArg = Annotated[list[str] | None, typer.Argument(help="Services (all when none are named).")]
+
+
+VerboseOption = Annotated[
+    bool,
+    typer.Option(
+        "--verbose",
+        help="Every entry, wiring command and exec output, as a pipe gets them (on a terminal: a summary by default).",
+    ),
+]
 
 
 EndArg = Annotated[

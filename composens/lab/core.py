@@ -20,6 +20,7 @@ from composens.model import declared, entries, topology
 from composens.model.containers import Container
 from composens.model.entries import Action, EntryChange, Status, Wanted
 from composens.model.errors import ConfigError, ConflictError
+from composens.model.progress import SILENT, Progress
 from composens.model.record import NodeRecord, State
 from composens.model.report import (
     LinkReport,
@@ -281,6 +282,28 @@ class LabCore:
                 targets[HUB] = Target(hub, str(self.directory.path(hub)), f"hub:{inode}")
         return targets
 
+    def _absent(
+        self, topo: Topology, state: State, running: list[Wanted], targets: Mapping[str, Target]
+    ) -> dict[str, str]:
+        """Why each running container's service has no namespace wiring may reach: not that it does not run."""
+        absent: dict[str, str] = {}
+        for w in running:
+            service = w.container.service
+            if service in targets or service not in topo.wired_services:
+                continue
+            entry = self.directory.probe(w.name)
+            record = state.entries.get(w.name)
+            if w.target is None:
+                why = w.why_not or "its namespace cannot be trusted"
+            elif not entry.exists:
+                why = "no netns entry"
+            elif record is not None and record.project == topo.project and record.made(entry.symlink_target):
+                why = "stale netns entry"
+            else:
+                why = f"netns name {w.name} taken"
+            absent[service] = f"running, not linked ({why})"
+        return absent
+
     @staticmethod
     def _scope(topo: Topology, state: State, targets: dict[str, Target], services: set[str]) -> Scope:
         from composens.model.conditions import parse as parse_conditions
@@ -322,12 +345,15 @@ class LabCore:
         *,
         wire: bool = True,
         first: Callable[[State, list[Container]], None] | None = None,
+        progress: Progress = SILENT,
     ) -> LinkReport:
         """Link every running container of `services` and converge the wiring that touches them.
 
         `first` changes the record (a run-time setting) in the same hold of the lock, once the containers are
         known. They are listed once the lock is held: a run that waited for another's would act on a stale list.
+        `progress` is told of the entries, changes and exec commands as they are made and run.
         """
+        began = time.monotonic()
         if wire:
             self.check_kernel(topo, self.store.read())
         report = LinkReport()
@@ -338,10 +364,12 @@ class LabCore:
             if first is not None:
                 first(state, containers)
             wanted = [w for w in running if w.container.service in services]
-            report.entries = netns.link(self.directory, state, topo.project, wanted, services)
+            report.entries = netns.link(self.directory, state, topo.project, wanted, services, progress)
             if not wire:
+                report.seconds = time.monotonic() - began
                 return report
-            targets, in_line = self._wire(topo, state, running, services, report)
+            targets, in_line = self._wire(topo, state, running, services, report, progress)
+            report.links, report.lans = _wired_counts(topo, services, targets)
             starts = [w for w in running if w.inode is not None]
             wired = [w for w in starts if self._ready(topo, w, services, targets, in_line)]
         if any(node.exec for node in topo.services.values()):  # outside the lock: commands may take their time
@@ -355,10 +383,12 @@ class LabCore:
                 self.compose.docker,
                 listed_at=listed_at,
                 use_api=self.compose.use_api,
+                progress=progress,
             )
         self._open_gates(
             topo, starts, wired, listed_at
         )  # after its exec commands: a command may rely on what they set up
+        report.seconds = time.monotonic() - began
         return report
 
     @staticmethod
@@ -386,7 +416,13 @@ class LabCore:
         startgate.release(self.paths.state_dir, topo.project, opened, ours, listed_at)
 
     def _wire(
-        self, topo: Topology, state: State, running: list[Wanted], services: set[str], report: LinkReport
+        self,
+        topo: Topology,
+        state: State,
+        running: list[Wanted],
+        services: set[str],
+        report: LinkReport,
+        progress: Progress = SILENT,
     ) -> tuple[dict[str, Target], Callable[[str], bool]]:
         """Converge the wiring that touches `services`; return the namespaces it could reach, and what tells
         whether another service's wiring is found in line with the file (as the run left the namespaces)."""
@@ -409,7 +445,7 @@ class LabCore:
 
             targets = self._targets(topo, state, running)
             scope = self._scope(topo, state, targets, services)
-            result = wiring.converge_lab(topo, scope, targets, state.project(topo.project), state.save)
+            result = wiring.converge_lab(topo, scope, targets, state.project(topo.project), state.save, progress)
             report.wired, report.unwired = result.done, result.unwired
             in_line = functools.partial(converge.in_line, topo, result.state, result.records, scope)
         if services >= set(topo.services):
@@ -593,6 +629,23 @@ def _gated(topo: Topology, w: Wanted) -> bool:
     from composens.system.run import startgate
 
     return w.container.service in startgate.waiting(topo) or startgate.GATED_LABEL in w.container.labels
+
+
+def _wired_counts(topo: Topology, services: set[str], targets: Mapping[str, Target]) -> tuple[int, int]:
+    """How many declared links and LANs touching `services` are wired now: a link whose two ends' namespaces were
+    converged (a cross-host link: this host's end's), a LAN whose hub and every member here were."""
+    links = sum(
+        1
+        for link in topo.links
+        if {link.a.node, link.b.node} & services and link.a.node in targets and link.b.node in targets
+    )
+    links += sum(1 for t in topo.tunnels if t.lan is None and t.end.node in services and t.end.node in targets)
+    lans = sum(
+        1
+        for lan in topo.lans
+        if {m.node for m in lan.members} & services and HUB in targets and all(m.node in targets for m in lan.members)
+    )
+    return links, lans
 
 
 def not_running(topo: Topology, services: set[str], containers: list[Container]) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ wiring.py reads the routes again before the third phase; `plan` predicts them wi
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -81,6 +81,17 @@ class Scope:
     down: frozenset[Endpoint] = frozenset()  # ends set down at run time (`composens link down`)
     conditions: Mapping[Endpoint, Conditions] = field(default_factory=dict)  # set at run time (`netem set`)
     qdiscs: bool = False  # whether the namespaces' qdiscs were read (only then are conditions compared)
+    # Why a node has no namespace to reach, where it is not that it does not run (a running container whose entry
+    # is stale, say): what a pair it cannot wire is reported with.
+    absent: Mapping[str, str] = field(default_factory=dict)
+
+    def why_absent(self, nodes: Iterable[str], name: Callable[[str], str]) -> str:
+        """`a, b not running`, or each reason with its nodes: `a running, not linked (stale netns entry); b not
+        running`."""
+        by_reason: dict[str, list[str]] = {}
+        for node in dict.fromkeys(nodes):
+            by_reason.setdefault(self.absent.get(node, "not running"), []).append(name(node))
+        return "; ".join(f"{', '.join(names)} {reason}" for reason, names in by_reason.items())
 
     def full(self, node: str) -> bool:
         """Tell whether everything composens made in `node` is converged, not only what touches the chosen."""
@@ -176,8 +187,8 @@ class _Work:
             if any(self.topo.node(node).replicas == 0 for node in missing):
                 continue  # scaled to 0: the file asks for no container, so no pair either
             if missing:
-                names = ", ".join(self._name(n) for n in dict.fromkeys(missing))
-                self.out.unwired_pairs.append((pair, f"{pair.a} <-> {pair.b}: {names} not running"))
+                why = self.scope.why_absent(missing, self._name)
+                self.out.unwired_pairs.append((pair, f"{pair.a} <-> {pair.b}: {why}"))
                 continue
             for end, peer in ((pair.a, pair.b), (pair.b, pair.a)):
                 wants[end] = Want(
@@ -197,7 +208,7 @@ class _Work:
             end = tunnel.end
             if end.node not in available:
                 far = f"{tunnel.peer} on {tunnel.remotes[0].name}" if tunnel.peer else f"LAN {tunnel.lan}'s other hosts"
-                reason = f"{end} <-> {far} (vxlan {tunnel.vni}): {self._name(end.node)} not running"
+                reason = f"{end} <-> {far} (vxlan {tunnel.vni}): {self.scope.why_absent([end.node], self._name)}"
                 self.out.unwired_tunnels.append((end.node, reason))
                 continue
             wants[end] = Want(

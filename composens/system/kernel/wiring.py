@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 
 from composens.model.conditions import LiveQdisc, parse_qdiscs
 from composens.model.errors import ConfigError, ConflictError, WiringError
+from composens.model.progress import SILENT, WIRING, Progress
 from composens.model.record import Claim, NodeRecord, ProjectRecord
 from composens.model.topology import Topology
 from composens.plan import changes as ch
@@ -112,8 +113,16 @@ class _Failed(Exception):
 class _Run:
     """One convergence: the namespaces, their records, what ran, and how to take it back."""
 
-    def __init__(self, topo: Topology, targets: Mapping[str, Target], project: ProjectRecord, save: Callable[[], None]):
+    def __init__(
+        self,
+        topo: Topology,
+        targets: Mapping[str, Target],
+        project: ProjectRecord,
+        save: Callable[[], None],
+        progress: Progress = SILENT,
+    ):
         self.topo = topo
+        self.progress = progress
         self.targets = targets
         self.project = project
         self.save = save
@@ -312,6 +321,7 @@ class _Run:
             failed = self._batch(node, list(segment), tool)
             if failed is not None:
                 return failed
+        self.progress.advance(WIRING, len(changes))
         return None
 
     def _batch(self, node: str, changes: Sequence[Change], tool: str) -> _Failed | None:
@@ -531,17 +541,19 @@ def converge_lab(
     targets: Mapping[str, Target],
     project: ProjectRecord,
     save: Callable[[], None],
+    progress: Progress = SILENT,
 ) -> WiringReport:
     """Bring the namespaces in `targets` to what the file declares; on failure undo this run and raise.
 
     `targets` holds every namespace the run may read and change (their entries verified by the
-    caller). `save` writes the record: called before each change it claims.
+    caller). `save` writes the record: called before each change it claims. `progress` is told of the changes
+    to make and of each namespace's as they are made.
     """
     import time
 
     for pause in (*VNI_RETRIES, None):
         try:
-            return _converge_once(topo, scope, targets, project, save)
+            return _converge_once(topo, scope, targets, project, save, progress)
         except WiringError as e:
             if VNI_STILL_TAKEN not in e.message:
                 raise
@@ -562,8 +574,9 @@ def _converge_once(
     targets: Mapping[str, Target],
     project: ProjectRecord,
     save: Callable[[], None],
+    progress: Progress,
 ) -> WiringReport:
-    run = _Run(topo, targets, project, save)
+    run = _Run(topo, targets, project, save, progress)
     try:
         run.qdiscs = scope.qdiscs
         run.state = read_all(targets, qdiscs=scope.qdiscs)
@@ -586,6 +599,8 @@ def _apply(run: _Run, plan: converge.Diff, scope: converge.Scope) -> None:
     creations = plan.creations
     made = [c for c in creations if isinstance(c, ch.MAKES_INTERFACE)]
     rest = [c for c in creations if not isinstance(c, ch.MAKES_INTERFACE)]
+    if plan.removals or creations:
+        run.progress.expect(WIRING, len(plan.removals) + len(creations))
     try:
         run.execute([plan.removals])
         run.claim(creations)  # after the removals, which forget what they delete: a new end may reuse a name
@@ -598,6 +613,8 @@ def _apply(run: _Run, plan: converge.Diff, scope: converge.Scope) -> None:
         if routes.conflicts:
             raise ConflictError(routes.conflicts[0])
         run.claim(routes.routes)
+        if routes.routes:
+            run.progress.expect(WIRING, len(routes.routes))
         run.execute([routes.routes])
         run.refresh({change.node for change in routes.routes})
         run.settle_claims()

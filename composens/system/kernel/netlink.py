@@ -6,6 +6,11 @@ test_netlink.py proves it on the kernel. Three dump requests (RTM_GETLINK, RTM_G
 RTM_GETROUTE), each parsed with struct. A socket stays bound to the namespace it was made in, so
 it is made in a thread that entered the namespace (entering.run_in_netns) and read from any thread.
 
+A dump that cannot be taken for the namespace is a NetlinkError (an OSError, on which reading.py reads with `ip
+-json` instead): one ending in an error, one still flagged interrupted after TRIES tries, one holding a message that is
+not well formed. Nothing here trusts a length it has not checked, so no answer crashes the command or passes, cut
+short, for a whole one (tests/unit/test_netlink_dumps.py).
+
 Only reading goes this way: every change still runs through `ip -batch`/`tc -batch`, so `composens
 plan` prints exactly what runs. qdisc details (netem's and tbf's options) are still tc's to say;
 each link's root qdisc name (IFLA_QDISC) tells the caller whether tc must be asked.
@@ -20,6 +25,7 @@ against 105 to 173 ms with one `ip -json -batch` process each, eight at a time.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import socket
@@ -82,7 +88,9 @@ RTMSG = struct.Struct("=BBBBBBBBI")
 U32 = struct.Struct("=I")
 U16 = struct.Struct("=H")
 RECEIVE = 1 << 17
-TRIES = 3  # a dump the kernel marks interrupted (something changed meanwhile) is asked again
+# A dump the kernel marks interrupted (the namespace changed while it was sent in parts) is asked again at once; one
+# interrupted this many times in a row is a namespace that keeps changing: a reading failure, never a partial answer.
+TRIES = 10
 
 # iproute2's names for route protocols (lib/rt_names.c), overridden by /etc/iproute2/rt_protos.
 PROTOCOLS = {
@@ -95,6 +103,12 @@ PROTOCOL_FOLDERS = ("/usr/share/iproute2/rt_protos.d", "/etc/iproute2/rt_protos.
 
 
 Dumps = tuple[list[bytes], list[bytes], list[bytes]]  # the payloads of a link, an address and a route dump
+
+
+class NetlinkError(OSError):
+    """A dump that cannot be taken for the namespace: it ended in an error, stayed interrupted, or did not parse.
+
+    An OSError, so a caller that falls back to `ip -json` where netlink cannot read does so here too."""
 
 
 @dataclass(frozen=True)
@@ -209,34 +223,54 @@ def _u32_attr(kind: int, value: int) -> bytes:
 
 
 def dump(sock: socket.socket, kind: int, body: bytes) -> list[bytes]:
-    """Send one dump request; return the payload of each answer (header stripped), in the kernel's order."""
+    """Send one dump request; return the payload of each answer (header stripped), in the kernel's order.
+
+    Fails (NetlinkError) as ip fails a dump: one ending in an error (NLMSG_DONE or NLMSG_ERROR carrying it), and any
+    answer that is not well formed; one the kernel flags interrupted is asked again, up to TRIES times."""
     for _ in range(TRIES):
         payloads, interrupted = _dump_once(sock, kind, body)
         if not interrupted:
             return payloads
-    return payloads
+    raise NetlinkError(
+        errno.EINTR,
+        f"netlink: the {_DUMPS.get(kind, 'dump')} dump was interrupted {TRIES} times in a row: the namespace keeps "
+        "changing",
+    )
+
+
+_DUMPS = {RTM_GETLINK: "link", RTM_GETADDR: "address", RTM_GETROUTE: "route"}
 
 
 def _dump_once(sock: socket.socket, kind: int, body: bytes) -> tuple[list[bytes], bool]:
     seq = kind  # one socket per read, one dump of each kind at a time on it
+    what = f"the {_DUMPS.get(kind, 'dump')} dump"
     sock.send(NLMSG.pack(NLMSG.size + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body)
     payloads: list[bytes] = []
     interrupted = False
     while True:
-        data = sock.recv(RECEIVE)
+        data, _, received_flags, _ = sock.recvmsg(RECEIVE)
+        if received_flags & socket.MSG_TRUNC:
+            raise NetlinkError(f"netlink: {what} sent a datagram larger than the receive buffer ({RECEIVE} bytes)")
+        if not data:
+            raise NetlinkError(f"netlink: {what} ended without NLMSG_DONE")
         offset = 0
-        while offset + NLMSG.size <= len(data):
+        while offset < len(data):
+            left = len(data) - offset
+            if left < NLMSG.size:
+                raise NetlinkError(f"netlink: {left} stray bytes after the last message of {what}")
             length, message, flags, got, _ = NLMSG.unpack_from(data, offset)
-            if length < NLMSG.size:
-                raise OSError("netlink: a truncated message")
+            if length < NLMSG.size or length > left:
+                raise NetlinkError(f"netlink: a message of {length} bytes where {left} came, in {what}")
             if got == seq:
                 interrupted = interrupted or bool(flags & NLM_F_DUMP_INTR)
-                if message == NLMSG_DONE:
-                    return payloads, interrupted
-                if message == NLMSG_ERROR:
-                    (error,) = struct.unpack_from("=i", data, offset + NLMSG.size)
-                    if error:
-                        raise OSError(-error, os.strerror(-error))
+                if message in (NLMSG_DONE, NLMSG_ERROR):
+                    if length < NLMSG.size + 4:  # as ip: "DONE truncated", "ERROR truncated"
+                        raise NetlinkError(f"netlink: {what} ended with a truncated status")
+                    (status,) = struct.unpack_from("=i", data, offset + NLMSG.size)
+                    if status < 0:  # as ip, a dump that ends in an error is no dump: what came is not all there is
+                        raise NetlinkError(-status, f"netlink: {what} failed: {os.strerror(-status)}")
+                    if message == NLMSG_DONE:
+                        return payloads, interrupted
                 else:
                     payloads.append(data[offset + NLMSG.size : offset + length])
             offset += (length + 3) & ~3
@@ -248,10 +282,12 @@ def attributes(data: bytes, offset: int, wanted: frozenset[int] | None = None) -
     found: dict[int, bytes] = {}
     end = len(data)
     unpack = RTATTR.unpack_from
-    while offset + 4 <= end:
+    while offset + 4 <= end:  # fewer than 4 bytes left: the message's own padding
         length, kind = unpack(data, offset)
-        if length < 4:
-            break
+        if length < 4 or offset + length > end:
+            raise NetlinkError(
+                f"netlink: a malformed message: an attribute of {length} bytes where {end - offset} are left"
+            )
         kind &= 0x3FFF
         if wanted is None or kind in wanted:
             found[kind] = data[offset + 4 : offset + length]
@@ -272,7 +308,16 @@ def _address(family: int, value: bytes) -> str:
 
 
 def parse(links: list[bytes], addresses: list[bytes], routes: list[bytes]) -> NetlinkRead:
-    """Build what `live.parse_namespace` builds from ip's JSON, from the payloads of the three dumps."""
+    """Build what `live.parse_namespace` builds from ip's JSON, from the payloads of the three dumps.
+
+    A message too short for what it says it holds fails as a NetlinkError (a reading failure), never as a crash."""
+    try:
+        return _parse(links, addresses, routes)
+    except (struct.error, ValueError, IndexError) as e:  # a field shorter than its type, an address of a bad length
+        raise NetlinkError(f"netlink: a malformed message: {e}") from e
+
+
+def _parse(links: list[bytes], addresses: list[bytes], routes: list[bytes]) -> NetlinkRead:
     from composens.plan.live import LiveAddress, LiveLink, LiveNamespace  # here: reading dumps alone needs none
 
     by_index: dict[int, str] = {}

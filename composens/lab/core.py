@@ -341,6 +341,10 @@ class LabCore:
             targets = self._wire(topo, state, running, services, report)
             starts = [w for w in running if w.inode is not None]
             wired = [w for w in starts if _wired(topo, w.container.service, targets)]
+            awaiting = _awaiting(topo, state, targets)
+        # Outside the lock: the kernel takes up to a second (more for hundreds of interfaces) to make them usable.
+        held = self._wait_ready(topo, awaiting, report)
+        wired = [w for w in wired if w.container.service not in held]
         if any(node.exec for node in topo.services.values()):  # outside the lock: commands may take their time
             from composens.system.run import execs
 
@@ -357,6 +361,23 @@ class LabCore:
             topo, starts, wired, listed_at
         )  # after its exec commands: a command may rely on what they set up
         return report
+
+    @staticmethod
+    def _wait_ready(topo: Topology, awaiting: dict[str, tuple[str, tuple[str, ...]]], report: LinkReport) -> set[str]:
+        """Wait until every wired interface is usable (plan/ready.py); report those that are not by the limit, and
+        return the services they hold back: not wired, so no exec command runs and no gate opens for them."""
+        if not awaiting:
+            return set()
+        from composens.plan import ready as readiness
+        from composens.system.kernel import ready
+
+        limit = ready.limit_for(sum(len(names) for _, names in awaiting.values()))
+        unready = ready.wait_ready(awaiting, limit)
+        report.not_ready = [
+            f"{readiness.describe(topo, end)} is not usable after {limit:g} s: {why}"
+            for end, why in sorted(unready.items(), key=lambda item: str(item[0]))
+        ]
+        return readiness.services_held(topo, unready)
 
     def _open_gates(self, topo: Topology, starts: list[Wanted], wired: list[Wanted], listed_at: float) -> None:
         """Let the waiting services whose namespace is wired now start their commands."""
@@ -566,6 +587,15 @@ def _wired(topo: Topology, service: str, targets: Mapping[str, Target]) -> bool:
     ends = [ep.node for pair in topo.pairs() if service in (pair.a.node, pair.b.node) for ep in (pair.a, pair.b)]
     ends += [t.end.node for t in topo.tunnels if t.end.node == service]
     return all(node in targets for node in ends)
+
+
+def _awaiting(topo: Topology, state: State, targets: Mapping[str, Target]) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """The interfaces to wait for once wired, by node: the path of its namespace and their names."""
+    from composens.plan.ready import awaited
+
+    record = state.projects.get(topo.project)
+    down = {Endpoint(*item.split(":", 1)) for item in record.down} if record else set()
+    return {node: (targets[node].path, names) for node, names in awaited(topo, set(targets), down).items()}
 
 
 def not_running(topo: Topology, services: set[str], containers: list[Container]) -> tuple[str, ...]:

@@ -114,6 +114,7 @@ class LinkReport:
     wired: list[str] = field(default_factory=list)  # the commands of what wiring changed
     unwired: list[str] = field(default_factory=list)  # links not wired, and why
     execs: list[ExecResult] = field(default_factory=list)  # x-composens.exec commands that ran now
+    not_ready: list[str] = field(default_factory=list)  # wired interfaces still not usable when the wait ended, and why
 
     @property
     def conflicts(self) -> list[EntryChange]:

@@ -42,6 +42,7 @@ except ImportError:  # pragma: no cover - an interpreter without it
 
 if TYPE_CHECKING:
     from composens.plan.live import LiveAddress, LiveLink, LiveNamespace, LiveRoute, Vxlan
+    from composens.plan.ready import Carrier, CarrierLink, CarrierRoute
 
 NETLINK_ROUTE = 0
 SOL_NETLINK = 270
@@ -58,7 +59,12 @@ RTM_NEWROUTE, RTM_GETROUTE = 24, 26
 IFF_UP = 0x1
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_QDISC, IFLA_MASTER = 1, 3, 4, 5, 6, 10
 IFLA_LINKINFO, IFLA_IFALIAS, IFLA_EXT_MASK = 18, 20, 29
-IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
+IFLA_OPERSTATE, IFLA_AF_SPEC = 16, 26
+IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 1, 2, 4, 5
+IFLA_BRPORT_STATE = 1
+IFLA_INET6_FLAGS, IFLA_INET6_CONF, IFLA_INET6_ADDR_GEN_MODE = 1, 2, 8
+DEVCONF_DISABLE_IPV6 = 26  # its index in IFLA_INET6_CONF's array of s32 (linux/ipv6.h)
+CARRIER_ATTRIBUTES = frozenset({IFLA_IFNAME, IFLA_OPERSTATE, IFLA_AF_SPEC, IFLA_LINKINFO})
 LINK_ATTRIBUTES = frozenset(
     {IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_QDISC, IFLA_MASTER, IFLA_LINKINFO, IFLA_IFALIAS}
 )
@@ -79,6 +85,11 @@ RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE, RTA_PREF = 1, 4, 5, 6, 1
 RT_TABLE_MAIN = 254
 RTN_UNICAST = 1
 RTM_F_CLONED = 0x200
+RTNH_F_LINKDOWN = 0x10
+# The groups whose events can make an interface ready: links (operstate), IPv4 and IPv6 routes, IPv6's own link
+# events (IF_READY) and addresses (linux/rtnetlink.h RTMGRP_*).
+RTMGRP_LINK, RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE, RTMGRP_IPV6_IFINFO = 1, 0x40, 0x100, 0x400, 0x800
+CARRIER_GROUPS = RTMGRP_LINK | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE | RTMGRP_IPV6_IFINFO
 
 NLMSG = struct.Struct("=IHHII")
 RTATTR = struct.Struct("=HH")
@@ -143,6 +154,18 @@ def _new_socket() -> socket.socket:
     return sock
 
 
+def events_socket() -> socket.socket:
+    """A non-blocking NETLINK_ROUTE socket of this thread's namespace, told of what can make an interface ready
+    (CARRIER_GROUPS). Made before the namespace is read, so nothing that changes after the reading goes unseen."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK, NETLINK_ROUTE)
+    try:
+        sock.bind((0, CARRIER_GROUPS))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def read_path(path: str) -> NetlinkRead:
     """Read the namespace at `path` (an nsfs mount, a /var/run/netns entry, /proc/self/ns/net)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -162,6 +185,15 @@ def read_socket(sock: socket.socket) -> NetlinkRead:
     """Dump links, addresses and routes through `sock` and parse them as `ip -details -json` would read."""
     dumps = _dumps(sock)
     return replace(parse(*dumps), dumps=dumps)
+
+
+def read_carrier(sock: socket.socket) -> Carrier:
+    """Dump the links and the routes of every table through `sock`: what plan/ready.py judges readiness from."""
+    links = dump(sock, RTM_GETLINK, IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _u32_attr(
+        IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS
+    ))  # fmt: skip
+    routes = dump(sock, RTM_GETROUTE, RTMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0, 0, 0, 0, 0))  # table 0: every table
+    return parse_carrier(links, routes)
 
 
 def read_dumps_digests(paths: list[str]) -> list[str | None]:
@@ -383,6 +415,72 @@ def _parse(links: list[bytes], addresses: list[bytes], routes: list[bytes]) -> N
         qdiscs,
         address_flags,
     )
+
+
+def parse_carrier(links: list[bytes], routes: list[bytes]) -> Carrier:
+    """Each link's operstate, bridge port state and IPv6 state, and each route's table, type, device and linkdown
+    flag, from the payloads of a link and a route dump (a malformed message: NetlinkError)."""
+    try:
+        return _parse_carrier(links, routes)
+    except (struct.error, ValueError, IndexError) as e:
+        raise NetlinkError(f"netlink: a malformed message: {e}") from e
+
+
+def _parse_carrier(links: list[bytes], routes: list[bytes]) -> Carrier:
+    from composens.plan.ready import Carrier
+
+    found: dict[str, CarrierLink] = {}
+    for payload in links:
+        _, _, index, _, _ = IFINFOMSG.unpack_from(payload)
+        attrs = attributes(payload, IFINFOMSG.size, CARRIER_ATTRIBUTES)
+        if IFLA_IFNAME in attrs:
+            found[_string(attrs[IFLA_IFNAME])] = _carrier_link(index, attrs)
+    return Carrier(found, tuple(_carrier_routes(routes)))
+
+
+def _carrier_link(index: int, attrs: dict[int, bytes]) -> CarrierLink:
+    from composens.plan.ready import ADDR_GEN_MODE_NONE, IF_READY, OPER_UNKNOWN, CarrierLink
+
+    info = attributes(attrs[IFLA_LINKINFO], 0) if IFLA_LINKINFO in attrs else {}
+    port_state = None
+    if IFLA_INFO_SLAVE_KIND in info and _string(info[IFLA_INFO_SLAVE_KIND]) == "bridge":
+        port = attributes(info.get(IFLA_INFO_SLAVE_DATA, b""), 0)
+        port_state = port[IFLA_BRPORT_STATE][0] if IFLA_BRPORT_STATE in port else None
+    spec = attributes(attrs[IFLA_AF_SPEC], 0) if IFLA_AF_SPEC in attrs else {}
+    inet6 = attributes(spec[socket.AF_INET6], 0) if socket.AF_INET6 in spec else {}
+    conf = inet6.get(IFLA_INET6_CONF, b"")
+    at = DEVCONF_DISABLE_IPV6 * 4
+    # No IPv6 state at all (an MTU below 1280, IPv6 compiled out): the kernel gives it no IPv6 to wait for.
+    ipv6 = len(conf) >= at + 4 and struct.unpack_from("=i", conf, at)[0] == 0
+    flags = _u32(inet6[IFLA_INET6_FLAGS]) if IFLA_INET6_FLAGS in inet6 else 0
+    mode = inet6[IFLA_INET6_ADDR_GEN_MODE][0] if IFLA_INET6_ADDR_GEN_MODE in inet6 else 0
+    return CarrierLink(
+        index=index,
+        operstate=attrs[IFLA_OPERSTATE][0] if IFLA_OPERSTATE in attrs else OPER_UNKNOWN,
+        port_state=port_state,
+        ipv6=ipv6,
+        ipv6_ready=bool(flags & IF_READY),
+        link_local=mode != ADDR_GEN_MODE_NONE,
+    )
+
+
+def _carrier_routes(payloads: list[bytes]) -> Iterator[CarrierRoute]:
+    from composens.plan.ready import CarrierRoute
+
+    for payload in payloads:
+        family, dst_len, _, _, short_table, _, _, kind, flags = RTMSG.unpack_from(payload)
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        attrs = attributes(payload, RTMSG.size)
+        destination = f"{_address(family, attrs[RTA_DST])}/{dst_len}" if RTA_DST in attrs else "default"
+        yield CarrierRoute(
+            family=6 if family == socket.AF_INET6 else 4,
+            table=_u32(attrs[RTA_TABLE]) if RTA_TABLE in attrs else short_table,
+            kind=kind,
+            destination=destination,
+            oif=_u32(attrs[RTA_OIF]) if RTA_OIF in attrs else None,
+            linkdown=bool(flags & RTNH_F_LINKDOWN),
+        )
 
 
 def _hardware_address(link_type: int, value: bytes) -> str:

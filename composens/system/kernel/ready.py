@@ -1,0 +1,150 @@
+"""Wait, through netlink and without sleeping, until the interfaces a run wired are usable (plan/ready.py says what
+that is: carrier seen by the kernel and, where IPv6 is on, by IPv6).
+
+One thread enters each awaited namespace in turn and makes two NETLINK_ROUTE sockets there: first one subscribed to
+the events that can make an interface ready (link, route, IPv6 link and address events), then one that dumps the
+namespace's links and routes. Each namespace is read once; one that is not ready is read again whenever its events
+socket says something changed there, until every awaited interface is ready or the limit passes. Subscribing before
+the first reading means no change after it goes unseen; nothing polls on a timer.
+
+The kernel handles carrier changes at most once a second, and a hundred devices at a time (linkwatch), so the wait
+is about a second after wiring, a few for hundreds of new interfaces. The limit is LIMIT seconds and one more for
+every hundred interfaces awaited; what is still not ready then is reported, never taken as ready.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import select
+import socket
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from composens.model.topology import Endpoint
+from composens.plan.ready import Carrier, not_ready
+from composens.system.kernel import netlink
+from composens.system.kernel.entering import in_each_netns
+from composens.system.world import WORLD, reader
+
+LIMIT = 10.0  # s: ten times what linkwatch takes to handle a hundred devices on a quiet machine
+PER_HUNDRED = 1.0  # s more for each hundred interfaces: linkwatch handles a hundred at a time, a second apart
+
+
+def limit_for(interfaces: int) -> float:
+    """How long to wait at most for `interfaces` interfaces to become ready."""
+    return LIMIT + PER_HUNDRED * math.ceil(interfaces / 100)
+
+
+def wait_ready(awaiting: Mapping[str, tuple[str, tuple[str, ...]]], limit: float) -> dict[Endpoint, str]:
+    """Wait until each awaited interface (by node: the path of its namespace, the interface names) is usable, for
+    `limit` seconds at most; return those that are not by then, and why."""
+    asked = [[node, path, list(names)] for node, (path, names) in sorted(awaiting.items()) if names]
+    if not asked:
+        return {}
+    # What the command says rests on what is ready when the wait ends, and that is the reading told: made again
+    # (composens.replay), it is read at once, without waiting.
+    with WORLD.derived():
+        found = _wait_ready(asked, limit)
+    WORLD.noted("ready", (asked,), lambda: found)
+    return {Endpoint(node, ifname): why for node, ifname, why in found}
+
+
+@reader("ready")
+def _ready_now(asked: list[list[Any]]) -> list[tuple[str, str, str]]:
+    """What of the awaited interfaces is not ready now (no waiting)."""
+    return _wait_ready(asked, 0)
+
+
+def _wait_ready(asked: list[list[Any]], limit: float) -> list[tuple[str, str, str]]:
+    deadline = time.monotonic() + limit
+    names = {str(node): tuple(ifnames) for node, _, ifnames in asked}
+    fds: list[int] = []
+    unreadable: dict[str, str] = {}
+    for node, path, _ in asked:
+        try:
+            fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+        except OSError as e:
+            fds.append(-1)  # setns fails on it: the namespace is reported unreadable below
+            unreadable[node] = f"its namespace cannot be opened: {e.strerror or e}"
+    try:
+        made = in_each_netns(fds, _sockets)
+    finally:
+        for fd in fds:
+            if fd >= 0:
+                os.close(fd)
+    watched: dict[str, tuple[socket.socket, socket.socket]] = {}
+    for (node, _, _), sockets in zip(asked, made, strict=True):
+        if isinstance(sockets, BaseException):
+            unreadable.setdefault(node, f"its namespace cannot be read: {sockets.strerror or sockets}")
+        else:
+            watched[node] = sockets
+    try:
+        return _until_ready(names, watched, unreadable, deadline)
+    finally:
+        for events, dumps in watched.values():
+            events.close()
+            dumps.close()
+
+
+def _sockets() -> tuple[socket.socket, socket.socket]:
+    events = netlink.events_socket()  # first: whatever changes after the first dump is told on it
+    try:
+        return events, netlink._new_socket()
+    except OSError:
+        events.close()
+        raise
+
+
+def _until_ready(
+    names: Mapping[str, tuple[str, ...]],
+    watched: Mapping[str, tuple[socket.socket, socket.socket]],
+    unreadable: dict[str, str],
+    deadline: float,
+) -> list[tuple[str, str, str]]:
+    """Read each watched namespace, then again on each of its events, until all are ready or the deadline passes."""
+    unready: dict[str, dict[Endpoint, str]] = {}
+
+    def judge(node: str) -> bool:
+        """Read the namespace and note what is not ready in it; tell whether all of it is."""
+        try:
+            seen: Mapping[str, Carrier] = {node: netlink.read_carrier(watched[node][1])}
+        except OSError as e:  # a dump that failed (netlink.NetlinkError): read again on the next event
+            unready[node] = {Endpoint(node, ifname): f"its namespace cannot be read: {e}" for ifname in names[node]}
+            return False
+        unready[node] = not_ready({node: names[node]}, seen)
+        return not unready[node]
+
+    poller = select.poll()
+    by_fd: dict[int, str] = {}
+    for node, (events, _) in watched.items():
+        if not judge(node):
+            poller.register(events, select.POLLIN)
+            by_fd[events.fileno()] = node
+    while by_fd:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        for fd, _ in poller.poll(max(1, math.ceil(left * 1000))):
+            node = by_fd[fd]
+            _drain(watched[node][0])
+            if judge(node):
+                poller.unregister(fd)
+                del by_fd[fd]
+    found = [(end.node, end.ifname, why) for ends in unready.values() for end, why in ends.items()]
+    found += [(node, ifname, why) for node, why in unreadable.items() for ifname in names[node]]
+    return sorted(found)
+
+
+def _drain(events: socket.socket) -> None:
+    """Take every event the socket holds: any of them is reason enough to read the namespace again."""
+    while True:
+        try:
+            events.recv(netlink.RECEIVE)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            if e.errno != errno.ENOBUFS:  # ENOBUFS: events were lost, which the reading that follows makes up for
+                return

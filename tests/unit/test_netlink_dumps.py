@@ -169,3 +169,31 @@ def test_a_malformed_message_is_a_reading_failure_not_a_crash(
 ) -> None:
     with pytest.raises(OSError, match="malformed"):
         nl.parse(links, addresses, routes)
+
+
+class Recorded(Answers):
+    def __init__(self, *answers: list[bytes]) -> None:
+        super().__init__(*answers)
+        self.sent: list[bytes] = []
+
+    def send(self, data: bytes) -> int:
+        self.sent.append(data)
+        return super().send(data)
+
+
+def test_sync_link_asks_for_one_link_by_name_and_takes_its_answer() -> None:
+    sock = Recorded([message(nl.RTM_NEWLINK, link(2, "eth1"), seq=nl.SYNC_SEQ)])
+    nl.sync_link(sock, "eth1")  # type: ignore[arg-type]
+    (request,) = sock.sent
+    length, kind, flags, seq, _ = nl.NLMSG.unpack_from(request)
+    assert (length, kind, flags, seq) == (len(request), nl.RTM_GETLINK, nl.NLM_F_REQUEST, nl.SYNC_SEQ)  # no dump
+    asked = nl.attributes(request, nl.NLMSG.size + nl.IFINFOMSG.size)
+    assert asked[nl.IFLA_IFNAME] == b"eth1\0"
+    assert sock.pending == []
+
+
+def test_sync_link_of_a_link_that_is_not_there_fails() -> None:
+    no_device = message(nl.NLMSG_ERROR, struct.pack("=i", -errno.ENODEV) + b"\0" * 16, seq=nl.SYNC_SEQ)
+    with pytest.raises(OSError, match="No such device") as failed:
+        nl.sync_link(Answers([no_device]), "eth9")  # type: ignore[arg-type]
+    assert failed.value.errno == errno.ENODEV

@@ -280,32 +280,57 @@ def _dump_once(sock: socket.socket, kind: int, body: bytes) -> tuple[list[bytes]
     payloads: list[bytes] = []
     interrupted = False
     while True:
-        data, _, received_flags, _ = sock.recvmsg(RECEIVE)
-        if received_flags & socket.MSG_TRUNC:
-            raise NetlinkError(f"netlink: {what} sent a datagram larger than the receive buffer ({RECEIVE} bytes)")
-        if not data:
-            raise NetlinkError(f"netlink: {what} ended without NLMSG_DONE")
-        offset = 0
-        while offset < len(data):
-            left = len(data) - offset
-            if left < NLMSG.size:
-                raise NetlinkError(f"netlink: {left} stray bytes after the last message of {what}")
-            length, message, flags, got, _ = NLMSG.unpack_from(data, offset)
-            if length < NLMSG.size or length > left:
-                raise NetlinkError(f"netlink: a message of {length} bytes where {left} came, in {what}")
-            if got == seq:
-                interrupted = interrupted or bool(flags & NLM_F_DUMP_INTR)
-                if message in (NLMSG_DONE, NLMSG_ERROR):
-                    if length < NLMSG.size + 4:  # as ip: "DONE truncated", "ERROR truncated"
-                        raise NetlinkError(f"netlink: {what} ended with a truncated status")
-                    (status,) = struct.unpack_from("=i", data, offset + NLMSG.size)
-                    if status < 0:  # as ip, a dump that ends in an error is no dump: what came is not all there is
-                        raise NetlinkError(-status, f"netlink: {what} failed: {os.strerror(-status)}")
-                    if message == NLMSG_DONE:
-                        return payloads, interrupted
-                else:
-                    payloads.append(data[offset + NLMSG.size : offset + length])
-            offset += (length + 3) & ~3
+        for message, flags, payload in _answers(sock, seq, what):
+            interrupted = interrupted or bool(flags & NLM_F_DUMP_INTR)
+            if message == NLMSG_DONE:
+                return payloads, interrupted
+            if message != NLMSG_ERROR:  # an error of 0 (an acknowledgement) is no message of the dump
+                payloads.append(payload)
+
+
+def _answers(sock: socket.socket, seq: int, what: str) -> Iterator[tuple[int, int, bytes]]:
+    """The messages of one datagram that answer `seq`: type, flags, payload. Every length is checked before it is
+    trusted; NLMSG_DONE and NLMSG_ERROR carrying a negative status fail (NetlinkError), as ip fails them."""
+    data, _, received_flags, _ = sock.recvmsg(RECEIVE)
+    if received_flags & socket.MSG_TRUNC:
+        raise NetlinkError(f"netlink: {what} sent a datagram larger than the receive buffer ({RECEIVE} bytes)")
+    if not data:
+        raise NetlinkError(f"netlink: {what} ended without its last message")
+    offset = 0
+    while offset < len(data):
+        left = len(data) - offset
+        if left < NLMSG.size:
+            raise NetlinkError(f"netlink: {left} stray bytes after the last message of {what}")
+        length, message, flags, got, _ = NLMSG.unpack_from(data, offset)
+        if length < NLMSG.size or length > left:
+            raise NetlinkError(f"netlink: a message of {length} bytes where {left} came, in {what}")
+        if got == seq:
+            if message in (NLMSG_DONE, NLMSG_ERROR):
+                if length < NLMSG.size + 4:  # as ip: "DONE truncated", "ERROR truncated"
+                    raise NetlinkError(f"netlink: {what} ended with a truncated status")
+                (status,) = struct.unpack_from("=i", data, offset + NLMSG.size)
+                if status < 0:  # as ip, a dump that ends in an error is no dump: what came is not all there is
+                    raise NetlinkError(-status, f"netlink: {what} failed: {os.strerror(-status)}")
+            yield message, flags, data[offset + NLMSG.size : offset + length]
+        offset += (length + 3) & ~3
+
+
+SYNC_SEQ = 1  # the sequence number of sync_link's request: no dump's (they use their request types, 16 and up)
+
+
+def sync_link(sock: socket.socket, ifname: str) -> None:
+    """Ask for one link by name (RTM_GETLINK, not a dump), and take the answer. The kernel first handles a carrier
+    change of that link still queued for its linkwatch work (rtnl_getlink calls linkwatch_sync_dev, to report no
+    carrier it does not honour yet), so its operstate, its routes' linkdown and IPv6 follow now, not up to a
+    second later. A link that is not there: ENODEV (NetlinkError)."""
+    name = ifname.encode() + b"\0"
+    body = IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + RTATTR.pack(4 + len(name), IFLA_IFNAME) + name
+    body += b"\0" * (-len(body) % 4) + _u32_attr(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
+    sock.send(NLMSG.pack(NLMSG.size + len(body), RTM_GETLINK, NLM_F_REQUEST, SYNC_SEQ, 0) + body)
+    while True:
+        for message, _, _ in _answers(sock, SYNC_SEQ, f"the link {ifname}"):
+            if message in (RTM_NEWLINK, NLMSG_ERROR):
+                return
 
 
 def attributes(data: bytes, offset: int, wanted: frozenset[int] | None = None) -> dict[int, bytes]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import math
 import os
 import select
@@ -77,12 +78,12 @@ def _wait_ready(asked: list[list[Any]], limit: float, *, sync: bool = True) -> l
             fds.append(-1)  # setns fails on it: the namespace is reported unreadable below
             unreadable[node] = f"its namespace cannot be opened: {e.strerror or e}"
     try:
-        made = in_each_netns(fds, _sockets)
+        made = in_each_netns(fds, functools.partial(_sockets, events=limit > 0))
     finally:
         for fd in fds:
             if fd >= 0:
                 os.close(fd)
-    watched: dict[str, tuple[socket.socket, socket.socket]] = {}
+    watched: dict[str, tuple[socket.socket | None, socket.socket]] = {}
     for (node, _, _), sockets in zip(asked, made, strict=True):
         if isinstance(sockets, BaseException):
             unreadable.setdefault(node, f"its namespace cannot be read: {sockets.strerror or sockets}")
@@ -92,22 +93,26 @@ def _wait_ready(asked: list[list[Any]], limit: float, *, sync: bool = True) -> l
         return _until_ready(names, watched, unreadable, deadline, sync=sync)
     finally:
         for events, dumps in watched.values():
-            events.close()
+            if events is not None:
+                events.close()
             dumps.close()
 
 
-def _sockets() -> tuple[socket.socket, socket.socket]:
-    events = netlink.events_socket()  # first: whatever changes after the first dump is told on it
+def _sockets(*, events: bool) -> tuple[socket.socket | None, socket.socket]:
+    """This namespace's sockets: one told of its events (only to wait; made first, so that whatever changes after the
+    first reading is told on it) and one to ask with."""
+    told = netlink.events_socket() if events else None
     try:
-        return events, netlink._new_socket()
+        return told, netlink._new_socket()
     except OSError:
-        events.close()
+        if told is not None:
+            told.close()
         raise
 
 
 def _until_ready(
     names: Mapping[str, tuple[str, ...]],
-    watched: Mapping[str, tuple[socket.socket, socket.socket]],
+    watched: Mapping[str, tuple[socket.socket | None, socket.socket]],
     unreadable: dict[str, str],
     deadline: float,
     *,
@@ -134,17 +139,19 @@ def _until_ready(
 
     poller = select.poll()
     by_fd: dict[int, str] = {}
+    by_fd_events: dict[int, socket.socket] = {}
     for node, (events, _) in watched.items():
-        if not judge(node):
+        if not judge(node) and events is not None:
             poller.register(events, select.POLLIN)
             by_fd[events.fileno()] = node
+            by_fd_events[events.fileno()] = events
     while by_fd:
         left = deadline - time.monotonic()
         if left <= 0:
             break
         for fd, _ in poller.poll(max(1, math.ceil(left * 1000))):
             node = by_fd[fd]
-            _drain(watched[node][0])
+            _drain(by_fd_events[fd])
             if judge(node):
                 poller.unregister(fd)
                 del by_fd[fd]

@@ -24,8 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from composens.model.topology import HUB, Endpoint, Topology
+from composens.model.names import HUB_NODE
+
+if TYPE_CHECKING:  # the topology is the lab's to import: a replay reads readiness without it (20 to 45 ms)
+    from composens.model.topology import Endpoint, Topology
 
 # linux/if.h (IF_OPER_*), include/net/if_inet6.h (IF_READY), linux/if_bridge.h (BR_STATE_*), linux/rtnetlink.h
 OPERSTATES = ("unknown", "notpresent", "down", "lowerlayerdown", "testing", "dormant", "up")
@@ -111,14 +115,13 @@ def why_not_ready(ifname: str, seen: Carrier) -> str | None:
     return "; ".join(missing) or None
 
 
-def not_ready(awaiting: Mapping[str, tuple[str, ...]], seen: Mapping[str, Carrier]) -> dict[Endpoint, str]:
-    """Each awaited end that is not usable yet, and why."""
+def not_ready(names: Collection[str], seen: Carrier) -> dict[str, str]:
+    """Each of a namespace's awaited interfaces that is not usable yet, and why."""
     found = {}
-    for node, names in awaiting.items():
-        for ifname in names:
-            why = why_not_ready(ifname, seen[node]) if node in seen else "its namespace could not be read"
-            if why is not None:
-                found[Endpoint(node, ifname)] = why
+    for ifname in names:
+        why = why_not_ready(ifname, seen)
+        if why is not None:
+            found[ifname] = why
     return found
 
 
@@ -134,7 +137,7 @@ def services_held(topo: Topology, unready: Collection[Endpoint]) -> set[str]:
 
 def describe(topo: Topology, end: Endpoint) -> str:
     """An end as a person knows it: `r1:eth1`, `host:lab0`, a hub port by the member it faces and its LAN."""
-    if end.node == HUB:
+    if end.node == HUB_NODE:
         for lan in topo.lans:
             if end.ifname in lan.ports:
                 return f"the port {end.ifname} of LAN {lan.name} (facing {lan.members[lan.ports.index(end.ifname)]})"

@@ -26,13 +26,15 @@ import select
 import socket
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from composens.model.topology import Endpoint
-from composens.plan.ready import Carrier, not_ready
+from composens.plan.ready import not_ready
 from composens.system.kernel import netlink
 from composens.system.kernel.entering import in_each_netns
 from composens.system.world import WORLD, reader
+
+if TYPE_CHECKING:
+    from composens.model.topology import Endpoint
 
 LIMIT = 10.0  # s: ten times what linkwatch takes to handle a hundred devices on a quiet machine
 PER_HUNDRED = 1.0  # s more for each hundred interfaces: linkwatch handles a hundred at a time, a second apart
@@ -57,6 +59,8 @@ def wait_ready(
     with WORLD.derived():
         found = _wait_ready(asked, limit, sync=sync)
     WORLD.noted("ready", (asked,), lambda: found)
+    from composens.model.topology import Endpoint  # here: a replay's reading needs no topology
+
     return {Endpoint(node, ifname): why for node, ifname, why in found}
 
 
@@ -119,22 +123,22 @@ def _until_ready(
     sync: bool,
 ) -> list[tuple[str, str, str]]:
     """Read each watched namespace, then again on each of its events, until all are ready or the deadline passes."""
-    unready: dict[str, dict[Endpoint, str]] = {}
+    unready: dict[str, dict[str, str]] = {}  # node -> its interfaces not ready, and why
 
     def judge(node: str) -> bool:
         """Read the namespace and note what is not ready in it; tell whether all of it is."""
         dumps = watched[node][1]
         if sync:
-            waiting = [end.ifname for end in unready[node]] if node in unready else names[node]
+            waiting = list(unready[node]) if node in unready else names[node]
             for ifname in waiting:
                 with contextlib.suppress(OSError):  # not there (ENODEV): the dump below says so
                     netlink.sync_link(dumps, ifname)  # the kernel handles its queued carrier change now
         try:
-            seen: Mapping[str, Carrier] = {node: netlink.read_carrier(dumps)}
+            seen = netlink.read_carrier(dumps)
         except OSError as e:  # a dump that failed (netlink.NetlinkError): read again on the next event
-            unready[node] = {Endpoint(node, ifname): f"its namespace cannot be read: {e}" for ifname in names[node]}
+            unready[node] = dict.fromkeys(names[node], f"its namespace cannot be read: {e}")
             return False
-        unready[node] = not_ready({node: names[node]}, seen)
+        unready[node] = not_ready(names[node], seen)
         return not unready[node]
 
     poller = select.poll()
@@ -155,7 +159,7 @@ def _until_ready(
             if judge(node):
                 poller.unregister(fd)
                 del by_fd[fd]
-    found = [(end.node, end.ifname, why) for ends in unready.values() for end, why in ends.items()]
+    found = [(node, ifname, why) for node, ends in unready.items() for ifname, why in ends.items()]
     found += [(node, ifname, why) for node, why in unreadable.items() for ifname in names[node]]
     return sorted(found)
 

@@ -83,7 +83,7 @@ IP_ADDRESSED |= {769: (16, socket.AF_INET6), 823: (16, socket.AF_INET6)}  # ip6t
 
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE, RTA_PREF = 1, 4, 5, 6, 15, 20
 RT_TABLE_MAIN = 254
-RTN_UNICAST = 1
+RTN_UNICAST, RTN_MULTICAST = 1, 5
 RTM_F_CLONED = 0x200
 RTNH_F_LINKDOWN = 0x10
 # The groups whose events can make an interface ready: links (operstate), IPv4 and IPv6 routes, IPv6's own link
@@ -443,8 +443,8 @@ def _parse(links: list[bytes], addresses: list[bytes], routes: list[bytes]) -> N
 
 
 def parse_carrier(links: list[bytes], routes: list[bytes]) -> Carrier:
-    """Each link's operstate, bridge port state and IPv6 state, and each route's table, type, device and linkdown
-    flag, from the payloads of a link and a route dump (a malformed message: NetlinkError)."""
+    """Each link's operstate, bridge port state and IPv6 state, and the table, type, device and linkdown flag of the
+    routes readiness looks at, from the payloads of a link and a route dump (a malformed message: NetlinkError)."""
     try:
         return _parse_carrier(links, routes)
     except (struct.error, ValueError, IndexError) as e:
@@ -494,7 +494,12 @@ def _carrier_routes(payloads: list[bytes]) -> Iterator[CarrierRoute]:
 
     for payload in payloads:
         family, dst_len, _, _, short_table, _, _, kind, flags = RTMSG.unpack_from(payload)
-        if family not in (socket.AF_INET, socket.AF_INET6):
+        # Only what readiness looks at: a route flagged linkdown, IPv6's multicast /8 and unicast /64 (ff00::/8,
+        # fe80::/64); the rest (every local and broadcast route, say) is left unparsed.
+        wanted = flags & RTNH_F_LINKDOWN or (
+            family == socket.AF_INET6 and (dst_len, kind) in ((8, RTN_MULTICAST), (64, RTN_UNICAST))
+        )
+        if family not in (socket.AF_INET, socket.AF_INET6) or not wanted:
             continue
         attrs = attributes(payload, RTMSG.size)
         destination = f"{_address(family, attrs[RTA_DST])}/{dst_len}" if RTA_DST in attrs else "default"

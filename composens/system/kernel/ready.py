@@ -66,8 +66,9 @@ def wait_ready(
 
 @reader("ready")
 def _ready_now(asked: list[list[Any]]) -> list[tuple[str, str, str]]:
-    """What of the awaited interfaces is not ready now (no waiting)."""
-    return _wait_ready(asked, 0)
+    """What of the awaited interfaces is not ready now: no waiting, and the kernel left to its pace (a change still
+    queued reads as not ready: the command is then worked out, and waits)."""
+    return _wait_ready(asked, 0, sync=False)
 
 
 def _wait_ready(asked: list[list[Any]], limit: float, *, sync: bool = True) -> list[tuple[str, str, str]]:

@@ -119,6 +119,8 @@ class Output:
         line = repair_line(report)
         if line:
             self.line(line)
+        for why in report.not_ready:  # which ones, and why: watch goes on, and tries again on the next event
+            self.message(f"composens: not ready: {why}")
 
     def netns_table(self, status: LabStatus) -> None:
         self.console().print(netns_table(status.rows))

@@ -191,3 +191,29 @@ def test_a_service_is_held_by_its_own_ends_and_their_peers() -> None:
     assert ready.not_ready(("eth1", "eth2"), Carrier({"eth2": CarrierLink(3, ready.OPER_UP)})) == {
         "eth1": "it is not there"
     }
+
+
+NOT_READY = "b:eth1 is not usable after 11 s: the kernel has not seen its carrier yet (operstate dormant)"
+
+
+def test_not_ready_is_said_on_stderr_and_fails_the_run() -> None:
+    import io
+
+    from composens.cli.app import report_link
+    from composens.model.errors import ComposensError
+    from composens.model.report import LinkReport
+    from composens.show.render import Output, repair_line
+
+    out, err = io.StringIO(), io.StringIO()
+    report = LinkReport(wired=["ip link set b up"], not_ready=[NOT_READY])
+    with pytest.raises(ComposensError, match=r"^1 wired interface is not usable yet \(see above\)$") as failed:
+        report_link(Output(out, err), report)
+    assert failed.value.exit_code == 1
+    assert out.getvalue() == "wired: ip link set b up\n"
+    assert err.getvalue() == f"composens: not ready: {NOT_READY}\n"
+    line = repair_line(report)
+    assert line is not None
+    assert line.split(" ", 1)[1] == "repaired: 1 wiring change; 1 interface not ready"
+    out, err = io.StringIO(), io.StringIO()
+    Output(out, err).repair(report)  # watch goes on: the line, and which interface and why
+    assert err.getvalue() == f"composens: not ready: {NOT_READY}\n"

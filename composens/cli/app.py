@@ -105,6 +105,9 @@ def report_link(out: Output, report: LinkReport, *, brief: bool = False) -> None
     failed = [r for r in report.execs if not r.ok]
     if failed:  # the lab is wired; a command the file asked to run in it did not succeed
         raise ComposensError(f"exec {failed[0].service}: `{failed[0].command}` did not succeed (see above)")
+    if report.not_ready:  # wired, but the kernel has not made these usable yet: their services are not ready
+        count = len(report.not_ready)
+        raise ComposensError(f"{count} wired interface{'s are' if count > 1 else ' is'} not usable yet (see above)")
 
 
 app = typer.Typer(

@@ -372,6 +372,10 @@ class LabCore:
             report.links, report.lans = _wired_counts(topo, services, targets)
             starts = [w for w in running if w.inode is not None]
             wired = [w for w in starts if self._ready(topo, w, services, targets, in_line)]
+            awaiting = _awaiting(topo, state, targets)
+        # Outside the lock: the kernel takes up to a second (more for hundreds of interfaces) to make them usable.
+        held = self._wait_ready(topo, awaiting, report)
+        wired = [w for w in wired if w.container.service not in held]
         if any(node.exec for node in topo.services.values()):  # outside the lock: commands may take their time
             from composens.system.run import execs
 
@@ -404,6 +408,23 @@ class LabCore:
         if service in services or not (topo.services[service].exec or _gated(topo, w)):
             return True  # converged by this run; or nothing waits on it
         return in_line(service)
+
+    @staticmethod
+    def _wait_ready(topo: Topology, awaiting: dict[str, tuple[str, tuple[str, ...]]], report: LinkReport) -> set[str]:
+        """Wait until every wired interface is usable (plan/ready.py); report those that are not by the limit, and
+        return the services they hold back: not wired, so no exec command runs and no gate opens for them."""
+        if not awaiting:
+            return set()
+        from composens.plan import ready as readiness
+        from composens.system.kernel import ready
+
+        limit = ready.limit_for(sum(len(names) for _, names in awaiting.values()))
+        unready = ready.wait_ready(awaiting, limit)
+        report.not_ready = [
+            f"{readiness.describe(topo, end)} is not usable after {limit:g} s: {why}"
+            for end, why in sorted(unready.items(), key=lambda item: str(item[0]))
+        ]
+        return readiness.services_held(topo, unready)
 
     def _open_gates(self, topo: Topology, starts: list[Wanted], wired: list[Wanted], listed_at: float) -> None:
         """Let the waiting services whose namespace is wired now start their commands."""
@@ -646,6 +667,15 @@ def _wired_counts(topo: Topology, services: set[str], targets: Mapping[str, Targ
         if {m.node for m in lan.members} & services and HUB in targets and all(m.node in targets for m in lan.members)
     )
     return links, lans
+
+
+def _awaiting(topo: Topology, state: State, targets: Mapping[str, Target]) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """The interfaces to wait for once wired, by node: the path of its namespace and their names."""
+    from composens.plan.ready import awaited
+
+    record = state.projects.get(topo.project)
+    down = {Endpoint(*item.split(":", 1)) for item in record.down} if record else set()
+    return {node: (targets[node].path, names) for node, names in awaited(topo, set(targets), down).items()}
 
 
 def not_running(topo: Topology, services: set[str], containers: list[Container]) -> tuple[str, ...]:

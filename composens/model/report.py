@@ -118,6 +118,7 @@ class LinkReport:
     links: int = 0  # declared links (cross-host ones too) touching the chosen services, wired at the run's end
     lans: int = 0  # declared LANs touching them whose every member here is wired at the run's end
     seconds: float = 0.0  # what linking and wiring took (compose's own run not included)
+    not_ready: list[str] = field(default_factory=list)  # wired interfaces still not usable when the wait ended, and why
 
     @property
     def linked(self) -> int:

@@ -146,6 +146,8 @@ class Output:
             self.line(f"wired: {command}")
         for reason in report.unwired:
             self.message(f"composens: not wired: {reason}")
+        for why in report.not_ready:
+            self.message(f"composens: not ready: {why}")
         for result in report.execs:
             self.exec_result(result)
 
@@ -202,6 +204,8 @@ class Output:
             if verbose:
                 for command in report.wired:
                     self.line(f"  {command}")
+        for why in report.not_ready:  # which ones, and why: watch goes on, and tries again on the next event
+            self.message(f"composens: not ready: {why}")
 
     def netns_table(self, status: LabStatus) -> None:
         self.table(netns_table(status.rows))
@@ -305,6 +309,8 @@ def repair_line(report: LinkReport) -> str | None:
         words.append(f"{len(report.execs)} exec command{'s' if len(report.execs) != 1 else ''}")
         if failed:
             words[-1] += f" ({failed} failed)"
+    if report.not_ready:
+        words.append(f"{len(report.not_ready)} interface{'s' if len(report.not_ready) != 1 else ''} not ready")
     if not words:
         return None
     return f"{time.strftime('%H:%M:%S')} repaired: " + "; ".join(words)

@@ -41,6 +41,7 @@ READER_MODULES = {
     "ip-namespace": "composens.system.kernel.reading",
     "sysctls": "composens.system.kernel.reading",
     "qdisc-kinds": "composens.system.kernel.reading",
+    "ready": "composens.system.kernel.ready",
     "process-start": "composens.system.kernel.processes",
     "exec-results": "composens.system.run.execs",
     "folder": "composens.system.world",

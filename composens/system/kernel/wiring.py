@@ -38,6 +38,7 @@ from composens.plan.live import LiveNamespace
 from composens.system.faults import crash_point
 from composens.system.kernel.entering import inside, run_in_netns
 from composens.system.kernel.reading import (
+    DUMP_INTERRUPTED,
     HOST_TARGET,
     READ_LINES,
     Target,
@@ -82,7 +83,7 @@ def run_batch(netns: str | None, lines: list[str], tool: str = "ip", *, read_bac
         # ip exits on some errors (a netns that vanished, say) without naming the line: the rest did not run.
         failures[-1] = " ".join(message)
     result = BatchResult(failures, done.returncode == 0)
-    if read_back:
+    if read_back and DUMP_INTERRUPTED not in done.stderr:  # else the next refresh reads the namespace again
         try:
             documents = list(live.json_documents(done.stdout))
         except ValueError:

@@ -372,7 +372,7 @@ class LabCore:
             report.links, report.lans = _wired_counts(topo, services, targets)
             starts = [w for w in running if w.inode is not None]
             wired = [w for w in starts if self._ready(topo, w, services, targets, in_line)]
-            awaiting = _awaiting(topo, state, targets)
+            awaiting = _awaiting(topo, state, targets, services)
         # Outside the lock: the kernel takes up to a second (more for hundreds of interfaces) to make them usable.
         held = self._wait_ready(topo, awaiting, report)
         wired = [w for w in wired if w.container.service not in held]
@@ -669,13 +669,17 @@ def _wired_counts(topo: Topology, services: set[str], targets: Mapping[str, Targ
     return links, lans
 
 
-def _awaiting(topo: Topology, state: State, targets: Mapping[str, Target]) -> dict[str, tuple[str, tuple[str, ...]]]:
-    """The interfaces to wait for once wired, by node: the path of its namespace and their names."""
+def _awaiting(
+    topo: Topology, state: State, targets: Mapping[str, Target], services: set[str]
+) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """The interfaces to wait for once the pairs touching `services` are wired, by node: the path of its namespace
+    and their names."""
     from composens.plan.ready import awaited
 
     record = state.projects.get(topo.project)
     down = {Endpoint(*item.split(":", 1)) for item in record.down} if record else set()
-    return {node: (targets[node].path, names) for node, names in awaited(topo, set(targets), down).items()}
+    chosen = None if services >= set(topo.services) else services
+    return {node: (targets[node].path, names) for node, names in awaited(topo, set(targets), down, chosen).items()}
 
 
 def not_running(topo: Topology, services: set[str], containers: list[Container]) -> tuple[str, ...]:

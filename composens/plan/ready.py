@@ -74,18 +74,27 @@ class Carrier:
     routes: tuple[CarrierRoute, ...] = ()
 
 
-def awaited(topo: Topology, reachable: Collection[str], down: Collection[Endpoint]) -> dict[str, tuple[str, ...]]:
-    """The interfaces to wait for, by node: both ends of each pair whose two namespaces were converged (`reachable`)
-    and neither end of which is set down, and the VXLAN ends in a reachable namespace that are not set down."""
+def awaited(
+    topo: Topology,
+    reachable: Collection[str],
+    down: Collection[Endpoint],
+    chosen: Collection[str] | None = None,
+) -> dict[str, tuple[str, ...]]:
+    """The interfaces to wait for, by node: both ends of each pair the run converged (one end is a `chosen` service,
+    or all were chosen: None) whose two namespaces it reached (`reachable`) and neither end of which is set down, and
+    the VXLAN ends of chosen services in a reachable namespace that are not set down. A pair the run did not touch
+    (`netns link r1` leaves r3 <-> r4 as it is) is not its to wait for: it may not be there at all."""
     found: dict[str, list[str]] = {}
     for pair in topo.pairs():
         ends = (pair.a, pair.b)
+        if chosen is not None and not any(end.node in chosen for end in ends):
+            continue
         if all(end.node in reachable and end not in down for end in ends):
             for end in ends:
                 found.setdefault(end.node, []).append(end.ifname)
     for tunnel in topo.tunnels:
         end = tunnel.end
-        if end.node in reachable and end not in down:
+        if (chosen is None or end.node in chosen) and end.node in reachable and end not in down:
             found.setdefault(end.node, []).append(end.ifname)
     return {node: tuple(dict.fromkeys(names)) for node, names in found.items()}
 

@@ -177,6 +177,14 @@ def test_both_ends_of_every_pair_wired_now_are_awaited() -> None:
     }  # a link set down: its peer has no carrier by design
 
 
+def test_only_the_pairs_a_run_converged_are_awaited() -> None:
+    """`netns link c` wires c's LAN end and nothing else: a <-> b may not be there at all (issue 26's CI failure)."""
+    topo = declared.parse(LAB, source="test")
+    port = str(topo.lans[0].port_of(Endpoint("c", "eth1")).ifname)
+    assert ready.awaited(topo, {"a", "b", "c", "host", HUB}, set(), {"c"}) == {"c": ("eth1",), HUB: (port,)}
+    assert set(ready.awaited(topo, {"a", "b", "c", "host", HUB}, set(), {"a"})) == {"a", "b", HUB}
+
+
 def test_a_service_is_held_by_its_own_ends_and_their_peers() -> None:
     topo = declared.parse(LAB, source="test")
     lan = topo.lans[0]

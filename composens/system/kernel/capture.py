@@ -1,6 +1,6 @@
 """Packet capture on a lab interface: tcpdump, run in the interface's namespace, becomes composens' process.
 
-composens only says where to capture (lab.py checks that the entry reaches the service's namespace
+composens only says where to capture (the lab checks that the entry reaches the service's namespace
 now); tcpdump itself writes pcap to a file, or to stdout when stdout is not a terminal (so
 `composens capture r1:eth1 | wireshark -k -i -` works), or readable lines on a terminal. Its
 process replaces composens', so Ctrl-C, its summary and its exit code are tcpdump's own.

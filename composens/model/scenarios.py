@@ -965,6 +965,10 @@ class ScenarioReport:
         """The wall-clock time of a time in this report."""
         return self.started_at + seconds
 
+    def failed_windows(self) -> tuple[tuple[Verdict, float, float], ...]:
+        """Each failed expectation with the wall-clock window (epoch seconds) it judged: where to cut a capture."""
+        return tuple((v, self.wall(v.window[0]), self.wall(v.window[1])) for v in self.verdicts if not v.passed)
+
 
 # --------------------------------------------------------------------------- verdicts
 

@@ -720,6 +720,14 @@ def test_json_has_steps_expectations_windows_and_every_request() -> None:
     assert probe["requests"][0] == {"seq": 0, "sent": 0.0, "rtt": 0.001}
 
 
+def test_a_report_gives_each_failed_expectation_its_wall_clock_window() -> None:
+    report = sample_report()
+    ((verdict, start, end),) = report.failed_windows()  # the seam a flight recorder cuts its capture at
+    assert verdict.name == "p outage <= 100 ms"
+    assert (start, end) == (pytest.approx(1_700_000_000.89), pytest.approx(1_700_000_001.7))
+    assert replace(report, verdicts=(replace(verdict, passed=True),)).failed_windows() == ()
+
+
 def test_junit_has_a_case_per_expectation_and_skips_those_never_judged() -> None:
     root = ET.fromstring(scenarios_junit([sample_report()], "composens lab"))
     (suite,) = root.findall("testsuite")

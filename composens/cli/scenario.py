@@ -87,7 +87,8 @@ def scenario_run(
         out.data(timeline_svg(reports).encode(), timeline)
     out.scenario_reports(reports, fmt=str(format))
     if stop.is_set():
-        out.message(f"composens: {reports[-1].stopped if reports else 'stopped'}; the lab was restored")
+        left = "left as the last step left it (--keep)" if keep else "restored"
+        out.message(f"composens: {reports[-1].stopped if reports else 'stopped'}; the lab was {left}")
         raise typer.Exit(ExitCode.INTERRUPTED)
     if any(not report.passed for report in reports):
         raise typer.Exit(ExitCode.FAILURE)

@@ -974,15 +974,24 @@ class ScenarioReport:
 
 
 def judge_probe(
-    step: int, expect: ExpectProbe, record: ProbeRecord, start: float, end: float, *, fault: float | None = None
+    step: int,
+    expect: ExpectProbe,
+    record: ProbeRecord,
+    start: float,
+    end: float,
+    *,
+    fault: float | None = None,
+    begun: float | None = None,
 ) -> list[Verdict]:
     """Judge a probe expectation over the window [start, end) of its record.
 
     `fault` (for recovers_within) is when the fault step took effect; requests sent in the window must have had
-    their timeout, so the caller judges once `end + timeout` has passed.
+    their timeout, so the caller judges once `end + timeout` has passed. `begun` is when that step began: an
+    outage still going then counts, even when it ended before the step's stamp (a link that `link up` brings back
+    carries traffic before the command that did it has returned).
     """
     window = (start, end)
-    found = overlapping(outages(record.requests), start, end)
+    found = overlapping(outages(record.requests), min(start, begun) if begun is not None else start, end)
     sent = record.window(start, end)
     name = expect.probe
     verdicts = []

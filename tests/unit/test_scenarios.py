@@ -391,6 +391,17 @@ def test_outages_are_runs_of_lost_requests_from_first_lost_to_first_answered() -
     assert scenarios.outages(record("....").requests) == []
 
 
+def test_an_outage_going_when_the_fault_step_began_counts_though_it_ended_before_its_stamp() -> None:
+    # The link comes back at 2.0 s while `link up` (begun 1.98 s) is still running; its stamp says 2.05 s.
+    rec = record("." * 10 + "x" * 10 + "." * 20)  # lost from 1.0 s; answered again from 2.0 s
+    expect = ExpectProbe("p", recovers_within=1.0, criteria=(Criterion("outage", "min", 0.5),))
+    recovered, outage = scenarios.judge_probe(5, expect, rec, 2.05, 3.05, fault=2.05, begun=1.98)
+    assert (outage.passed, outage.figure) == (True, pytest.approx(1.0))
+    assert (recovered.passed, recovered.figure) == (True, 0.0)
+    unaware = scenarios.judge_probe(5, expect, rec, 2.05, 3.05, fault=2.05)[1]
+    assert (unaware.passed, unaware.text) == (False, "no outage")  # what the stamp alone would judge
+
+
 def test_recovery_is_from_the_fault_to_the_end_of_the_last_outage_in_the_window() -> None:
     rec = record("." * 10 + "x" * 20 + "." * 10 + "xx" + "." * 20)  # outages 1.0-3.0 and 4.0-4.2
     expect = ExpectProbe("p", recovers_within=5.0, criteria=(Criterion("outage", "max", 2.5),))

@@ -106,6 +106,7 @@ class _Pending:
     expect: ExpectProbe
     start: float
     end: float | None = None
+    begun: float | None = None  # when the fault step that opened the window began (its outages count from there)
 
 
 class _CheckWatch:
@@ -149,6 +150,7 @@ class _CheckWatch:
 @dataclass
 class _State:
     last_fault: float = 0.0
+    last_fault_begun: float = 0.0  # when that fault step began: its effect may come before its stamp
     down: set[Endpoint] = field(default_factory=set)  # set down by this scenario's steps
     partitioned: list[Endpoint] = field(default_factory=list)  # set down by partitions, for heal
     impaired: list[Endpoint] = field(default_factory=list)  # given conditions by netem steps, for `netem: reset`
@@ -262,7 +264,7 @@ class Runner:
             self.state.stopped = f"step {index + 1} failed"
             return False
         if effective is not None:
-            self.state.last_fault = effective
+            self.state.last_fault, self.state.last_fault_begun = effective, started
             self._arm(index + 1, effective)
         self._record(StepRecord(index, step.text, _kind(step), started, effective, self.now(), tuple(marks), detail))
         if self.state.stopped is not None:
@@ -355,16 +357,16 @@ class Runner:
             state.pending.append(_Pending(index, expect, 0.0))
             return
         if expect.recovers_within is None:
-            state.pending.append(_Pending(index, expect, state.last_fault))
+            state.pending.append(_Pending(index, expect, state.last_fault, begun=state.last_fault_begun))
             return
-        fault = state.last_fault
+        fault, begun = state.last_fault, state.last_fault_begun
         end = fault + expect.recovers_within
         timeout = self.probes[expect.probe].timeout
         self._wait_until(end + timeout + SETTLE)
         if self.stop() is not None:
             return  # not judged: the scenario was stopped before its window closed
         record = monitor.snapshot()[expect.probe]
-        self._verdicts(judge_probe(index, expect, record, fault, end, fault=fault))
+        self._verdicts(judge_probe(index, expect, record, fault, end, fault=fault, begun=begun))
 
     def _arm(self, first: int, since: float) -> None:
         """Start trying, from `since`, the checks expected `within` a time by the steps before the next fault."""
@@ -405,7 +407,9 @@ class Runner:
     def _judge(self, pending: _Pending, records: Mapping[str, ProbeRecord], end: float) -> None:
         window_end = pending.end if pending.end is not None else end
         record = records[pending.expect.probe]
-        self._verdicts(judge_probe(pending.step, pending.expect, record, pending.start, window_end))
+        self._verdicts(
+            judge_probe(pending.step, pending.expect, record, pending.start, window_end, begun=pending.begun)
+        )
 
     def _verdicts(self, verdicts: list[Verdict]) -> None:
         for verdict in verdicts:

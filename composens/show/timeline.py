@@ -121,7 +121,7 @@ def _lane(record: ProbeRecord, top: float, span: float, place: Callable[[float],
     requests = record.requests
     rtts = [r.rtt for r in requests if r.rtt is not None]
     largest = max(rtts, default=0.0) or 0.001
-    out.append(_text(10, top + 44, f"every {seconds_text(probe.interval)}; rtt to {seconds_text(largest)}", fill=GREY))
+    out.append(_text(10, top + 44, f"{seconds_text(probe.interval)}; max rtt {seconds_text(largest)}", fill=GREY))
     lost = sum(1 for r in requests if r.lost)
     out.append(_text(10, top + 58, f"{len(requests)} sent, {lost} lost", fill=RED if lost else GREY))
     # Gather per pixel column: the largest round trip, and whether any request there was lost.

@@ -16,6 +16,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -41,13 +42,14 @@ def frr_image() -> str:
     return FRR_IMAGE
 
 
-def wait_for(condition: object, timeout: float, what: str) -> None:
+def wait_for(condition: object, timeout: float, what: str, seen: Callable[[], str] | None = None) -> None:
+    """Wait until `condition` holds; on failure say `what`, and what `seen` finds then (a daemon's own view)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():  # type: ignore[operator]
             return
         time.sleep(1)
-    raise AssertionError(f"{what} not within {timeout:.0f} s")
+    raise AssertionError(f"{what} not within {timeout:.0f} s" + (f"; seen then:\n{seen()}" if seen else ""))
 
 
 def vtysh(project: Project, service: str, command: str) -> str:
@@ -183,7 +185,18 @@ def test_ospf_across_two_hosts_on_a_lan_that_spans_them(project: Project, frr_im
             lab.on1("up", "-d")
             lab.on2("up", "-d")
             wait_for(
-                lambda: vtysh(project, "r2", "show ip ospf neighbor").count("Full") == 2, 90, "two Full on host 1's r2"
+                lambda: vtysh(project, "r2", "show ip ospf neighbor").count("Full") == 2,
+                90,
+                "two Full on host 1's r2",
+                lambda: "\n".join(
+                    [
+                        vtysh(project, "r2", "show ip ospf neighbor"),
+                        vtysh(project, "r2", "show interface eth1"),
+                        run("ip", "-n", f"{project.name}-r2", "-d", "link", "show", check=False).stdout,
+                        lab.on1("ps", "--netns", check=False).stdout,
+                        lab.on2("ps", "--netns", check=False).stdout,
+                    ]
+                ),
             )
             wait_for(lambda: first_ping(project, "h1", "198.18.23.2"), 60, "h1 (host 1) reaching h3 (host 2)")
             route = run("ip", "netns", "exec", f"{project.name}-r1", "ip", "route", "show", "198.18.23.0/24").stdout

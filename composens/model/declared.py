@@ -1,4 +1,4 @@
-"""What a compose project declares for composens: its topology, the hosts it spans, its MACs and its checks."""
+"""What a compose project declares for composens: its topology, hosts, MACs, checks and flight recorder."""
 
 from __future__ import annotations
 
@@ -19,4 +19,8 @@ def parse(config: Mapping[str, Any], *, source: str) -> Topology:
         from composens.model import checks  # only projects that declare checks pay for reading them
 
         topo = replace(topo, checks=checks.parse_checks(top["checks"], topo))
+    if "capture" in top:
+        from composens.model import capture
+
+        topo = replace(topo, capture=capture.parse_recorder(top["capture"], topo))
     return topo

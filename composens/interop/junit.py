@@ -2,7 +2,9 @@
 
 One <testsuites> with one <testsuite>; a <testcase> per check, classname `SUITE.SERVICE` (Jenkins
 groups by it), with <failure>, <error> or <skipped> when it did not pass, and the attempts and
-round trips in <system-out>. Built with ElementTree, so every value is escaped.
+round trips in <system-out>, with the flight recorder's capture of a failure as an `[[ATTACHMENT|path]]`
+line there (the form GitLab's test reports and Jenkins' JUnit Attachments plugin link to the file).
+Built with ElementTree, so every value is escaped.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ def _details(result: CheckResult) -> str:
     lines = [f"{result.kind} on {result.service}: {result.result} after {result.attempts} attempt(s)"]
     if result.rtts_ms:
         lines.append("round trips (ms): " + " ".join(f"{rtt:.3f}" for rtt in result.rtts_ms))
+    if result.capture:
+        lines.append(f"[[ATTACHMENT|{result.capture}]]")
     return _clean("\n".join(lines))
 
 

@@ -78,6 +78,9 @@ class Output:
         self.console().print(checks_table(results))
         passed = sum(r.result == "pass" for r in results)
         self.line(f"{passed}/{len(results)} checks passed")
+        for r in results:
+            if r.capture:
+                self.line(f"packets around {r.name!r}: {r.capture}")
 
     def message(self, text: str) -> None:
         print(text, file=self.err, flush=True)
@@ -357,6 +360,7 @@ def checks_json(results: Sequence[CheckResult]) -> str:
                 "seconds": round(r.seconds, 3),
                 "reason": r.reason,
                 "rtts_ms": [round(t, 3) for t in r.rtts_ms],
+                "capture": r.capture,
             }
             for r in results
         ],

@@ -168,7 +168,10 @@ class RunTimeChanges(LabCore):
             if not isinstance(point, capturing.CapturePoint):
                 raise ConfigError(f"capture target {target.name}: {point}")
         points = [p for p in found if isinstance(p, capturing.CapturePoint)]
-        program = capturing.compile_filter(points[0], expression, snaplen)
+        try:
+            program = capturing.compile_filter(points[0], expression, snaplen)
+        except capturing.InterfaceMissing as e:
+            raise ConfigError(f"capture target {targets[0].name}: {e}; `composens up -d` first") from None
         capture = capturing.PacketCapture(
             program, ring_blocks or capturing.DEFAULT_RING_BLOCKS, locate=self._capture_locator(topo, targets)
         )

@@ -122,6 +122,8 @@ def compile_filter(point: CapturePoint, expression: str, snaplen: int) -> bytes:
     if done.returncode != 0:
         if "tcpdump: not found" in done.stderr or "No such file" in done.stderr:
             raise ComposensError(INSTALL_HINT)
+        if "No such device" in done.stderr:
+            raise InterfaceMissing(f"{point.ifname} does not exist there now")
         said = [line for line in done.stderr.splitlines() if line.strip()]
         reason = said[-1].removeprefix("tcpdump: ") if said else f"tcpdump exited {done.returncode}"
         raise ConfigError(f"capture filter {expression!r}: {reason}")
@@ -197,6 +199,8 @@ class _Source:
     dropped: int = 0
     gone: bool = False  # it will not come back
     next_look: float = 0.0
+    ending: float | None = None  # when to take its last block and close it (its container stopped, say)
+    ending_why: str = ""
 
     @property
     def open(self) -> bool:
@@ -252,12 +256,16 @@ class PacketCapture:
     def read(self, timeout: float) -> list[CapturedPacket]:
         """Wait up to `timeout` s for blocks of packets, and return their packets; handle targets that went away."""
         packets: list[CapturedPacket] = []
+        endings = [s.ending for s in self._sources if s.ending is not None]
+        if endings:
+            timeout = max(0.0, min(timeout, min(endings) - time.monotonic()))
         for key, _ in self._selector.select(timeout=timeout):
             source, is_exit = key.data
             if not source.open:
                 continue  # closed by an earlier event of this round
             if is_exit:
-                self._end(source, "its container stopped")
+                self._selector.unregister(key.fd)
+                self._ending(source, "its container stopped")
                 continue
             try:
                 self._take(source, packets, budget=2)
@@ -265,6 +273,12 @@ class PacketCapture:
                 if e.errno not in GONE_ERRNOS:
                     raise
                 self._lost_interface(source)
+        now = time.monotonic()
+        for source in self._sources:
+            if source.open and source.ending is not None and now >= source.ending:
+                with contextlib.suppress(OSError):
+                    self._take(source, packets, budget=source.blocks)
+                self._end(source, source.ending_why)
         self._look_again()
         return packets
 
@@ -370,9 +384,17 @@ class PacketCapture:
         except OSError:
             still_bound = False
         if not still_bound:
-            self._end(source, "its interface was deleted")
+            self._ending(source, "its interface was deleted")
+
+    def _ending(self, source: _Source, why: str) -> None:
+        """Close a source once the kernel has handed over the block it was filling (RING_RETIRE_MS), so the
+        packets it holds are not lost; its namespace is let go that much later."""
+        if source.ending is None:
+            source.ending = time.monotonic() + RING_RETIRE_MS / 1000 + 0.01
+            source.ending_why = why
 
     def _end(self, source: _Source, why: str) -> None:
+        source.ending = None
         self._close(source)
         self.notes.append(CaptureNote(source.interface_id, why))
         source.next_look = time.monotonic() + REOPEN_EVERY / 2
@@ -388,7 +410,8 @@ class PacketCapture:
                 source.ring.close()
             source.sock.close()
         if source.pidfd is not None:
-            self._selector.unregister(source.pidfd)
+            with contextlib.suppress(KeyError):  # unregistered already when it fired
+                self._selector.unregister(source.pidfd)
             os.close(source.pidfd)
         source.sock, source.ring, source.pidfd = None, None, None
 

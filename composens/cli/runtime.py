@@ -17,6 +17,7 @@ from composens.model.packets import DEFAULT_SNAPLEN
 
 if TYPE_CHECKING:
     from composens.lab.capture import CaptureSession
+    from composens.model.packets import CapturedPacket, InterfaceStatistics
     from composens.model.topology import Endpoint, Topology
     from composens.show.render import Output
 
@@ -163,7 +164,7 @@ def capture(
         raise ComposensError(TSHARK_HINT)
     session = lab.open_capture(topo, None if every else names, expression=" ".join(words), snaplen=snaplen,
                                ring_blocks=buffer)  # fmt: skip
-    _capture_until_stopped(session, state.output(), write, to_terminal, count, seconds)
+    capture_until_stopped(session, state.output(), write, to_terminal, count, seconds)
 
 
 TSHARK_HINT = "a capture on a terminal shows its packets with tshark: apt-get install tshark, or write to a file (-w)"
@@ -174,80 +175,100 @@ TSHARK_COLUMNS = (
 )
 
 
-def _capture_until_stopped(
+def capture_until_stopped(
     session: CaptureSession, out: Output, write: str | None, to_terminal: bool, count: int | None,
     seconds: float | None,
 ) -> None:  # fmt: skip
     """Write the merged packets until Ctrl-C, SIGTERM, COUNT packets, D seconds, or every target is gone."""
     import signal
-    import subprocess
     import time
 
-    from composens.interop.pcapng import PcapngWriter
     from composens.lab.follow import StopFlag
 
     stop = StopFlag()
     handlers = {sig: signal.signal(sig, lambda signum, frame: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    viewer: subprocess.Popen[bytes] | None = None
-    stream: IO[bytes]
+    sink = _Sink(session, write, to_terminal)
+    names = ", ".join(t.name for t in session.targets)
+    out.message(f"composens: capturing on {len(session.targets)} interface(s): {names}")
+    deadline = time.monotonic() + seconds if seconds is not None else None
     try:
+        while not (stop.is_set() or session.all_gone or (deadline is not None and time.monotonic() >= deadline)):
+            sink.write(session.read(), count)
+            for note in session.notes():
+                out.message(f"composens: {note}")
+            if count is not None and sink.written >= count:
+                break
+        rest, statistics = session.close()
+        sink.write(rest, count)
+        sink.finish(statistics)
+    except BrokenPipeError:
+        # The reader went away (Wireshark closed): stop quietly, and keep Python from failing to flush at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return
+    finally:
+        session.close()  # a second close does nothing; this one is for a failure midway
+        sink.close()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    for target, captured, counted in zip(session.targets, sink.per_interface, statistics, strict=True):
+        out.message(
+            f"composens: {target.name}: {captured} packets captured, {counted.received} received by the kernel, "
+            f"{counted.dropped} dropped"
+        )
+
+
+class _Sink:
+    """Where a capture's pcapng goes: a file, stdout (a pipe), or tshark showing it on the terminal."""
+
+    def __init__(self, session: CaptureSession, write: str | None, to_terminal: bool) -> None:
+        import subprocess
+
+        from composens.interop.pcapng import PcapngWriter
+
+        self.viewer: subprocess.Popen[bytes] | None = None
+        self.stream: IO[bytes]
         if to_terminal:
-            # Its own process group: Ctrl-C at the terminal stops us only, and we end tshark by closing its input.
-            viewer = subprocess.Popen(
+            # Its own process group: Ctrl-C at the terminal stops us only; we end tshark by closing its input.
+            self.viewer = subprocess.Popen(
                 ["tshark", "-r", "-", "-l", "-n", "-o", TSHARK_COLUMNS],
                 stdin=subprocess.PIPE, stderr=subprocess.DEVNULL, process_group=0,
             )  # fmt: skip
-            assert viewer.stdin is not None
-            stream = viewer.stdin
+            assert self.viewer.stdin is not None
+            self.stream = self.viewer.stdin
         elif write is None or write == "-":
-            stream = sys.stdout.buffer
+            self.stream = sys.stdout.buffer
         else:
-            stream = open(write, "wb")  # noqa: SIM115 - closed below, after the statistics
-        names = ", ".join(t.name for t in session.targets)
-        out.message(f"composens: capturing on {len(session.targets)} interface(s): {names}")
-        written = 0
-        deadline = time.monotonic() + seconds if seconds is not None else None
-        try:
-            writer = PcapngWriter(stream)
-            for interface in session.interfaces():
-                writer.add_interface(interface)
-            writer.flush()
-            while not stop.is_set() and not session.all_gone:
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
-                packets = session.read()
-                if count is not None:
-                    packets = packets[: count - written]
-                if packets:
-                    writer.write_packets(packets)
-                    writer.flush()
-                    written += len(packets)
-                for note in session.notes():
-                    out.message(f"composens: {note}")
-                if count is not None and written >= count:
-                    break
-            rest, statistics = session.close()
-            if count is not None:
-                rest = rest[: count - written]
-            writer.write_packets(rest)
-            for counters in statistics:
-                writer.write_statistics(counters)
-            writer.flush()
-        except BrokenPipeError:
-            # The reader went away (Wireshark closed): stop quietly, and keep Python from failing to flush at exit.
-            session.close()
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            self.stream = open(write, "wb")  # noqa: SIM115 - closed by close()
+        self.written = 0
+        self.per_interface = [0] * len(session.targets)
+        self.writer = PcapngWriter(self.stream)
+        for interface in session.interfaces():
+            self.writer.add_interface(interface)
+        self.writer.flush()
+
+    def write(self, packets: list[CapturedPacket], count: int | None) -> None:
+        """Write packets (no more than COUNT in all), and push them to the reader."""
+        if count is not None:
+            packets = packets[: max(0, count - self.written)]
+        if not packets:
             return
-        finally:
-            if stream is not sys.stdout.buffer:
-                stream.close()
-            if viewer is not None:
-                viewer.wait()
-        for target, captured, counted in zip(session.targets, session.captured, statistics, strict=True):
-            out.message(
-                f"composens: {target.name}: {captured} packets captured, {counted.received} received by the kernel, "
-                f"{counted.dropped} dropped"
-            )
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+        self.writer.write_packets(packets)
+        self.writer.flush()
+        self.written += len(packets)
+        for packet in packets:
+            self.per_interface[packet.interface_id] += 1
+
+    def finish(self, statistics: list[InterfaceStatistics]) -> None:
+        """Write each interface's counters at the end."""
+        for counters in statistics:
+            self.writer.write_statistics(counters)
+        self.writer.flush()
+
+    def close(self) -> None:
+        import contextlib
+
+        if self.stream is not sys.stdout.buffer:
+            with contextlib.suppress(BrokenPipeError):  # tshark gone: what it had not read is lost with it
+                self.stream.close()
+        if self.viewer is not None:
+            self.viewer.wait()

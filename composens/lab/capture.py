@@ -52,18 +52,14 @@ WindowWriter = Callable[[Path, Sequence[Interface], Sequence[CapturedPacket], Se
 
 @dataclass
 class CaptureSession:
-    """An open capture of some lab interfaces: packets out in stamp order, counts per interface."""
+    """An open capture of some lab interfaces: packets out in stamp order, the kernel's counts per interface."""
 
     targets: tuple[CaptureTarget, ...]
     capture: PacketCapture
     snaplen: int
     expression: str = ""
     started_ns: int = field(default_factory=time.time_ns)
-    captured: list[int] = field(default_factory=list)  # packets handed out, per interface
     _merge: ReorderBuffer = field(default_factory=lambda: ReorderBuffer(HOLD_NS))
-
-    def __post_init__(self) -> None:
-        self.captured = [0] * len(self.targets)
 
     def interfaces(self) -> list[Interface]:
         """Describe each target as a capture file names it (its lab name, what it faces, link type, filter)."""
@@ -75,7 +71,7 @@ class CaptureSession:
     def read(self, timeout: float = READ_EVERY) -> list[CapturedPacket]:
         """Wait up to `timeout` s; return the packets whose turn has come, oldest first."""
         self._merge.push_many(self.capture.read(timeout))
-        return self._count(self._merge.release(time.time_ns()))
+        return self._merge.release(time.time_ns())
 
     def notes(self) -> list[str]:
         """Say what happened to targets since last asked: `r2:eth1: its container stopped`."""
@@ -101,7 +97,7 @@ class CaptureSession:
         """Stop: every packet still held, oldest first, and each interface's counters (received, dropped)."""
         packets, counters = self.capture.close()
         self._merge.push_many(packets)
-        return self._count(self._merge.drain()), self._statistics(counters)
+        return self._merge.drain(), self._statistics(counters)
 
     def _statistics(self, counters: list[tuple[int, int]]) -> list[InterfaceStatistics]:
         end_ns = time.time_ns()
@@ -109,11 +105,6 @@ class CaptureSession:
             InterfaceStatistics(i, end_ns, received, dropped, self.started_ns, end_ns)
             for i, (received, dropped) in enumerate(counters)
         ]
-
-    def _count(self, packets: list[CapturedPacket]) -> list[CapturedPacket]:
-        for packet in packets:
-            self.captured[packet.interface_id] += 1
-        return packets
 
 
 @dataclass
@@ -188,13 +179,15 @@ class FlightRecorder:
 
     def stop(self) -> dict[str, Path]:
         """Wait for the windows noted to be complete, write them, stop capturing; return {failure name: file}."""
+        if self._thread is None:  # never started: nothing was captured, but the sockets are open
+            self.session.close()
+            return {}
         with self._lock:
             last_end = max((w.end_ns for w in self._pending), default=0)
-        while self._thread is not None and self._thread.is_alive() and time.time_ns() < last_end + SETTLE_NS:
+        while self._thread.is_alive() and time.time_ns() < last_end + SETTLE_NS:
             time.sleep(READ_EVERY)
         self._stopping.set()
-        if self._thread is not None:
-            self._thread.join()
+        self._thread.join()
         if self._failure is not None:
             raise self._failure
         return dict(self.written)

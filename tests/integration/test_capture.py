@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -219,6 +221,29 @@ def test_a_container_restarted_mid_capture_lets_its_namespace_go_and_is_captured
     )
 
 
+def test_nothing_captured_is_lost_when_a_container_stops_under_traffic(project: Project) -> None:
+    project.write(chain(project))
+    project.cli("up", "-d")
+    capture = start_capture(project, "r1:eth1", "r2:eth1", "-w", str(project.folder / "busy.pcapng"), "--", "icmp")
+    busy = subprocess.Popen(
+        ["ip", "netns", "exec", f"{project.name}-r1", "busybox", "ping", "-i", "0.01", "-w", "3", "198.18.1.2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(1)  # traffic flowing: the rings are filling blocks when r2 stops
+    run("docker", "stop", "-t", "0", project.container("r2"))
+    said = wait_for(capture, "r1:eth1: its interface was deleted")
+    busy.wait()
+    said += stop_capture(capture)
+    # Every packet the kernel put in a socket's ring was written, also those of the block it was still filling
+    # when r2 stopped and r1:eth1 went with it.
+    counts = {m[0]: (int(m[1]), int(m[2])) for m in COUNTS.findall(said)}
+    assert set(counts) == {"r1:eth1", "r2:eth1"}
+    assert all(captured == received > 0 for captured, received in counts.values()), counts
+
+
+COUNTS = re.compile(r"composens: (\S+): (\d+) packets captured, (\d+) received by the kernel, 0 dropped")
+
+
 def test_sigterm_and_a_vanished_container_end_it_with_a_valid_file(project: Project) -> None:
     project.write(chain(project))
     project.cli("up", "-d")
@@ -310,3 +335,57 @@ def test_the_recorder_writes_a_failing_checks_window_and_nothing_when_all_pass(p
     assert tshark_rows(path, "frame.number", display_filter="ip.src == 198.18.2.99") == []
     assert any(t == "0" and dst == "198.18.1.1" for _, t, dst, _ in rows)  # r3's replies: the window is the lab's
     assert interface_names(path) == ["r1:eth1", "r2:eth1"]
+
+
+def test_a_terminal_gets_one_line_per_packet_with_the_interface_in_front(project: Project) -> None:
+    project.write(chain(project))
+    project.cli("up", "-d")
+    command = f"{sys.executable} -m composens -p {project.name} capture r1:eth1 r3:eth1 --duration 4 -- icmp"
+    # script(1) gives the capture a terminal of its own; --duration ends it.
+    terminal = subprocess.Popen(
+        ["script", "-qfec", command, "/dev/null"], cwd=project.folder, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert terminal.stdout is not None
+    said = ""
+    while "capturing on" not in said:
+        said += terminal.stdout.readline()
+    assert ping(project, "r1", "198.18.2.3", count=2).returncode == 0
+    out, _ = terminal.communicate(timeout=60)
+    assert terminal.returncode == 0, said + out
+    lines = [line.strip() for line in out.splitlines() if "ICMP" in line]
+    assert [line.split()[0] for line in lines] == ["r1:eth1", "r3:eth1", "r3:eth1", "r1:eth1"] * 2
+    assert [("request" in line, "198.18.1.1 → 198.18.2.3" in line) for line in lines[:2]] == [(True, True)] * 2
+    assert "r3:eth1: 4 packets captured, 4 received by the kernel, 0 dropped" in out
+
+
+def test_wireshark_lists_the_labs_interfaces_and_captures_them_through_extcap(project: Project) -> None:
+    project.write(chain(project))
+    project.cli("up", "-d")
+    config = project.folder / "config"  # Wireshark's personal folders, this test's own
+    environ = {**os.environ, "XDG_CONFIG_HOME": str(config), "PYTHONPATH": os.environ["PYTHONPATH"]}
+    done = run(
+        sys.executable, "-m", "composens", "-p", project.name, "extcap", "--install", cwd=project.folder, env=environ
+    )
+    assert str(config / "wireshark" / "extcap" / f"composens-{project.name}") in done.stdout
+    listed = run("tshark", "-D", env=environ).stdout
+    prefix = f"composens.{project.name}."
+    assert f"{prefix}all (composens {project.name}: every interface of the lab)" in listed
+    assert f"{prefix}r2:eth2 (composens {project.name}: r2:eth2 -> r3:eth1)" in listed
+    out = project.folder / "wireshark.pcapng"
+    tshark = subprocess.Popen(
+        ["tshark", "-i", f"{prefix}all", "-f", "icmp", "-a", "duration:6", "-w", str(out)],
+        env=environ, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert tshark.stderr is not None
+    said = ""
+    while "Capturing on" not in said:
+        said += tshark.stderr.readline()
+    # Wireshark says it captures once it started the extcap; the extcap opens its sockets just after.
+    ping(project, "r1", "198.18.2.3", count=40)
+    _, err = tshark.communicate(timeout=60)
+    assert tshark.returncode == 0, said + err
+    rows = tshark_rows(out, "frame.interface_name", "icmp.type")
+    seen = {name for name, _ in rows}
+    assert seen == {"r1:eth1", "r2:eth1", "r2:eth2", "r3:eth1"}  # each packet under its interface's lab name
+    assert {t for _, t in rows} == {"8", "0"}

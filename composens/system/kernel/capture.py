@@ -230,6 +230,7 @@ class PacketCapture:
     linktypes: list[int] = field(default_factory=list)
     _sources: list[_Source] = field(default_factory=list)
     _selector: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
+    _closed: bool = False
 
     def add(self, point: CapturePoint | None) -> int:
         """Capture on one more target (None: not there now; looked for with `locate`); return its interface id.
@@ -289,7 +290,14 @@ class PacketCapture:
         return [(s.received, s.dropped) for s in self._sources]
 
     def close(self) -> tuple[list[CapturedPacket], list[tuple[int, int]]]:
-        """Stop: take the packets still in the rings, close every socket; return them and (received, dropped) each."""
+        """Stop: take the packets still in the rings, close every socket; return them and (received, dropped) each.
+
+        Closing again returns no packet and the same counters."""
+        if self._closed:
+            return [], [(s.received, s.dropped) for s in self._sources]
+        self._closed = True
+        for source in self._sources:
+            _freeze(source)
         time.sleep(RING_RETIRE_MS / 1000 + 0.01)  # the block being filled is handed over by then: take it too
         packets: list[CapturedPacket] = []
         for source in self._sources:
@@ -388,8 +396,10 @@ class PacketCapture:
 
     def _ending(self, source: _Source, why: str) -> None:
         """Close a source once the kernel has handed over the block it was filling (RING_RETIRE_MS), so the
-        packets it holds are not lost; its namespace is let go that much later."""
+        packets it holds are not lost; its namespace is let go that much later. Frozen first: a packet that came
+        after that block would go into one never handed over, counted by the kernel and never seen."""
         if source.ending is None:
+            _freeze(source)
             source.ending = time.monotonic() + RING_RETIRE_MS / 1000 + 0.01
             source.ending_why = why
 
@@ -446,3 +456,10 @@ def _read_counters(source: _Source) -> None:
         return
     source.received += packets  # tp_packets counts the dropped ones too, as libpcap's ps_recv does
     source.dropped += drops
+
+
+def _freeze(source: _Source) -> None:
+    """Let no more packets into a source's ring (a filter that takes none), so that what it has can be drained."""
+    if source.sock is not None:
+        with contextlib.suppress(OSError):
+            _attach_filter(source.sock, struct.pack("@HBBI", BPF_RET_K, 0, 0, 0))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import operator
 import os
 import shutil
 import sys
@@ -255,8 +257,8 @@ class _Sink:
         self.writer.write_packets(packets)
         self.writer.flush()
         self.written += len(packets)
-        for packet in packets:
-            self.per_interface[packet.interface_id] += 1
+        for interface_id, count in collections.Counter(map(operator.itemgetter(0), packets)).items():
+            self.per_interface[interface_id] += count
 
     def finish(self, statistics: list[InterfaceStatistics]) -> None:
         """Write each interface's counters at the end."""

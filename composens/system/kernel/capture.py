@@ -351,6 +351,7 @@ class PacketCapture:
         interface_id = source.interface_id
         append = packets.append
         unpack_packet, unpack_vlan = PACKET_HEAD.unpack_from, VLAN_HEAD.unpack_from
+        outgoing, inbound, outbound = socket.PACKET_OUTGOING, Direction.INBOUND, Direction.OUTBOUND
         for _ in range(budget):
             block = source.next_block * RING_BLOCK_SIZE
             status, count, offset = BLOCK_HEAD.unpack_from(ring, block + BLOCK_STATUS_OFFSET)
@@ -370,16 +371,8 @@ class PacketCapture:
                     tci, tpid = unpack_vlan(ring, offset + VLAN_OFFSET)
                     tag = struct.pack("!HH", tpid if status & TP_STATUS_VLAN_TPID_VALID else 0x8100, tci & 0xFFFF)
                     data, length = data[:12] + tag + data[12:], length + 4
-                outbound = ring[offset + PKTTYPE_OFFSET] == socket.PACKET_OUTGOING
-                append(
-                    CapturedPacket(
-                        interface_id,
-                        seconds * 1_000_000_000 + nanoseconds,
-                        data,
-                        length,
-                        Direction.OUTBOUND if outbound else Direction.INBOUND,
-                    )
-                )
+                direction = outbound if ring[offset + PKTTYPE_OFFSET] == outgoing else inbound
+                append(CapturedPacket(interface_id, seconds * 1_000_000_000 + nanoseconds, data, length, direction))
                 offset += next_offset
             struct.pack_into("<I", ring, block + BLOCK_STATUS_OFFSET, TP_STATUS_KERNEL)
             source.next_block = (source.next_block + 1) % source.blocks

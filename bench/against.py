@@ -26,10 +26,15 @@ REPO = Path(__file__).resolve().parents[1]
 ONE_RUN = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
-from composens.system.kernel import wiring
-from composens.system.docker.compose import Compose
-from composens.system.docker.options import ComposeOptions
-from composens.lab.lab import Lab
+try:
+    from composens.system.kernel import wiring
+    from composens.system.docker.compose import Compose
+    from composens.system.docker.options import ComposeOptions
+    from composens.lab.lab import Lab
+except ImportError:  # a revision from before the layers (fac05d2)
+    from composens import wiring
+    from composens.compose import Compose, ComposeOptions
+    from composens.lab import Lab
 core = Lab(Compose(ComposeOptions(files=(sys.argv[2],))))
 topo = core.load()
 core.link(topo, set(topo.services), wire=False)

@@ -10,6 +10,7 @@ name and removed at the end, also after a failure.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import statistics
@@ -18,7 +19,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 IMAGE = os.environ.get("COMPOSENS_DEMO_IMAGE", "busybox:1.36")
@@ -517,6 +519,21 @@ REPLAY_IMPORTS = (
 )
 
 
+@contextmanager
+def running_ring(folder: Path, size: int) -> Iterator[tuple[Path, list[str]]]:
+    """A ring of `size` services up (its folder, its container ids), brought down at the end."""
+    lab_dir = folder / f"r{size}"
+    lab_dir.mkdir()
+    ring_lab(lab_dir, size)
+    try:
+        sh(*COMPOSENS, "up", "-d", cwd=lab_dir)
+        ids = sh("docker", "compose", "ps", "-q", cwd=lab_dir).split()
+        print(f"reading a ring of {size}: load average {os.getloadavg()[0]:.1f}", flush=True)
+        yield lab_dir, ids
+    finally:
+        subprocess.run([*COMPOSENS, "down", "-t", "0"], cwd=lab_dir, capture_output=True, check=False)
+
+
 def bench_reading(folder: Path, sizes: list[int], rounds: int) -> list[tuple[str, float, float]]:
     """Reading a running ring (a link per service): ps --netns beside docker compose ps, an unchanged
     netns link beside one docker inspect of its containers, and that link above composens' start-up; each
@@ -524,13 +541,7 @@ def bench_reading(folder: Path, sizes: list[int], rounds: int) -> list[tuple[str
     results = []
     worked_out = {**os.environ, "COMPOSENS_NO_REPLAY": "1"}
     for size in sizes:
-        lab_dir = folder / f"r{size}"
-        lab_dir.mkdir()
-        ring_lab(lab_dir, size)
-        try:
-            sh(*COMPOSENS, "up", "-d", cwd=lab_dir)
-            ids = sh("docker", "compose", "ps", "-q", cwd=lab_dir).split()
-            print(f"reading a ring of {size}: load average {os.getloadavg()[0]:.1f}", flush=True)
+        with running_ring(folder, size) as (lab_dir, ids):
 
             def ours(*args: str, at: Path = lab_dir, env: dict[str, str] | None = None) -> Callable[[], object]:
                 return lambda: sh(*COMPOSENS, *args, cwd=at, env=env)
@@ -566,8 +577,6 @@ def bench_reading(folder: Path, sizes: list[int], rounds: int) -> list[tuple[str
             print(
                 f"  start-up (python, composens.cli.main and lab imported): {start:.3f}s; load {os.getloadavg()[0]:.1f}"
             )
-        finally:
-            subprocess.run([*COMPOSENS, "down", "-t", "0"], cwd=lab_dir, capture_output=True, check=False)
     return results
 
 
@@ -599,13 +608,7 @@ def bench_reading_against(folder: Path, sizes: list[int], rounds: int, revision:
     results = []
     try:
         for size in sizes:
-            lab_dir = folder / f"r{size}"
-            lab_dir.mkdir()
-            ring_lab(lab_dir, size)
-            try:
-                sh(*COMPOSENS, "up", "-d", cwd=lab_dir)
-                ids = sh("docker", "compose", "ps", "-q", cwd=lab_dir).split()
-                print(f"reading a ring of {size}: load average {os.getloadavg()[0]:.1f}", flush=True)
+            with running_ring(folder, size) as (lab_dir, ids):
                 compose_ps = lambda at=lab_dir: sh("docker", "compose", "ps", cwd=at)  # noqa: E731
                 inspect_all = lambda ids=ids: sh("docker", "inspect", *ids)  # noqa: E731
                 for how, off in (("replayed", {}), ("worked out", {"COMPOSENS_NO_REPLAY": "1"})):
@@ -630,8 +633,68 @@ def bench_reading_against(folder: Path, sizes: list[int], rounds: int, revision:
                         results.append((f"{label}: this tree / {base_name}", now, base))
                         results.append((f"{label}: {revision} / {base_name}", before, base))
                         results.append((f"{label}: this tree / {revision}", now, before))
+    finally:
+        subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(other)], check=False)
+    return results
+
+
+def ring_interfaces(pings: list[tuple[str, str]]) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """The ring's interfaces by node, as composens.system.kernel.ready awaits them: (namespace path, names)."""
+    found: dict[str, list[str]] = {}
+    for i, (netns, _) in enumerate(pings):
+        found.setdefault(netns, []).append(f"r{i}a")
+        found.setdefault(pings[(i + 1) % len(pings)][0], []).append(f"r{i}b")
+    return {netns: (f"/var/run/netns/{netns}", tuple(names)) for netns, names in found.items()}
+
+
+def bench_ready_against(folder: Path, sizes: list[int], rounds: int, revision: str) -> list[tuple[str, float, float]]:
+    """`up -d` of a ring with this tree, which returns once every wired interface is usable, and with `revision`,
+    in turns (each after a `down`): the whole command, composens' own share (the compose up it ran taken off, as
+    the docker shim logs it), and for `revision` how long after it returned the ring became usable (this tree's
+    wait, started then)."""
+    from composens.system.kernel import ready
+
+    repo = Path(__file__).resolve().parents[1]
+    other = checkout(revision, folder / "other")
+    results = []
+    try:
+        for size in sizes:
+            lab_dir = folder / f"u{size}"
+            lab_dir.mkdir()
+            awaited = ring_interfaces(ring_lab(lab_dir, size))
+            env, log = timed_docker(lab_dir)
+            trees = {"this tree": env, revision: {**env, "PYTHONPATH": str(other)}}
+            whole: dict[str, list[float]] = {tree: [] for tree in trees}
+            own: dict[str, list[float]] = {tree: [] for tree in trees}
+            usable_after: list[float] = []
+            try:
+                sh(*COMPOSENS, "up", "-d", cwd=lab_dir, env=env)  # the shim's environment: fill the config cache
+                print(f"up -d of a ring of {size}: load average {os.getloadavg()[0]:.1f}", flush=True)
+                for round_ in range(rounds):
+                    for tree in list(trees)[:: 1 if round_ % 2 else -1]:
+                        sh(*COMPOSENS, "down", "-t", "0", cwd=lab_dir, env=trees[tree])
+                        log.write_text("")
+                        up = functools.partial(sh, *COMPOSENS, "up", "-d", cwd=lab_dir, env=trees[tree])
+                        took = timed(up)
+                        if tree == revision:
+                            start = time.perf_counter()
+                            left = ready.wait_ready(awaited, 60, sync=False)  # at the kernel's own pace
+                            usable_after.append(time.perf_counter() - start)
+                            if left:
+                                raise SystemExit(f"ring of {size} not usable 60 s after up -d: {left}")
+                        whole[tree].append(took)
+                        own[tree].append(took - compose_seconds(log, "up"))
+                print(f"  load average {os.getloadavg()[0]:.1f} at the end", flush=True)
             finally:
                 subprocess.run([*COMPOSENS, "down", "-t", "0"], cwd=lab_dir, capture_output=True, check=False)
+            now, before = (statistics.median(whole[t]) for t in trees)
+            now_own, before_own = (statistics.median(own[t]) for t in trees)
+            after = statistics.median(usable_after)
+            label = f"up -d, ring of {size}"
+            results.append((f"{label}: this tree / {revision}", now, before))
+            results.append((f"{label}, composens' own share: this tree / {revision}", now_own, before_own))
+            results.append((f"{label}: this tree / {revision} until its ring is usable", now, before + after))
+            results.append((f"{label}: {revision}, from its return until usable / its up -d", after, before))
     finally:
         subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(other)], check=False)
     return results
@@ -694,13 +757,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="runs per figure; the median is shown (default 3)")
     parser.add_argument(
         "--only",
-        choices=["wiring", "lifecycle", "scale", "converge", "lan", "conditions", "reading"],
+        choices=["wiring", "lifecycle", "scale", "converge", "lan", "conditions", "reading", "ready"],
         help="run one part",
     )
     parser.add_argument("--reading", default="30,60,200", help="ring sizes for the reading part (default 30,60,200)")
     parser.add_argument(
-        "--before", help="with --only reading: also the same rows at this git revision, in turns (before and after)"
+        "--before",
+        help="with --only reading: also the same rows at this git revision, in turns (before and after); "
+        "with --only ready, the revision to compare up -d with (required)",
     )
+    parser.add_argument("--ready", default="30,60", help="ring sizes for the ready part (default 30,60)")
     parser.add_argument("--converge", default="50,200", help="ring sizes for the converge part (default 50,200)")
     parser.add_argument("--scale", default="50,200", help="ring sizes for the scale part (default 50,200)")
     args = parser.parse_args()
@@ -741,6 +807,12 @@ def main() -> None:
                     results += bench_reading_against(Path(tmp) / "read", sizes, args.rounds, args.before)
                 else:
                     results += bench_reading(Path(tmp) / "read", sizes, args.rounds)
+            if args.only == "ready":
+                if not args.before:
+                    raise SystemExit("--only ready needs --before REV: the revision to compare up -d with")
+                (Path(tmp) / "ready").mkdir()
+                sizes = [int(n) for n in args.ready.split(",")]
+                results += bench_ready_against(Path(tmp) / "ready", sizes, args.rounds, args.before)
             if args.only == "scale":
                 (Path(tmp) / "s").mkdir()
                 bench_scale(Path(tmp) / "s", [int(n) for n in args.scale.split(",")])

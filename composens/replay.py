@@ -48,7 +48,7 @@ try:
 except ImportError:  # pragma: no cover - an interpreter without it
     from hashlib import blake2b
 
-STATE_DIR = Path("/run/composens")  # labcore.STATE_DIR, where the record and its lock are
+STATE_DIR = Path("/run/composens")  # lab.core.STATE_DIR, where the record and its lock are
 REPLAY_DIR = STATE_DIR / "replay"
 FORMAT = "composens-replay 1"
 KEEP = 64  # replays kept; the oldest written go first

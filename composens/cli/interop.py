@@ -21,22 +21,36 @@ def import_topology(
     no_mgmt: Annotated[
         bool, typer.Option("--no-mgmt", help="No management network: every node gets network_mode: none.")
     ] = False,
+    compose_names: Annotated[
+        bool,
+        typer.Option(
+            "--compose-names",
+            help="Leave containers compose's names (PROJECT-NODE-1) instead of containerlab's (clab-LAB-NODE), "
+            "so that services can be scaled.",
+        ),
+    ] = False,
 ) -> None:
     """Write a containerlab topology as a compose file with x-composens links, LANs, addresses and routes."""
     from composens.interop.clab import files, importing
 
     state = state_of(ctx)
     doc = _read_topology(topology_file)
-    converted = importing.import_topology(
-        doc,
-        source=topology_file,
-        topology_dir=os.path.dirname(os.path.abspath(topology_file)),
-        output_dir=os.path.dirname(os.path.abspath(output or "compose.yaml")),
-        mgmt=not no_mgmt,
-    )
+    try:
+        converted = importing.import_topology(
+            doc,
+            source=files.one_line(topology_file),
+            topology_dir=os.path.dirname(os.path.abspath(topology_file)),
+            output_dir=os.path.dirname(os.path.abspath(output or "compose.yaml")),
+            mgmt=not no_mgmt,
+            container_names=not compose_names,
+        )
+    except importing.KindsRefused as e:  # a line per node, each one line whatever the names hold
+        raise ConfigError("\n".join(files.one_line(line) for line in e.lines)) from None
+    except ConfigError as e:  # names from the file in the message: one line, whatever they hold
+        raise ConfigError(files.one_line(e.message)) from None
     out = state.output()
     for warning in converted.warnings:
-        out.warning(warning)
+        out.warning(files.one_line(warning))
     header = f"imported by composens from {os.path.basename(topology_file)}"
     out.data(files.dump(converted, header=header).encode(), output)
 
@@ -46,16 +60,17 @@ def _read_topology(path: str) -> object:
 
     from composens.interop.clab import files
 
+    where = files.one_line(path)
     try:
         with open(path, encoding="utf-8") as f:
             return files.load(f.read())
     except OSError as e:
-        raise ConfigError(f"{path}: cannot be read: {e.strerror}") from None
+        raise ConfigError(f"{where}: cannot be read: {e.strerror}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        where = getattr(e, "problem_mark", None)
-        line = f" (line {where.line + 1})" if where is not None else ""
+        mark = getattr(e, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark is not None else ""
         problem = getattr(e, "problem", None) or type(e).__name__
-        raise ConfigError(f"{path}: not YAML{line}: {problem}") from None
+        raise ConfigError(f"{where}: not YAML{line}: {problem}") from None
 
 
 class ExportFormat(StrEnum):
@@ -83,5 +98,5 @@ def export_lab(
     converted = exporting.export_topology(config, topo, output_dir=os.path.dirname(os.path.abspath(output or "x")))
     out = state.output()
     for warning in converted.warnings:
-        out.warning(warning)
+        out.warning(files.one_line(warning))
     out.data(files.dump(converted, header=f"exported by composens from project {topo.project}").encode(), output)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from composens.cli.app import ServicesArg, app, report_link, show_rows, state_of
+from composens.cli.app import ServicesArg, VerboseOption, app, report_link, show_rows, state_of
 from composens.cli.arguments import EXTRA_ARGS, is_detached, service_args
 from composens.model.errors import ComposeFailed
 from composens.system.faults import crash_point
@@ -23,13 +25,17 @@ def up(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the ip commands of the wiring; compose runs in dry-run mode.")
     ] = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Run compose up, then link every service's netns and wire the declared links. [compose up options] [SERVICE...]"""
     state = state_of(ctx)
     args = list(ctx.args)
     lab = state.lab()
     topo = lab.load()
-    services = lab.select(topo, service_args("up", args))
+    named = service_args("up", args)
+    services = lab.select(topo, named)
+    if named:  # compose starts what they depend on too, and restarts what depends on them with restart: true
+        services = topo.started_with(services, dependencies="--no-deps" not in args, dependents=True)
     out = state.output()
     for warning in lab.project_warnings(topo):
         out.warning(warning)
@@ -47,17 +53,20 @@ def up(
             raise ComposeFailed(f"docker compose rm of {', '.join(moved)} exited with {code}", exit_code=code)
     if topo.this_host is not None and not topo.services:
         out.message(f"composens: no service is placed on host {topo.this_host}: nothing to bring up here")
-        report_link(out, lab.link(topo, set()))  # what this host still had of the lab (its hub, say) goes
+        report_link(out, lab.link(topo, set()), brief=not verbose)  # what this host still had of the lab goes
         return
     args = _placed_here(topo, args)
     if not is_detached(args):
-        raise typer.Exit(lab.run_attached(topo, compose, args, services, out.link_report, out.warning))
+        followed = functools.partial(out.followed, brief=not verbose)
+        raise typer.Exit(lab.run_attached(topo, compose, args, services, followed, out.warning))
     code = compose.run(["up", *args])
     if code != 0:
         raise ComposeFailed(f"docker compose up exited with {code}; nothing was linked", exit_code=code)
     crash_point("after-compose-up")
     try:
-        report_link(out, lab.link(topo, services))
+        with out.link_progress(live=not verbose) as progress:
+            report = lab.link(topo, services, progress=progress)
+        report_link(out, report, brief=not verbose)
     except KeyboardInterrupt:
         made = sorted(name for name, rec in lab.store.read().entries.items() if rec.project == topo.project)
         out.message(f"composens: compose up had finished; netns entries recorded so far: {', '.join(made) or 'none'}")
@@ -111,16 +120,51 @@ def ps(
 
 
 @app.command()
-def watch(ctx: typer.Context, services: ServicesArg = None) -> None:
-    """Keep entries and wiring true: repair on every container start, restart or death until Ctrl-C."""
+def watch(
+    ctx: typer.Context,
+    services: ServicesArg = None,
+    verbose: VerboseOption = False,
+    install_unit: Annotated[
+        bool,
+        typer.Option(
+            "--install-unit",
+            help="Instead of watching: write a systemd unit that runs this watch (after docker.service, restarted "
+            "on failure), and enable and start it where systemd runs.",
+        ),
+    ] = False,
+    remove_unit: Annotated[
+        bool, typer.Option("--remove-unit", help="Stop, disable and remove the project's watch unit.")
+    ] = False,
+    unit_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--unit-dir", help="Write the unit here, and leave systemctl alone (default /etc/systemd/system)."
+        ),
+    ] = None,
+) -> None:
+    """Keep entries and wiring true: repair on every container start, restart or death until Ctrl-C.
+
+    When the docker engine stops, wait for it and repair everything once it is back.
+    """
     state = state_of(ctx)
     lab = state.lab()
     topo = lab.load()
     chosen = lab.select(topo, services or [])
-    lab.directory.ensure_root()
     out = state.output()
+    if install_unit and remove_unit:
+        raise typer.BadParameter("--install-unit or --remove-unit, not both")
+    if unit_dir is not None and not (install_unit or remove_unit):
+        raise typer.BadParameter("--unit-dir goes with --install-unit or --remove-unit", param_hint="--unit-dir")
+    if install_unit:
+        out.unit_change(lab.install_watch_unit(topo, services or [], verbose=verbose, directory=unit_dir))
+        return
+    if remove_unit:
+        out.unit_change(lab.remove_watch_unit(topo, directory=unit_dir))
+        return
+    lab.directory.ensure_root()
     out.message(f"composens: watching project {topo.project}; Ctrl-C to stop")
-    lab.watch(topo, chosen, out.repair, out.warning)
+    note = lambda text: out.message(f"composens: {text}")  # noqa: E731
+    lab.watch(topo, chosen, functools.partial(out.repair, verbose=verbose), out.warning, note)
     out.message("composens: stopped watching")
 
 

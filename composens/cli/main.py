@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except ComposensError as e:
         if debug:
             traceback.print_exc()
-        print(f"composens: error: {e.message}", file=sys.stderr)
+        for line in e.message.splitlines() or [""]:  # an error naming several items names each on a line
+            print(f"composens: error: {line}", file=sys.stderr)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         print(

@@ -6,16 +6,19 @@ from typing import Annotated
 
 import typer
 
-from composens.cli.app import ServicesArg, TableFormat, netns_app, report_link, show_rows, state_of
+from composens.cli.app import ServicesArg, TableFormat, VerboseOption, netns_app, report_link, show_rows, state_of
 
 
 @netns_app.command("link")
-def netns_link(ctx: typer.Context, services: ServicesArg = None) -> None:
+def netns_link(ctx: typer.Context, services: ServicesArg = None, verbose: VerboseOption = False) -> None:
     """Link (or repair) the entries and wiring of running containers: the seed's link-on."""
     state = state_of(ctx)
     lab = state.lab()
     topo = lab.load()
-    report_link(state.output(), lab.link(topo, lab.select(topo, services or [])))
+    out = state.output()
+    with out.link_progress(live=not verbose) as progress:
+        report = lab.link(topo, lab.select(topo, services or []), progress=progress)
+    report_link(out, report, brief=not verbose)
 
 
 @netns_app.command("show")

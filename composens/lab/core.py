@@ -7,6 +7,7 @@ of start-up) is imported only where a lab has links to read or change.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections import Counter
@@ -19,6 +20,7 @@ from composens.model import declared, entries, topology
 from composens.model.containers import Container
 from composens.model.entries import Action, EntryChange, Status, Wanted
 from composens.model.errors import ConfigError, ConflictError
+from composens.model.progress import SILENT, Progress
 from composens.model.record import NodeRecord, State
 from composens.model.report import (
     LinkReport,
@@ -31,6 +33,7 @@ from composens.system.docker.options import COMPOSE_FILE_NAMES
 from composens.system.kernel import netns
 from composens.system.kernel.netns import NetnsDirectory
 from composens.system.record.store import StateStore
+from composens.system.world import WORLD
 
 if TYPE_CHECKING:
     from composens.model.conditions import Conditions
@@ -67,7 +70,8 @@ class LabCore:
 
     def load(self, *, whole: bool = False) -> Topology:
         """Read and validate the project's configuration: over several hosts, the part this one runs (or all)."""
-        topo = declared.parse(self.compose.essentials(), source=self.compose.options.source_label())
+        machine: str | None = WORLD.read("machine-id")  # the salt of the MACs derived on this machine
+        topo = declared.parse(self.compose.essentials(), source=self.compose.options.source_label(), machine=machine)
         if topo.hosts is None or whole:
             return topo
         from composens.model import hosts
@@ -78,9 +82,8 @@ class LabCore:
         me = hosts.which_host(topo.hosts, assigned, self.host, topo.source)
         device = next((name for name, addrs in here.addresses.items() if me.underlay in assigned_of(addrs)), None)
         link = here.links.get(device) if device else None
-        if link is None:  # chosen with --host on a machine that does not have its address: assume Ethernet's
-            return hosts.view(topo, topo.hosts, me, hosts.ASSUMED_MTU, "its underlay (not on this machine)")
-        return hosts.view(topo, topo.hosts, me, link.mtu, device or "")
+        # Chosen with --host on a machine that does not have its address: the file's underlay MTU is taken as said.
+        return hosts.view(topo, topo.hosts, me, link.mtu if link else None, device or "")
 
     def project_warnings(self, topo: Topology) -> list[str]:
         """What may make the hosts of a multi-host lab disagree: a project name compose derives from the folder."""
@@ -279,6 +282,28 @@ class LabCore:
                 targets[HUB] = Target(hub, str(self.directory.path(hub)), f"hub:{inode}")
         return targets
 
+    def _absent(
+        self, topo: Topology, state: State, running: list[Wanted], targets: Mapping[str, Target]
+    ) -> dict[str, str]:
+        """Why each running container's service has no namespace wiring may reach: not that it does not run."""
+        absent: dict[str, str] = {}
+        for w in running:
+            service = w.container.service
+            if service in targets or service not in topo.wired_services:
+                continue
+            entry = self.directory.probe(w.name)
+            record = state.entries.get(w.name)
+            if w.target is None:
+                why = w.why_not or "its namespace cannot be trusted"
+            elif not entry.exists:
+                why = "no netns entry"
+            elif record is not None and record.project == topo.project and record.made(entry.symlink_target):
+                why = "stale netns entry"
+            else:
+                why = f"netns name {w.name} taken"
+            absent[service] = f"running, not linked ({why})"
+        return absent
+
     @staticmethod
     def _scope(topo: Topology, state: State, targets: dict[str, Target], services: set[str]) -> Scope:
         from composens.model.conditions import parse as parse_conditions
@@ -304,10 +329,11 @@ class LabCore:
         return {n: nodes[n] for n, t in targets.items() if n in nodes and nodes[n].netns == t.identity}
 
     def compose_for_up(self, topo: Topology) -> Compose:
-        """The compose that runs `up`: the project's own, or one whose waiting services start only once wired."""
+        """The compose that runs `up`: the project's own, or one whose waiting services start only once wired (and
+        delayed ones after their delay)."""
         from composens.system.run import startgate
 
-        if not startgate.waiting(topo):
+        if not startgate.waiting(topo) and not startgate.delayed(topo):
             return self.compose
         self.store.ensure_directory()
         return startgate.gated_compose(self.compose, topo, self.paths.state_dir)
@@ -319,12 +345,15 @@ class LabCore:
         *,
         wire: bool = True,
         first: Callable[[State, list[Container]], None] | None = None,
+        progress: Progress = SILENT,
     ) -> LinkReport:
         """Link every running container of `services` and converge the wiring that touches them.
 
         `first` changes the record (a run-time setting) in the same hold of the lock, once the containers are
         known. They are listed once the lock is held: a run that waited for another's would act on a stale list.
+        `progress` is told of the entries, changes and exec commands as they are made and run.
         """
+        began = time.monotonic()
         if wire:
             self.check_kernel(topo, self.store.read())
         report = LinkReport()
@@ -335,12 +364,18 @@ class LabCore:
             if first is not None:
                 first(state, containers)
             wanted = [w for w in running if w.container.service in services]
-            report.entries = netns.link(self.directory, state, topo.project, wanted, services)
+            report.entries = netns.link(self.directory, state, topo.project, wanted, services, progress)
             if not wire:
+                report.seconds = time.monotonic() - began
                 return report
-            targets = self._wire(topo, state, running, services, report)
+            targets, in_line = self._wire(topo, state, running, services, report, progress)
+            report.links, report.lans = _wired_counts(topo, services, targets)
             starts = [w for w in running if w.inode is not None]
-            wired = [w for w in starts if _wired(topo, w.container.service, targets)]
+            wired = [w for w in starts if self._ready(topo, w, services, targets, in_line)]
+            awaiting = _awaiting(topo, state, targets, services)
+        # Outside the lock: the kernel takes up to a second (more for hundreds of interfaces) to make them usable.
+        held = self._wait_ready(topo, awaiting, report)
+        wired = [w for w in wired if w.container.service not in held]
         if any(node.exec for node in topo.services.values()):  # outside the lock: commands may take their time
             from composens.system.run import execs
 
@@ -352,31 +387,66 @@ class LabCore:
                 self.compose.docker,
                 listed_at=listed_at,
                 use_api=self.compose.use_api,
+                progress=progress,
             )
         self._open_gates(
             topo, starts, wired, listed_at
         )  # after its exec commands: a command may rely on what they set up
+        report.seconds = time.monotonic() - began
         return report
+
+    @staticmethod
+    def _ready(
+        topo: Topology, w: Wanted, services: set[str], targets: Mapping[str, Target], in_line: Callable[[str], bool]
+    ) -> bool:
+        """Tell whether a start is wired, so that its exec commands may run and its gate open: its pairs were
+        converged by this run (a service it was asked about), or else are found as the file declares them. A
+        service whose wiring an earlier run rolled back has namespaces to reach, but not its interfaces."""
+        service = w.container.service
+        if not _wired(topo, service, targets):
+            return False
+        if service in services or not (topo.services[service].exec or _gated(topo, w)):
+            return True  # converged by this run; or nothing waits on it
+        return in_line(service)
+
+    @staticmethod
+    def _wait_ready(topo: Topology, awaiting: dict[str, tuple[str, tuple[str, ...]]], report: LinkReport) -> set[str]:
+        """Wait until every wired interface is usable (plan/ready.py); report those that are not by the limit, and
+        return the services they hold back: not wired, so no exec command runs and no gate opens for them."""
+        if not awaiting:
+            return set()
+        from composens.plan import ready as readiness
+        from composens.system.kernel import ready
+
+        limit = ready.limit_for(sum(len(names) for _, names in awaiting.values()))
+        unready = ready.wait_ready(awaiting, limit)
+        report.not_ready = [
+            f"{readiness.describe(topo, end)} is not usable after {limit:g} s: {why}"
+            for end, why in sorted(unready.items(), key=lambda item: str(item[0]))
+        ]
+        return readiness.services_held(topo, unready)
 
     def _open_gates(self, topo: Topology, starts: list[Wanted], wired: list[Wanted], listed_at: float) -> None:
         """Let the waiting services whose namespace is wired now start their commands."""
         from composens.system.run import startgate
 
-        waiting = startgate.waiting(topo)
-
-        def gated(w: Wanted) -> bool:  # by the file, or by the label of a container made with the wait
-            return w.container.service in waiting or startgate.GATED_LABEL in w.container.labels
-
-        ours = [(w.inode, w.container.pid) for w in starts if gated(w) and w.inode]
+        ours = [(w.inode, w.container.pid) for w in starts if _gated(topo, w) and w.inode]
         if not ours:
             return
-        opened = [(w.inode, w.container.pid) for w in wired if gated(w) and w.inode]
+        opened = [(w.inode, w.container.pid) for w in wired if _gated(topo, w) and w.inode]
         startgate.release(self.paths.state_dir, topo.project, opened, ours, listed_at)
 
     def _wire(
-        self, topo: Topology, state: State, running: list[Wanted], services: set[str], report: LinkReport
-    ) -> dict[str, Target]:
-        """Converge the wiring that touches `services`; return the namespaces it could reach."""
+        self,
+        topo: Topology,
+        state: State,
+        running: list[Wanted],
+        services: set[str],
+        report: LinkReport,
+        progress: Progress = SILENT,
+    ) -> tuple[dict[str, Target], Callable[[str], bool]]:
+        """Converge the wiring that touches `services`; return the namespaces it could reach, and what tells
+        whether another service's wiring is found in line with the file (as the run left the namespaces)."""
         old_hubs = [
             n for n, h in state.hubs.items() if h.project == topo.project and (topo.hub is None or n != topo.hub.netns)
         ]
@@ -389,19 +459,22 @@ class LabCore:
                 wiring.prepare_hub(str(self.directory.path(topo.hub.netns)))
         record = state.projects.get(topo.project)
         targets: dict[str, Target] = {}
+        in_line: Callable[[str], bool] = _nothing_declared  # no pair anywhere: nothing to find out of line
         if topo.pairs() or topo.tunnels or (record and not record.empty()):
+            from composens.plan import converge
             from composens.system.kernel import wiring
 
             targets = self._targets(topo, state, running)
             scope = self._scope(topo, state, targets, services)
-            result = wiring.converge_lab(topo, scope, targets, state.project(topo.project), state.save)
+            result = wiring.converge_lab(topo, scope, targets, state.project(topo.project), state.save, progress)
             report.wired, report.unwired = result.done, result.unwired
+            in_line = functools.partial(converge.in_line, topo, result.state, result.records, scope)
         if services >= set(topo.services):
             for name in old_hubs:
                 report.entries.append(netns.remove_hub(self.directory, state, topo.project, name, "no longer declared"))
             if old_hubs and not topo.lans:
                 state.project(topo.project).nodes.pop(HUB, None)  # what was made there went with it
-        return targets
+        return targets, in_line
 
     def plan(self, topo: Topology, services: set[str] | None, *, full: bool) -> tuple[list[PlanLine], list[str]]:
         """The commands that would bring the lab to its file: against the live lab, or from scratch.
@@ -566,6 +639,47 @@ def _wired(topo: Topology, service: str, targets: Mapping[str, Target]) -> bool:
     ends = [ep.node for pair in topo.pairs() if service in (pair.a.node, pair.b.node) for ep in (pair.a, pair.b)]
     ends += [t.end.node for t in topo.tunnels if t.end.node == service]
     return all(node in targets for node in ends)
+
+
+def _nothing_declared(service: str) -> bool:
+    return True
+
+
+def _gated(topo: Topology, w: Wanted) -> bool:
+    """Tell whether a start waits for its wiring: by the file, or by the label of a container made with the wait."""
+    from composens.system.run import startgate
+
+    return w.container.service in startgate.waiting(topo) or startgate.GATED_LABEL in w.container.labels
+
+
+def _wired_counts(topo: Topology, services: set[str], targets: Mapping[str, Target]) -> tuple[int, int]:
+    """How many declared links and LANs touching `services` are wired now: a link whose two ends' namespaces were
+    converged (a cross-host link: this host's end's), a LAN whose hub and every member here were."""
+    links = sum(
+        1
+        for link in topo.links
+        if {link.a.node, link.b.node} & services and link.a.node in targets and link.b.node in targets
+    )
+    links += sum(1 for t in topo.tunnels if t.lan is None and t.end.node in services and t.end.node in targets)
+    lans = sum(
+        1
+        for lan in topo.lans
+        if {m.node for m in lan.members} & services and HUB in targets and all(m.node in targets for m in lan.members)
+    )
+    return links, lans
+
+
+def _awaiting(
+    topo: Topology, state: State, targets: Mapping[str, Target], services: set[str]
+) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """The interfaces to wait for once the pairs touching `services` are wired, by node: the path of its namespace
+    and their names."""
+    from composens.plan.ready import awaited
+
+    record = state.projects.get(topo.project)
+    down = {Endpoint(*item.split(":", 1)) for item in record.down} if record else set()
+    chosen = None if services >= set(topo.services) else services
+    return {node: (targets[node].path, names) for node, names in awaited(topo, set(targets), down, chosen).items()}
 
 
 def not_running(topo: Topology, services: set[str], containers: list[Container]) -> tuple[str, ...]:

@@ -1,7 +1,7 @@
 """A lab: a compose project whose netns entries and wiring composens brings to what its file declares.
 
-Each capability is a class of its own built on LabCore (labcore.py): its status (labstatus.py), run-time changes
-(labruntime.py) and following the engine's events (labfollow.py). Lab joins them.
+Each capability is a class of its own built on LabCore (core.py): its status (status.py), run-time changes
+(runtime.py) and following the engine's events (follow.py). Lab joins them.
 """
 
 from __future__ import annotations

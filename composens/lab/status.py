@@ -115,7 +115,7 @@ class StatusReading(LabCore):
         seen = reading.read_all(targets, qdiscs=scope.qdiscs, vanished_ok=True)
         vanished = {targets[node].netns for node in targets if node not in seen}
         targets = {node: target for node, target in targets.items() if node in seen}
-        scope = replace(scope, available=frozenset(targets))
+        scope = replace(scope, available=frozenset(targets), absent=self._absent(topo, state, running, targets))
         found = converge.diff(topo, seen, self._records(state, topo.project, targets), scope)
         node_of = {HOST_ROW: HOST, HUB_ROW: HUB}
         result = []

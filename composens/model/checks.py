@@ -1,8 +1,8 @@
 """Checks declared in `x-composens.checks`: the model, its validation and the verdicts.
 
 Everything here is pure: parse_checks reads the list the compose file gives and returns frozen
-dataclasses; evaluate_ping and evaluate_exec turn what a probe saw into a verdict. probe.py runs
-the checks.
+dataclasses; evaluate_ping and evaluate_exec turn what a probe saw into a verdict, and CheckResult holds it.
+composens/system/run/probe.py runs the checks.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ class ExitCode(IntEnum):
 
 
 class ComposensError(Exception):
-    """A failure the user can act on; its message is one line."""
+    """A failure the user can act on; its message is one line (or one line per item, when it names several)."""
 
     exit_code: int = ExitCode.FAILURE
 

@@ -5,40 +5,50 @@ or LAN's `vni` and validates them with the rest of x-composens; `which_host` say
 host this machine is (from the addresses assigned on it); `view` narrows a topology to one host:
 its services, the links and LAN members among them, and a VXLAN end (`Tunnel`) for each end of a
 link to another host's service and for each LAN with members on other hosts. Everything is
-computed from the file alone, so every host derives the same VNIs without asking the others.
+computed from the file alone, so every host derives the same VNIs and MTUs without asking the others:
+a cross-host link (or a LAN spanning hosts) gets what the smallest underlay among the hosts it joins
+carries, each host's underlay MTU as the file declares it (`hosts.NAME.mtu`, default 1500).
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from composens.model.conditions import Conditions
 from composens.model.errors import ConfigError
 from composens.model.macs import derive as derive_mac
+from composens.model.macs import salt_for
 from composens.model.names import valid_ifname, valid_netns_name
 from composens.model.topology import EXTENSION, HOST, HUB, Endpoint, Lan, Link, Topology
 
 HOSTS_KEY = "hosts"
 VXLAN_KEY = "vxlan"
-HOST_KEYS = ("underlay",)
+HOST_KEYS = ("underlay", "mtu")
 VXLAN_KEYS = ("port",)
 DEFAULT_PORT = 4789  # IANA's VXLAN port
-ASSUMED_MTU = 1500  # an underlay this machine does not have (a host chosen with --host): Ethernet's
+UNDERLAY_MTU = 1500  # a host's underlay MTU when the file declares none: Ethernet's
 VNI_MAX = 2**24 - 1
 OVERHEAD = {4: 50, 6: 70}  # VXLAN, UDP, IP and the inner Ethernet header over an IPv4 or IPv6 underlay
+LINK_MTU_MIN, LINK_MTU_MAX = 68, 65535  # what a link's `mtu` may be (as topology.py checks it)
 
 
 @dataclass(frozen=True)
 class Host:
     name: str
     underlay: str  # the address its peers reach it at, one of its own
+    mtu: int = UNDERLAY_MTU  # what its underlay carries, as the file says (checked on the host itself)
 
     @property
     def family(self) -> int:
         return ipaddress.ip_address(self.underlay).version
+
+    @property
+    def carries(self) -> int:
+        """The largest MTU a VXLAN interface over this host's underlay can have."""
+        return self.mtu - OVERHEAD[self.family]
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,10 @@ class Hosts:
     port: int
     link_vnis: tuple[int, ...]  # one per link of the file, in its order
     lan_vnis: Mapping[str, int]
+    # The MTU of each cross-host link (None for a link on one host) and of each LAN spanning hosts: declared, or
+    # what the smallest underlay among the hosts it joins carries. The same on every host, from the file alone.
+    link_mtus: tuple[int | None, ...] = ()
+    lan_mtus: Mapping[str, int] = field(default_factory=dict)
 
     def host_of(self, end: Endpoint) -> str | None:
         """The host an end is on (None for the host's own namespace, which is wherever its peer is)."""
@@ -108,6 +122,44 @@ def parse(config: Mapping[str, Any], top: Mapping[str, Any], topo: Topology) -> 
     link_vnis, lan_vnis = _vnis(top, topo)
     found = Hosts(hosts, placement, port, link_vnis, lan_vnis)
     _check_host_ends(topo, found)
+    return replace(found, link_mtus=_link_mtus(topo, found), lan_mtus=_lan_mtus(topo, found))
+
+
+def _machines(hosts: Hosts, ends: Iterable[Endpoint]) -> list[str]:
+    """The hosts the service ends are placed on, in name order (a `host:` end is wherever its peer is)."""
+    return sorted({hosts.placement[end.node] for end in ends if end.node != HOST})
+
+
+def _mtu_across(hosts: Hosts, machines: list[str], declared: int | None, place: str, source: str) -> int:
+    """The MTU of a link or LAN joining `machines`: the declared one if every underlay carries it, else what the
+    smallest underlay carries."""
+    smallest = min((hosts.hosts[name] for name in machines), key=lambda h: (h.carries, h.name))
+    if declared is None:
+        return smallest.carries
+    if declared > smallest.carries:
+        raise ConfigError(
+            f"{source}: {EXTENSION}.{place}.mtu: {declared} does not fit the underlay of host {smallest.name} "
+            f"(MTU {smallest.mtu}, {EXTENSION}.{HOSTS_KEY}.{smallest.name}.mtu; VXLAN over IPv{smallest.family} "
+            f"takes {OVERHEAD[smallest.family]} bytes), so at most {smallest.carries}"
+        )
+    return declared
+
+
+def _link_mtus(topo: Topology, hosts: Hosts) -> tuple[int | None, ...]:
+    found: list[int | None] = []
+    for i, link in enumerate(topo.links):
+        machines = _machines(hosts, (link.a, link.b))
+        across = len(machines) > 1
+        found.append(_mtu_across(hosts, machines, link.mtu, f"links[{i}]", topo.source) if across else None)
+    return tuple(found)
+
+
+def _lan_mtus(topo: Topology, hosts: Hosts) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for lan in topo.lans:
+        machines = _machines(hosts, lan.members)
+        if len(machines) > 1:
+            found[lan.name] = _mtu_across(hosts, machines, lan.mtu, f"lans.{lan.name}", topo.source)
     return found
 
 
@@ -156,7 +208,7 @@ def _hosts(value: Any, source: str) -> dict[str, Host]:
         if not valid_netns_name(name):
             raise ConfigError(f"{where}: {name!r} is not a host name (letters, digits, '_', '.', '-')")
         if not isinstance(spec, dict):
-            raise ConfigError(f"{here}: must be a mapping with underlay: ADDRESS")
+            raise ConfigError(f"{here}: must be a mapping with underlay: ADDRESS (and optionally mtu: N)")
         for key in spec:
             if key not in HOST_KEYS:
                 raise ConfigError(f"{here}.{key}: unknown key (expected one of: {', '.join(HOST_KEYS)})")
@@ -173,11 +225,24 @@ def _hosts(value: Any, source: str) -> dict[str, Host]:
         if text in owners:
             raise ConfigError(f"{here}.underlay: {text} is already the underlay of host {owners[text]}")
         owners[text] = name
-        hosts[name] = Host(name, text)
+        hosts[name] = Host(name, text, _underlay_mtu(spec.get("mtu"), address.version, f"{here}.mtu"))
     families = {h.family for h in hosts.values()}
     if len(families) > 1:
         raise ConfigError(f"{where}: the underlay addresses mix IPv4 and IPv6; VXLAN needs one family on all hosts")
     return hosts
+
+
+def _underlay_mtu(value: Any, family: int, where: str) -> int:
+    """A host's underlay MTU as declared: enough for a link's smallest MTU once VXLAN has taken its share."""
+    if value is None:
+        return UNDERLAY_MTU
+    least = LINK_MTU_MIN + OVERHEAD[family]
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= LINK_MTU_MAX:
+        raise ConfigError(
+            f"{where}: {value!r} is not an underlay MTU ({least} to {LINK_MTU_MAX} over IPv{family}: the MTU of the "
+            "interface holding the host's underlay address)"
+        )
+    return value
 
 
 def _port(value: Any, source: str) -> int:
@@ -309,36 +374,35 @@ def which_host(hosts: Hosts, assigned: Iterable[str], chosen: str | None, source
     return matches[0]
 
 
-def largest_mtu(underlay_mtu: int, family: int) -> int:
-    return underlay_mtu - OVERHEAD[family]
+def check_underlay(topo: Topology, me: Host, underlay_mtu: int | None, underlay_dev: str) -> None:
+    """Refuse (exit 3) a host whose own underlay is smaller than the file says, where it carries tunnels: its ends
+    would get an MTU its underlay cannot carry. None: this machine does not have the underlay address (a host
+    chosen with --host), so the file is taken at its word."""
+    if underlay_mtu is None or underlay_mtu >= me.mtu or not topo.tunnels:
+        return
+    fits = underlay_mtu - OVERHEAD[me.family]
+    raise ConfigError(
+        f"{topo.source}: {EXTENSION}.{HOSTS_KEY}.{me.name}.mtu: host {me.name}'s underlay is smaller than the file "
+        f"says: {underlay_dev} on this machine has MTU {underlay_mtu}, the file {me.mtu} ({UNDERLAY_MTU} when not "
+        "declared); "
+        f"declare mtu: {underlay_mtu} for {me.name}, and every host gives the links and LANs that cross it at most "
+        f"{fits}"
+    )
 
 
 # --------------------------------------------------------------------------- the view from one host
 
 
-def view(topo: Topology, hosts: Hosts, me: Host, underlay_mtu: int, underlay_dev: str) -> Topology:
+def view(topo: Topology, hosts: Hosts, me: Host, underlay_mtu: int | None = None, underlay_dev: str = "") -> Topology:
     """Narrow a topology to what `me` runs: its services, links and LAN members, and its VXLAN ends.
 
-    A declared MTU on a cross-host link or a LAN spanning hosts larger than the underlay can carry is an
-    error; without one, such a link (and every port of such a LAN) gets the largest that fits a 1500 underlay
-    (the underlay's own, if smaller), so every host computes the same.
+    A cross-host link (and every port of a LAN spanning hosts) gets the MTU the file gives it (`Hosts.link_mtus`,
+    `lan_mtus`): every host computes the same. A host whose underlay (`underlay_mtu`, the MTU of `underlay_dev`;
+    None when not known here) is smaller than the file declares is refused (check_underlay).
     """
-    fits = largest_mtu(underlay_mtu, me.family)
-    # Without a declared MTU, the largest that fits a 1500 underlay (or a smaller one): the same on every host
-    # whatever each one's underlay, so the two ends of a link (and every port of a LAN) agree.
-    default = min(fits, largest_mtu(1500, me.family))
 
     def local(end: Endpoint) -> bool:
         return hosts.host_of(end) == me.name
-
-    def mtu_of(declared: int | None, place: str) -> int:
-        if declared is not None and declared > fits:
-            raise ConfigError(
-                f"{topo.source}: {EXTENSION}.{place}.mtu: {declared} does not fit the underlay: {underlay_dev} on "
-                f"host {me.name} has MTU {underlay_mtu}, and VXLAN over IPv{me.family} takes "
-                f"{OVERHEAD[me.family]} bytes, so at most {fits}"
-            )
-        return declared if declared is not None else default
 
     links: list[Link] = []
     tunnels: list[Tunnel] = []
@@ -351,7 +415,8 @@ def view(topo: Topology, hosts: Hosts, me: Host, underlay_mtu: int, underlay_dev
             (end,) = here
             peer = link.b if end == link.a else link.a
             remote = hosts.hosts[hosts.placement[peer.node]]
-            mtu = mtu_of(link.mtu, f"links[{i}]")
+            mtu = hosts.link_mtus[i]
+            assert mtu is not None, "a link between two hosts has its MTU"
             vni = hosts.link_vnis[i]
             conditions = link.conditions.get(end)
             tunnels.append(Tunnel(end, vni, me.underlay, (remote,), hosts.port, mtu, peer=peer, conditions=conditions))
@@ -364,7 +429,7 @@ def view(topo: Topology, hosts: Hosts, me: Host, underlay_mtu: int, underlay_dev
         if len(machines) == 1:
             lans.append(lan)
             continue
-        mtu = mtu_of(lan.mtu, f"lans.{lan.name}")
+        mtu = hosts.lan_mtus[lan.name]
         kept = tuple(lan.ports[lan.members.index(m)] for m in members)
         lans.append(replace(lan, members=tuple(members), ports=kept, mtu=mtu))
         remotes = tuple(hosts.hosts[h] for h in sorted(str(m) for m in machines if m != me.name))
@@ -374,8 +439,9 @@ def view(topo: Topology, hosts: Hosts, me: Host, underlay_mtu: int, underlay_dev
     # A LAN's port is named alike on every host: its MAC is salted with the host, so no two ports of one segment
     # share one, and with the hosts it replicates to, so a change of those (which live in FDB entries composens
     # does not read back) makes the port again.
-    ports = {t.end: derive_mac(topo.project, f"{HUB}@{me.name}", _port_key(t)) for t in tunnels if t.lan}
-    return replace(
+    salt = salt_for(topo.mac_salt, me.underlay, None)
+    ports = {t.end: derive_mac(topo.project, f"{HUB}@{me.name}", _port_key(t), salt=salt) for t in tunnels if t.lan}
+    found = replace(
         topo,
         macs={**topo.macs, **ports},
         services=services,
@@ -386,6 +452,8 @@ def view(topo: Topology, hosts: Hosts, me: Host, underlay_mtu: int, underlay_dev
         tunnels=tuple(tunnels),
         this_host=me.name,
     )
+    check_underlay(found, me, underlay_mtu, underlay_dev)
+    return found
 
 
 def _port_key(tunnel: Tunnel) -> str:

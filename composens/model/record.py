@@ -55,6 +55,10 @@ class Claim:
 
     index: int | None = None
     peer: str | None = None  # "node:ifname"
+    # A VXLAN end's all-zero FDB entries composens appended (a LAN's head-end replication to its third and further
+    # hosts), by underlay address: what a rollback puts back with the port, and what the port is judged by. None
+    # where that is not known (a record from before composens kept it, or one rebuilt by --recover).
+    fdb: tuple[str, ...] | None = None
 
 
 RouteKey = tuple[int, str, int]  # family, destination, metric
@@ -252,11 +256,15 @@ def _node(data: Any) -> NodeRecord:
     for ifname, claim in _mapping(data, "interfaces").items():
         if not isinstance(claim, dict):
             raise ValueError(f"claim {claim!r} is not valid")
-        index, peer = claim.get("index"), claim.get("peer")
+        index, peer, fdb = claim.get("index"), claim.get("peer"), claim.get("fdb")
         if index is not None and (not isinstance(index, int) or isinstance(index, bool) or index < 1):
             raise ValueError(f"ifindex {index!r} is not valid")
+        if fdb is not None and not isinstance(fdb, list):
+            raise ValueError(f"FDB entries {fdb!r} are not a list")
         record.interfaces[_str(ifname, "interface name", names.valid_ifname)] = Claim(
-            index, _endpoint(peer) if peer is not None else None
+            index,
+            _endpoint(peer) if peer is not None else None,
+            tuple(_underlay(a) for a in fdb) if fdb is not None else None,
         )
     for ifname, addresses in _mapping(data, "addresses").items():
         if not isinstance(addresses, list):
@@ -284,6 +292,17 @@ def _address(value: Any) -> str:
     return str(ipaddress.ip_interface(text))
 
 
+def _underlay(value: Any) -> str:
+    return str(ipaddress.ip_address(_str(value, "underlay address")))
+
+
+def _claim_json(claim: Claim) -> dict[str, Any]:
+    found: dict[str, Any] = {"index": claim.index, "peer": claim.peer}
+    if claim.fdb is not None:
+        found["fdb"] = list(claim.fdb)
+    return found
+
+
 def _route_key(text: str) -> RouteKey:
     family, destination, metric = text.split("|")
     if family not in ("4", "6") or not metric.isascii() or not metric.isdigit():
@@ -298,7 +317,7 @@ def _project_json(record: ProjectRecord) -> dict[str, Any]:
         "nodes": {
             name: {
                 "netns": node.netns,
-                "interfaces": {i: {"index": c.index, "peer": c.peer} for i, c in sorted(node.interfaces.items())},
+                "interfaces": {i: _claim_json(c) for i, c in sorted(node.interfaces.items())},
                 "addresses": {i: sorted(a) for i, a in sorted(node.addresses.items()) if a},
                 "routes": {f"{k[0]}|{k[1]}|{k[2]}": v for k, v in sorted(node.routes.items())},
                 "sysctls": dict(sorted(node.sysctls.items())),

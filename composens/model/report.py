@@ -1,6 +1,6 @@
-"""The data composens reports: rows, reports and drift. lab.py fills them, render.py shows them.
+"""The data composens reports: rows, reports and drift. The lab layer fills them, show/render.py shows them.
 
-Data types only, so that render.py needs neither lab.py nor the adapters it imports.
+Data types only, so that showing them needs neither the lab nor the adapters it imports.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from composens.model.entries import Action, EntryChange, Status
+from composens.model.names import HUB_NODE
 
 HOST_ROW = "(host)"  # the service column of `ps --netns`'s rows for the host's namespace and the hub
 HUB_ROW = "(hub)"
@@ -114,6 +115,21 @@ class LinkReport:
     wired: list[str] = field(default_factory=list)  # the commands of what wiring changed
     unwired: list[str] = field(default_factory=list)  # links not wired, and why
     execs: list[ExecResult] = field(default_factory=list)  # x-composens.exec commands that ran now
+    links: int = 0  # declared links (cross-host ones too) touching the chosen services, wired at the run's end
+    lans: int = 0  # declared LANs touching them whose every member here is wired at the run's end
+    seconds: float = 0.0  # what linking and wiring took (compose's own run not included)
+    not_ready: list[str] = field(default_factory=list)  # wired interfaces still not usable when the wait ended, and why
+
+    @property
+    def linked(self) -> int:
+        """Entries of containers that reach their namespace at the run's end (made, moved or kept)."""
+        kept = (Action.CREATE, Action.REPLACE, Action.KEEP)
+        return sum(1 for c in self.entries if c.action in kept and c.target is not None and c.service != HUB_NODE)
+
+    @property
+    def new(self) -> int:
+        """Entries this run made or moved."""
+        return sum(1 for c in self.entries if c.action in (Action.CREATE, Action.REPLACE) and c.service != HUB_NODE)
 
     @property
     def conflicts(self) -> list[EntryChange]:

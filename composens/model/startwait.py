@@ -14,6 +14,10 @@ after `up`, `netns link` or a `watch` repair, and removes the ones no container 
 
 A wait that never ends (composens not run again, watch not running) gives up after its limit with a line on the
 container's log saying why, and starts the command anyway.
+
+`x-composens: {start_delay: N}` puts the same shell in front of a command to sleep N seconds first, on every start
+of the container (containerlab's `startup-delay`, which compose has no key for); with start_after_wiring as well,
+the wiring is waited for after the delay.
 """
 
 from __future__ import annotations
@@ -29,11 +33,19 @@ SHELL = "/bin/sh"
 GATED_LABEL = "composens.start-after-wiring"  # on every container made with the wait in front of its command
 
 
-def wait_script(limit: int) -> str:
-    """The shell that runs as the container's entrypoint: wait for this start's flag, then exec the command."""
-    return f"""trap 'exit 143' TERM
-trap 'exit 130' INT
-field22() {{ shift 19; echo "$1"; }}
+def wait_script(limit: int | None, delay: int = 0) -> str:
+    """The shell that runs as the container's entrypoint: sleep `delay` seconds, wait for this start's flag (up to
+    `limit` seconds; None: no wait), then exec the command."""
+    if delay:
+        # The sleep runs in the background so that a stop's TERM ends it at once (a trap runs once `wait` returns),
+        # and the trap ends the sleep too.
+        stop = '[ -z "$pause" ] || kill "$pause" 2>/dev/null; '
+        lines = [f"trap '{stop}exit 143' TERM", f"trap '{stop}exit 130' INT"]
+        lines += [f"sleep {delay} & pause=$!", 'wait "$pause"', "pause="]
+    else:
+        lines = ["trap 'exit 143' TERM", "trap 'exit 130' INT"]
+    if limit is not None:
+        lines.append(f"""field22() {{ shift 19; echo "$1"; }}
 read -r stat < /proc/1/stat
 rest=${{stat##*)}}
 started=$(field22 $rest)
@@ -47,9 +59,9 @@ while [ ! -e "{WIRED_MOUNT}/$ns-$started" ]; do
     echo "composens: not wired after {limit} s (composens up -d, netns link or watch wires it); starting anyway" >&2
     break
   fi
-done
-exec "$@"
-"""
+done""")
+    lines.append('exec "$@"')
+    return "\n".join(lines) + "\n"
 
 
 def flag_name(netns_inode: int, started: int) -> str:
@@ -85,16 +97,28 @@ def escape(text: str) -> str:
     return text.replace("$", "$$")
 
 
-def wrap(config: Mapping[str, Any], limits: Mapping[str, int], commands: Mapping[str, list[str]], wired: str) -> Any:
-    """The resolved config with each waiting service's command behind the wait and the wired folder bound in.
+def wrap(
+    config: Mapping[str, Any],
+    limits: Mapping[str, int],
+    commands: Mapping[str, list[str]],
+    wired: str,
+    delays: Mapping[str, int] | None = None,
+) -> Any:
+    """The resolved config with each waiting or delayed service's command behind the wait and, for a waiting one,
+    the wired folder bound in.
 
     `commands` holds each service's argv, escaped for compose (command_of).
     """
+    delays = delays or {}
     wrapped = copy.deepcopy(dict(config))
-    for name, limit in limits.items():
+    for name in [*limits, *(name for name in delays if name not in limits)]:
         service = wrapped["services"][name]
-        service["entrypoint"] = [SHELL, "-c", escape(wait_script(limit)), "composens-wait"]
+        limit = limits.get(name)
+        script = wait_script(limit, delays.get(name, 0))
+        service["entrypoint"] = [SHELL, "-c", escape(script), "composens-wait"]
         service["command"] = commands[name]
+        if limit is None:
+            continue  # a delay alone: nothing to wait for, no gate to open
         # create_host_path: the engine makes the folder again when it restarts the container after a reboot
         # (/run is a tmpfs), rather than refusing to start it.
         volume = {

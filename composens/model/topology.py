@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
@@ -24,8 +24,8 @@ from composens.model.names import IFNAMSIZ, NETNS_NAME_MAX, valid_ifname, valid_
 HOST = "host"
 HUB = names.HUB_NODE  # the LANs' own namespace
 EXTENSION = "x-composens"
-TOP_LEVEL_KEYS = ("netns_prefix", "links", "lans", "hub", "host", "checks", "hosts", "vxlan", "capture")
-SERVICE_KEYS = ("netns", "addresses", "routes", "macs", "start_after_wiring", "exec", "host")
+TOP_LEVEL_KEYS = ("netns_prefix", "links", "lans", "hub", "host", "checks", "hosts", "vxlan", "mac_salt", "capture")
+SERVICE_KEYS = ("netns", "addresses", "routes", "macs", "start_after_wiring", "start_delay", "exec", "host")
 LINK_KEYS = ("endpoints", "mtu", "netem", "vni")
 LAN_KEYS = ("endpoints", "mtu", "netem", "vni")
 HOST_KEYS = ("addresses", "routes", "macs")
@@ -118,7 +118,11 @@ class Node:
     replicas: int = 1
     macs: Mapping[str, str] = field(default_factory=dict)  # declared per interface; the rest are derived
     start_after_wiring: int | None = None  # seconds its command waits for the wiring at most; None: no wait
+    start_delay: int = 0  # seconds its command waits after each start of its container (containerlab's startup-delay)
     exec: tuple[Command, ...] = ()  # x-composens.exec: run in the container, in order, once it is wired
+    # compose's depends_on (links, network_mode: service:X and volumes_from among them, as compose config writes
+    # them): each service it depends on, and whether compose restarts this one when that one restarts
+    depends_on: Mapping[str, bool] = field(default_factory=dict)
 
     @property
     def has_own_netns(self) -> bool:
@@ -141,6 +145,7 @@ class Topology:
     hub: Node | None = None  # present when the project declares LANs
     checks: tuple[Any, ...] = ()  # composens.model.checks.Check, parsed there
     macs: Mapping[Endpoint, str] = field(default_factory=dict)  # every end composens makes: declared or derived
+    mac_salt: str | None = None  # x-composens.mac_salt: the salt of every derived MAC (None: the machine's)
     hosts: Any = None  # composens.model.hosts.Hosts, when the file places services on several machines
     this_host: str | None = None  # in the view from one host (hosts.view): its name
     tunnels: tuple[Any, ...] = ()  # that host's VXLAN ends (composens.model.hosts.Tunnel)
@@ -203,6 +208,22 @@ class Topology:
     def wired_services(self) -> tuple[str, ...]:
         return tuple(s for s in self.services if s in self._interfaces)
 
+    def started_with(self, services: Iterable[str], *, dependencies: bool, dependents: bool) -> set[str]:
+        """The services compose starts or restarts along with `services` (`up`, `start`, `restart` naming them):
+        with `dependencies`, those they depend on, and with `dependents`, those that depend on one of these with
+        `restart: true` (compose restarts them with it); transitively, among this file's services."""
+        found = set(services)
+        while True:
+            more = set()
+            for name, node in self.services.items():
+                if name in found and dependencies:
+                    more |= {d for d in node.depends_on if d in self.services}
+                if name not in found and dependents and any(r and d in found for d, r in node.depends_on.items()):
+                    more.add(name)
+            if more <= found:
+                return found
+            found |= more
+
 
 # --------------------------------------------------------------------------- parsing
 
@@ -263,15 +284,23 @@ def parse_declared(config: Mapping[str, Any], *, source: str) -> tuple[Topology,
     lans = _parse_lans(top.get("lans"), services, where_top.at("lans"))
     topo = Topology(project, source, prefix, services, host, links, lans)
     _check_wiring(topo)
+    if "mac_salt" in top:
+        from composens.model.macs import MacError, parse_salt
+
+        try:
+            topo = replace(topo, mac_salt=parse_salt(top["mac_salt"]))
+        except MacError as e:
+            raise where_top.at("mac_salt").error(str(e)) from None
     return topo, top
 
 
-def with_hub_and_macs(topo: Topology, top: Mapping[str, Any]) -> Topology:
-    """The project's hub (where it has LANs) and every end's MAC, once its hosts are known."""
+def with_hub_and_macs(topo: Topology, top: Mapping[str, Any], salts: Mapping[Endpoint, str] | None = None) -> Topology:
+    """The project's hub (where it has LANs) and every end's MAC (derived ones with the salt of the machine each
+    end is on, `salts`), once its hosts are known."""
     if topo.lans:
         where = _Where(topo.source, EXTENSION).at("hub")
         topo = replace(topo, hub=_parse_hub(top.get("hub"), topo.project, topo.services, where))
-    return replace(topo, macs=_assign_macs(topo))
+    return replace(topo, macs=_assign_macs(topo, salts or {}))
 
 
 def essentials(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -333,7 +362,9 @@ def _parse_service(name: str, spec: Any, prefix: str, where: _Where) -> Node:
         replicas=_replicas(spec),
         macs=_parse_macs(ext.get("macs"), ext_where.at("macs")),
         start_after_wiring=_parse_start_after_wiring(ext.get("start_after_wiring"), ext_where.at("start_after_wiring")),
+        start_delay=_parse_start_delay(ext.get("start_delay"), ext_where.at("start_delay")),
         exec=_parse_exec(ext.get("exec"), ext_where.at("exec")),
+        depends_on=_depends_on(spec.get("depends_on")),
     )
     if node.start_after_wiring is not None and not node.has_own_netns:
         raise ext_where.at("start_after_wiring").error(
@@ -353,6 +384,15 @@ def _parse_service(name: str, spec: Any, prefix: str, where: _Where) -> Node:
 _HOST_SERVICE = (
     "a service called host cannot be wired: 'host' in endpoints names the host's own namespace; rename the service"
 )
+
+
+def _depends_on(value: Any) -> dict[str, bool]:
+    """compose's depends_on, a list or (as compose config writes it) a mapping: service -> `restart: true`."""
+    if isinstance(value, list):
+        return {str(name): False for name in value}
+    if isinstance(value, dict):
+        return {str(name): isinstance(spec, dict) and spec.get("restart") is True for name, spec in value.items()}
+    return {}
 
 
 def _parse_exec(value: Any, where: _Where) -> tuple[Command, ...]:
@@ -436,6 +476,15 @@ def _parse_start_after_wiring(value: Any, where: _Where) -> int | None:
     raise where.error(f"{value!r} is not true, false or a limit in seconds (1 to 86400)")
 
 
+def _parse_start_delay(value: Any, where: _Where) -> int:
+    """Seconds from 0 to 86400."""
+    if value is None:
+        return 0
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 86400:
+        return value
+    raise where.error(f"{value!r} is not a delay in seconds (0 to 86400)")
+
+
 def _parse_macs(value: Any, where: _Where) -> dict[str, str]:
     from composens.model.macs import MacError, parse_mac
 
@@ -454,14 +503,15 @@ def _parse_macs(value: Any, where: _Where) -> dict[str, str]:
     return parsed
 
 
-def _assign_macs(topo: Topology) -> dict[Endpoint, str]:
+def _assign_macs(topo: Topology, salts: Mapping[Endpoint, str]) -> dict[Endpoint, str]:
     from composens.model.macs import assign
 
     ends = [(ep.node, ep.ifname) for pair in topo.pairs() for ep in (pair.a, pair.b)]
     declared = {
         (node.name, ifname): mac for node in (*topo.services.values(), topo.host) for ifname, mac in node.macs.items()
     }
-    macs = assign(topo.project, ends, declared, source=f"{topo.source}: {EXTENSION}")
+    salted = {(end.node, end.ifname): salt for end, salt in salts.items()}
+    macs = assign(topo.project, ends, declared, source=f"{topo.source}: {EXTENSION}", salts=salted)
     return {Endpoint(node, ifname): mac for (node, ifname), mac in macs.items()}
 
 
@@ -573,8 +623,9 @@ def _parse_lans(value: Any, services: Mapping[str, Node], where: _Where) -> tupl
         check_ifname(name, here)
         spec = _section(raw, here, LAN_KEYS)
         endpoints = spec.get("endpoints")
-        if not isinstance(endpoints, list) or len(endpoints) < 2:
-            raise here.at("endpoints").error("must list two or more 'SERVICE:IFNAME' endpoints")
+        # One member is a LAN too: a bridge with one port, as containerlab makes a bridge node with one link.
+        if not isinstance(endpoints, list) or not endpoints:
+            raise here.at("endpoints").error("must list one or more 'SERVICE:IFNAME' endpoints")
         members = tuple(_parse_endpoint(ep, services, here.at("endpoints").at(j)) for j, ep in enumerate(endpoints))
         netem = _conditions(spec["netem"], here.at("netem")) if spec.get("netem") is not None else None
         raw_lans.append((name, members, _parse_mtu(spec.get("mtu"), here.at("mtu")), netem))

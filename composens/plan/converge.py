@@ -16,8 +16,8 @@ wiring.py reads the routes again before the third phase; `plan` predicts them wi
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from composens.model.conditions import Conditions
@@ -81,6 +81,17 @@ class Scope:
     down: frozenset[Endpoint] = frozenset()  # ends set down at run time (`composens link down`)
     conditions: Mapping[Endpoint, Conditions] = field(default_factory=dict)  # set at run time (`netem set`)
     qdiscs: bool = False  # whether the namespaces' qdiscs were read (only then are conditions compared)
+    # Why a node has no namespace to reach, where it is not that it does not run (a running container whose entry
+    # is stale, say): what a pair it cannot wire is reported with.
+    absent: Mapping[str, str] = field(default_factory=dict)
+
+    def why_absent(self, nodes: Iterable[str], name: Callable[[str], str]) -> str:
+        """`a, b not running`, or each reason with its nodes: `a running, not linked (stale netns entry); b not
+        running`."""
+        by_reason: dict[str, list[str]] = {}
+        for node in dict.fromkeys(nodes):
+            by_reason.setdefault(self.absent.get(node, "not running"), []).append(name(node))
+        return "; ".join(f"{', '.join(names)} {reason}" for reason, names in by_reason.items())
 
     def full(self, node: str) -> bool:
         """Tell whether everything composens made in `node` is converged, not only what touches the chosen."""
@@ -118,6 +129,15 @@ def from_scratch(topo: Topology, services: frozenset[str] | None = None) -> Diff
 
     nodes = {HOST, *topo.services} | ({HUB} if topo.hub is not None else set())
     return diff(topo, dict.fromkeys(nodes, live.EMPTY), {}, Scope(frozenset(nodes), services))
+
+
+def in_line(
+    topo: Topology, state: Mapping[str, LiveNamespace], records: Mapping[str, NodeRecord], scope: Scope, service: str
+) -> bool:
+    """Tell whether every pair and VXLAN end of `service` is found as the file declares it: both ends' namespaces
+    there, nothing to make, change or remove for it. (A service whose wiring a failed run rolled back is not.)"""
+    found = diff(topo, state, records, replace(scope, chosen=frozenset({service})))
+    return not (found.changes or found.unwired or found.conflicts or found.problems)
 
 
 def full_plan(topo: Topology, services: frozenset[str] | None = None) -> tuple[list[str], list[str]]:
@@ -167,8 +187,8 @@ class _Work:
             if any(self.topo.node(node).replicas == 0 for node in missing):
                 continue  # scaled to 0: the file asks for no container, so no pair either
             if missing:
-                names = ", ".join(self._name(n) for n in dict.fromkeys(missing))
-                self.out.unwired_pairs.append((pair, f"{pair.a} <-> {pair.b}: {names} not running"))
+                why = self.scope.why_absent(missing, self._name)
+                self.out.unwired_pairs.append((pair, f"{pair.a} <-> {pair.b}: {why}"))
                 continue
             for end, peer in ((pair.a, pair.b), (pair.b, pair.a)):
                 wants[end] = Want(
@@ -188,7 +208,7 @@ class _Work:
             end = tunnel.end
             if end.node not in available:
                 far = f"{tunnel.peer} on {tunnel.remotes[0].name}" if tunnel.peer else f"LAN {tunnel.lan}'s other hosts"
-                reason = f"{end} <-> {far} (vxlan {tunnel.vni}): {self._name(end.node)} not running"
+                reason = f"{end} <-> {far} (vxlan {tunnel.vni}): {self.scope.why_absent([end.node], self._name)}"
                 self.out.unwired_tunnels.append((end.node, reason))
                 continue
             wants[end] = Want(
@@ -352,8 +372,15 @@ class _Work:
             self._conflict(end, link)
             return
         wanted = live.Vxlan(tunnel.vni, tunnel.local, tunnel.remotes[0].underlay, tunnel.port)
-        # A LAN's port is also its FDB entries towards the other hosts: its MAC stands for them (hosts.view).
-        same_port = tunnel.lan is None or link is None or link.mac == want.mac
+        # A LAN's port is also its FDB entries towards the other hosts: its MAC stands for them (hosts.view), and so
+        # do the entries the record says composens appended (where it knows them), which a rollback puts back.
+        appended = self.record(end.node).interfaces.get(end.ifname)
+        further = sorted(host.underlay for host in tunnel.remotes[1:])
+        same_port = (
+            tunnel.lan is None
+            or link is None
+            or (link.mac == want.mac and (appended is None or appended.fdb is None or sorted(appended.fdb) == further))
+        )
         if link is not None and link.kind == "vxlan" and link.vxlan == wanted and same_port:
             return
         if link is None:
@@ -421,6 +448,10 @@ class _Work:
         elif link.vxlan is not None and link.vxlan.local is not None and link.vxlan.remote is not None:
             vni, local, remote, port = link.vxlan.vni, link.vxlan.local, link.vxlan.remote, link.vxlan.port
             restore.append(ch.CreateVxlan(end, vni, local, remote, port, link.mtu, link.mac))
+            # Its head-end replication to the third and further hosts: the FDB entries composens appended to it.
+            claim = self.record(end.node).interfaces.get(end.ifname)
+            appended = claim.fdb if claim is not None else None
+            restore += [ch.AppendFdb(end.node, end.ifname, host) for host in appended or ()]
         elif peer is not None:
             peer_mac = links[1][1].mac
             mtu = link.mtu if link.mtu != VETH_MTU else None

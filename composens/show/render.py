@@ -6,24 +6,35 @@ Data goes to stdout, messages to stderr.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from composens.model.entries import Action, EntryChange
+from composens.model.progress import SILENT, Progress
 from composens.model.report import ConditionsRow, ExecResult, LabStatus, LinkReport, NetnsRow, PlanLine, RemoteEnd
 from composens.model.topology import HUB
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.progress import Progress as RichProgress
+    from rich.progress import TaskID
     from rich.table import Table
 
     from composens.model.checks import CheckResult, CheckUpdate
+    from composens.model.unit import UnitChange
 
 RESULT_STYLES = {"pass": "green", "fail": "bold red", "error": "bold red", "skipped": "yellow", "waiting": "yellow"}
+
+# How long a run works before a progress display appears: a quicker run shows only its summary, and pays nothing for
+# a display (importing rich for it takes 45 ms; bench/progress.py).
+PROGRESS_AFTER = 1.0
+UNBOUNDED = 1 << 20  # a console width no table reaches: to measure a table's natural width
 
 JSON_KEYS = ("service", "container", "pid", "netns", "path", "target", "status", "interfaces", "drift")
 
@@ -34,12 +45,33 @@ class Output:
         self.err = err or sys.stderr
         self.width = width
 
-    def console(self) -> Console:
+    def console(self, width: int | None = None) -> Console:
         from rich.console import Console
 
-        # Piped output is for reading or grepping: never cut the table down to 80 columns.
-        width = self.width or (None if self.out.isatty() else 250)
-        return Console(file=self.out, width=width, highlight=False, soft_wrap=False, markup=False, emoji=False)
+        return Console(
+            file=self.out, width=width or self.width, highlight=False, soft_wrap=False, markup=False, emoji=False
+        )
+
+    def table(self, table: Table) -> None:
+        """Print a table with every cell whole: through a pipe at its natural width, one line per row (for grep and
+        cut); on a terminal at the terminal's width, wrapping only the columns that may wrap, wider only when the
+        columns that must stay whole need it (the terminal folds the lines then: nothing is dropped or cut)."""
+        from rich.console import Console
+        from rich.measure import Measurement
+
+        _keep_whole(table)
+        unbounded = Console(file=io.StringIO(), width=UNBOUNDED, highlight=False, markup=False, emoji=False)
+        needed = Measurement.get(unbounded, unbounded.options, table)
+        if self.out.isatty():
+            terminal = self.width or self.console().width
+            self.console(max(terminal, needed.minimum)).print(table)
+            return
+        buffer = io.StringIO()
+        Console(file=buffer, width=max(needed.maximum, 1), color_system=None, highlight=False, markup=False).print(
+            table
+        )
+        for line in buffer.getvalue().splitlines():
+            self.line(line.rstrip())  # rich pads every cell to its column; a script should not have to strip
 
     def line(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -75,7 +107,7 @@ class Output:
         if fmt == "json":
             self.line(checks_json(results))
             return
-        self.console().print(checks_table(results))
+        self.table(checks_table(results))
         passed = sum(r.result == "pass" for r in results)
         self.line(f"{passed}/{len(results)} checks passed")
         for r in results:
@@ -93,14 +125,65 @@ class Output:
         for change in changes:
             self.line(entry_change_line(change))
 
-    def link_report(self, report: LinkReport) -> None:
+    @contextmanager
+    def link_progress(self, *, live: bool) -> Iterator[Progress]:
+        """Show linking, wiring and exec commands as they go: on a terminal, a transient display once there is work
+        to do and it takes more than PROGRESS_AFTER; elsewhere (and with live=False) nothing."""
+        if not (live and self.out.isatty()):
+            yield SILENT
+            return
+        progress = LinkProgress(self)
+        try:
+            yield progress
+        finally:
+            progress.close()
+
+    def link_report(self, report: LinkReport, *, brief: bool = False) -> None:
+        """What a run of linking did. With brief, on a terminal: a summary (and what failed, in full); else every
+        entry in the seed's line format, every wiring command (`wired: ...`) and every exec command with its output."""
+        if brief and self.out.isatty():
+            self.link_summary(report)
+            return
         self.entry_changes(report.entries)
         for command in report.wired:
             self.line(f"wired: {command}")
         for reason in report.unwired:
             self.message(f"composens: not wired: {reason}")
+        for why in report.not_ready:
+            self.message(f"composens: not ready: {why}")
         for result in report.execs:
             self.exec_result(result)
+
+    def link_summary(self, report: LinkReport) -> None:
+        """A run in a few lines: entries that could not be made and why, links not wired, exec commands that failed
+        (with their output), then one line of counts and time."""
+        self.entry_changes([c for c in report.entries if c.action in (Action.CONFLICT, Action.SKIP)])
+        for reason in report.unwired:
+            self.message(f"composens: not wired: {reason}")
+        for result in report.execs:
+            if not result.ok:
+                self.exec_result(result)
+        self.line(summary_line(report))
+
+    def followed(self, report: LinkReport, *, brief: bool = False) -> None:
+        """One pass of attached `up`: in full, or (brief, on a terminal) its summary when it changed anything."""
+        if not (brief and self.out.isatty()):
+            self.link_report(report)
+        elif changed_anything(report) or report.unwired:
+            self.link_summary(report)
+
+    def unit_change(self, change: UnitChange) -> None:
+        """What `watch --install-unit` or `--remove-unit` did, and what is left to do by hand."""
+        if change.action == "absent":
+            self.line(f"no unit {change.path}: nothing to remove")
+        elif change.action == "removed":
+            stopped = " (stopped and disabled first)" if change.systemd else ""
+            self.line(f"removed {change.path}{stopped}")
+        elif change.systemd:
+            self.line(f"wrote {change.path}; enabled and started {change.name}")
+        else:
+            self.line(f"wrote {change.path}")
+            self.line(f"to run it where systemd runs: systemctl daemon-reload && systemctl enable --now {change.name}")
 
     def exec_result(self, result: ExecResult) -> None:
         """An x-composens.exec command that ran: `exec SERVICE: COMMAND: ok`, its output indented below."""
@@ -115,14 +198,20 @@ class Output:
             for text in output:
                 self.message(text)
 
-    def repair(self, report: LinkReport) -> None:
-        """One line per repair `watch` makes; nothing when nothing changed."""
+    def repair(self, report: LinkReport, *, verbose: bool = False) -> None:
+        """One line per repair `watch` makes (with verbose, its wiring commands below it); nothing when nothing
+        changed."""
         line = repair_line(report)
         if line:
             self.line(line)
+            if verbose:
+                for command in report.wired:
+                    self.line(f"  {command}")
+        for why in report.not_ready:  # which ones, and why: watch goes on, and tries again on the next event
+            self.message(f"composens: not ready: {why}")
 
     def netns_table(self, status: LabStatus) -> None:
-        self.console().print(netns_table(status.rows))
+        self.table(netns_table(status.rows))
         for note in status_notes(status):
             self.line(note)
         self.line(drift_summary(status))
@@ -135,10 +224,10 @@ class Output:
 
         table = Table(box=None, pad_edge=False, header_style="bold")
         for column in ("SERVICE", "INTERFACE", "LIVE", "WANTED", "SET BY"):
-            table.add_column(column, no_wrap=True)
+            table.add_column(column, **_column_style(column not in ("LIVE", "WANTED")))
         for row in rows:
             table.add_row(row.service, row.ifname, row.live or "none", row.wanted or "none", row.source)
-        self.console().print(table)
+        self.table(table)
 
     def plan(self, lines: Sequence[PlanLine], unwired: Sequence[str]) -> None:
         for line in lines:
@@ -158,6 +247,59 @@ class Output:
             self.line(f"{row.netns}: {row.path} -> {target} ({row.status})")
 
 
+def _column_style(whole: bool) -> dict[str, Any]:
+    """A column that stays whole (a name, a status: one line, never cut), or one that may wrap on a terminal (a long
+    word folded rather than cut with an ellipsis)."""
+    return {"no_wrap": True} if whole else {"no_wrap": False, "overflow": "fold"}
+
+
+def _keep_whole(table: Table) -> None:
+    """Give each column that stays whole the width of its widest cell, so that no width squeezes it."""
+    from rich.cells import cell_len
+    from rich.text import Text
+
+    for column in table.columns:
+        if column.no_wrap:
+            cells = [column.header, *column.cells]
+            column.min_width = max(cell_len(c.plain if isinstance(c, Text) else str(c)) for c in cells)
+
+
+def changed_anything(report: LinkReport) -> bool:
+    return bool(report.wired or report.execs or any(c.action is not Action.KEEP for c in report.entries))
+
+
+def _counted(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def summary_line(report: LinkReport) -> str:
+    """A run of linking in one line: `linked 60 services (60 new), wired 60 links and 1 LAN: 420 changes in 1.9 s`.
+
+    The time is given only when the run changed something: a run that changed nothing may be replayed, and its
+    answer must hold for the replay too."""
+    removed = sum(1 for c in report.entries if c.action is Action.REMOVE and c.service != HUB)
+    made = [f"{report.new} new"] if report.new else []
+    made += [f"{removed} removed"] if removed else []
+    if report.linked or not removed:
+        words = f"linked {_counted(report.linked, 'service')}" + (f" ({', '.join(made)})" if made else "")
+    else:  # only entries removed: the end of an attached `up`, a lab whose containers stopped
+        words = f"unlinked {_counted(removed, 'service')}"
+    wired = [_counted(report.links, "link")] if report.links or not report.lans else []
+    wired += [_counted(report.lans, "LAN")] if report.lans else []
+    if report.links or report.lans or report.wired or report.unwired:
+        words += f", wired {' and '.join(wired)}"
+    if report.unwired:
+        words += f" ({len(report.unwired)} not wired)"
+    if report.execs:
+        failed = sum(1 for r in report.execs if not r.ok)
+        words += f"; ran {_counted(len(report.execs), 'exec command')}" + (f" ({failed} failed)" if failed else "")
+    if not changed_anything(report):
+        return f"{words}: nothing to change"
+    changes = f"{_counted(len(report.wired), 'change')} in {report.seconds:.1f} s" if report.wired else ""
+    hint = " (--verbose lists them)" if report.wired else ""
+    return f"{words}: {changes or f'done in {report.seconds:.1f} s'}{hint}"
+
+
 def repair_line(report: LinkReport) -> str | None:
     entries = [f"{c.name} {c.action}" for c in report.entries if c.action is not Action.KEEP]
     words = []
@@ -170,6 +312,8 @@ def repair_line(report: LinkReport) -> str | None:
         words.append(f"{len(report.execs)} exec command{'s' if len(report.execs) != 1 else ''}")
         if failed:
             words[-1] += f" ({failed} failed)"
+    if report.not_ready:
+        words.append(f"{len(report.not_ready)} interface{'s' if len(report.not_ready) != 1 else ''} not ready")
     if not words:
         return None
     return f"{time.strftime('%H:%M:%S')} repaired: " + "; ".join(words)
@@ -204,7 +348,7 @@ def netns_table(rows: Sequence[NetnsRow]) -> Table:
 
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("SERVICE", "CONTAINER", "PID", "NETNS", "TARGET", "STATUS", "INTERFACES", "DRIFT"):
-        table.add_column(column, no_wrap=True)
+        table.add_column(column, **_column_style(column not in ("TARGET", "INTERFACES", "DRIFT")))
     styles = {"linked": "green", "unlinked": "yellow", "stale": "red", "conflict": "bold red", "none": "dim"}
     for row in rows:
         table.add_row(
@@ -280,6 +424,73 @@ def netns_json(rows: Sequence[NetnsRow]) -> str:
     )
 
 
+class LinkProgress:
+    """A Progress drawn on a terminal: one line per step (linking, wiring, exec commands) with a bar and counts,
+    from PROGRESS_AFTER on, gone when the run ends. Told of work from several threads: everything under a lock."""
+
+    def __init__(self, output: Output) -> None:
+        self.output = output
+        self.steps: dict[str, list[int]] = {}  # step -> [done, total]
+        self.display: RichProgress | None = None
+        self.tasks: dict[str, TaskID] = {}
+        self.closed = False
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._began = time.monotonic()
+
+    def expect(self, step: str, items: int) -> None:
+        with self._lock:
+            counts = self.steps.setdefault(step, [0, 0])
+            counts[1] += items
+            if self._timer is None and self.display is None:  # the first work: show it once it takes a while
+                wait = max(0.0, PROGRESS_AFTER - (time.monotonic() - self._began))
+                self._timer = threading.Timer(wait, self._show)
+                self._timer.daemon = True
+                self._timer.start()
+            self._update(step)
+
+    def advance(self, step: str, items: int = 1) -> None:
+        with self._lock:
+            self.steps.setdefault(step, [0, 0])[0] += items
+            self._update(step)
+
+    def _update(self, step: str) -> None:
+        if self.display is None:
+            return
+        done, total = self.steps[step]
+        if step not in self.tasks:
+            self.tasks[step] = self.display.add_task(step, total=total)
+        self.display.update(self.tasks[step], completed=done, total=max(total, done))
+
+    def _show(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        with self._lock:
+            if self.closed:
+                return
+            self.display = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self.output.console(),
+                transient=True,
+                refresh_per_second=4,  # enough to see it move; each drawing costs the work a little
+            )
+            self.display.start()
+            for step in self.steps:
+                self._update(step)
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+            if self.display is not None:
+                self.display.stop()
+
+
 class CheckProgress:
     """What `composens test` shows while checks run; called with each CheckUpdate."""
 
@@ -335,7 +546,7 @@ def checks_table(results: Sequence[CheckResult]) -> Table:
 
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in ("CHECK", "SERVICE", "RESULT", "ATTEMPTS", "TIME", "DETAIL"):
-        table.add_column(column, no_wrap=column != "DETAIL")
+        table.add_column(column, **_column_style(column != "DETAIL"))
     for r in results:
         table.add_row(
             r.name,

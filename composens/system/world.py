@@ -41,9 +41,11 @@ READER_MODULES = {
     "ip-namespace": "composens.system.kernel.reading",
     "sysctls": "composens.system.kernel.reading",
     "qdisc-kinds": "composens.system.kernel.reading",
+    "ready": "composens.system.kernel.ready",
     "process-start": "composens.system.kernel.processes",
     "exec-results": "composens.system.run.execs",
     "folder": "composens.system.world",
+    "machine-id": "composens.system.world",
 }
 
 
@@ -179,3 +181,21 @@ def folder(path: str) -> object:
             continue
         found.append((entry.name, content))
     return found
+
+
+MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")  # systemd's, and D-Bus's where systemd has none
+
+
+@reader("machine-id")
+def machine_id() -> str | None:
+    """This machine's id (machine-id(5): set once, kept across reboots, unique per installation); None when the
+    machine has none yet (no file, empty, or systemd's `uninitialized` of a first boot)."""
+    for path in MACHINE_ID_FILES:
+        try:
+            with open(path, encoding="ascii", errors="replace") as f:
+                text = f.read(64).strip()
+        except OSError:
+            continue
+        if text and text != "uninitialized":
+            return text
+    return None

@@ -128,8 +128,10 @@ def test_an_imported_containerlab_frr_lab_routes_end_to_end_and_reruns_exec_afte
         "        - ip route add 198.18.0.0/15 via 198.19.1.1\n        - sh -c 'echo ran >> /tmp/exec-runs'\n",
     )
     (lab / "frr.clab.yml").write_text(topology)
+    # --compose-names: the test's own project and container names, so that runs never meet (test_clab.py runs a lab
+    # under containerlab's names).
     imported = run(
-        sys.executable, "-m", "composens", "import", str(lab / "frr.clab.yml"), "--no-mgmt",
+        sys.executable, "-m", "composens", "import", str(lab / "frr.clab.yml"), "--no-mgmt", "--compose-names",
         "-o", str(project.folder / "docker-compose.yml"), cwd=project.folder,
     )  # fmt: skip
     assert imported.returncode == 0

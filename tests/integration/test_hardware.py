@@ -99,6 +99,37 @@ services:
     assert first_ping(project, "a", "198.18.4.2")
 
 
+SALTED = """
+x-composens:
+  netns_prefix: {name}-
+  {salt}
+  links: [{{endpoints: ["a:eth1", "host:{name}h"]}}]
+services:
+  a: {{image: IMAGE, network_mode: none}}
+"""
+
+
+def test_derived_macs_are_salted_with_this_machines_id_unless_the_file_says(project: Project) -> None:
+    """Issue 26, item 9: a project of the same name on another machine derived the very same MACs."""
+    from composens.model import macs
+
+    project.write(SALTED.format(name=project.name, salt="# mac_salt: the machine's id"))
+    project.cli("up", "-d")
+    machine = Path("/etc/machine-id").read_text().strip()
+    host_end = json.loads(run("ip", "-j", "link", "show", f"{project.name}h").stdout)[0]["address"]
+    # Not what the project alone gives (what every machine derived before), but salted with this machine's id.
+    assert mac(project, "a", "eth1") != macs.derive(project.name, "a", "eth1")
+    assert host_end != macs.derive(project.name, "host", f"{project.name}h")
+    assert mac(project, "a", "eth1") == macs.derive(project.name, "a", "eth1", salt=f"machine {machine}")
+    assert host_end == macs.derive(project.name, "host", f"{project.name}h", salt=f"machine {machine}")
+    # Declared: an empty salt derives them from the project alone (the same on every machine), changed in place.
+    project.write(SALTED.format(name=project.name, salt="mac_salt: ''"))
+    assert project.cli("plan", "--exit-code", check=False).returncode == 2
+    project.cli("up", "-d")
+    assert mac(project, "a", "eth1") == macs.derive(project.name, "a", "eth1")
+    assert project.cli("plan", "--exit-code").returncode == 0
+
+
 WAITING = """
 x-composens:
   netns_prefix: {name}-
@@ -144,6 +175,101 @@ def test_a_service_that_starts_after_wiring_sees_its_address_and_route_from_its_
     assert "198.18.6.0/24 via 198.18.5.2 dev eth1" in "\n".join(second), lines
     project.cli("down", "-t", "0")
     assert not list((STATE_DIR / "wired").glob(f"{project.name}*"))
+
+
+DEPENDENT = """
+x-composens:
+  netns_prefix: {name}-
+  links: [{{endpoints: ["r1:eth1", "r3:eth1"]}}]
+services:
+  r1:
+    image: IMAGE
+    command: sleep 3600
+    network_mode: none
+    depends_on: {{r3: {{condition: service_started, restart: true}}}}
+    x-composens: {{addresses: {{eth1: [198.18.5.1/24]}}}}
+  r3:
+    image: IMAGE
+    network_mode: none
+    command: ["sh", "-c", "echo start; ip -o -4 addr show dev eth1; exec sleep 3600"]
+    x-composens:
+      start_after_wiring: true
+      addresses: {{eth1: [198.18.5.3/24]}}
+"""
+
+
+def test_up_of_one_service_links_and_wires_what_compose_starts_with_it(project: Project) -> None:
+    """Issue 26, item 3: `up -d r1` started r1's dependency r3 too, but left it unlinked and its gate shut."""
+    project.write(DEPENDENT.format(name=project.name))
+    project.cli("up", "-d", "r1")
+    lines = logs_after(project, "r3", 1)
+    assert lines[:1] == ["start"], lines  # its gate opened: it was wired
+    assert "inet 198.18.5.3/24" in lines[1], lines
+    assert project.status() == {f"{project.name}-r1": "linked", f"{project.name}-r3": "linked"}
+    assert reaches(project, "r1", "198.18.5.3")
+    # Restarting r3 restarts r1 too (restart: true): both new namespaces are linked and wired again.
+    started = ["docker", "inspect", "-f", "{{.State.StartedAt}}", project.container("r1")]
+    before = run(*started).stdout
+    project.cli("restart", "-t", "0", "r3")
+    assert run(*started).stdout != before
+    assert logs_after(project, "r3", 2).count("start") == 2
+    assert project.status() == {f"{project.name}-r1": "linked", f"{project.name}-r3": "linked"}
+    assert reaches(project, "r1", "198.18.5.3")
+    assert project.cli("plan", "--exit-code", check=False).returncode == 0
+
+
+ROLLED_BACK = """
+x-composens:
+  netns_prefix: {name}-
+  links:
+    - endpoints: ["r1:eth1", "r3:eth1"]
+    - endpoints: ["r3:eth2", "r4:eth2"]
+services:
+  r1: {{image: IMAGE, command: sleep 3600, network_mode: none, x-composens: {{addresses: {{eth1: [198.18.5.1/30]}}}}}}
+  r3:
+    image: IMAGE
+    network_mode: none
+    command: ["sh", "-c", "echo start; exec sleep 3600"]
+    x-composens:
+      start_after_wiring: true
+      addresses: {{eth1: [198.18.5.2/30], eth2: [198.18.5.5/30]}}
+      exec: ["touch /tmp/exec-ran"]
+  r4:
+    image: IMAGE
+    command: sleep 3600
+    networks: [lab]
+    x-composens:
+      addresses: {{eth2: [198.18.5.6/30]}}
+      routes: [{route}]
+networks:
+  lab: {{ipam: {{config: [{{subnet: 198.19.79.0/24}}]}}}}
+"""
+REFUSED_ROUTE = "198.18.7.0/24 via 198.19.79.200 dev eth2"  # on r4's docker network: the kernel refuses it on eth2
+
+
+def test_a_later_run_opens_no_gate_of_a_service_whose_wiring_was_rolled_back(project: Project) -> None:
+    """Issue 26, item 4: after a failed `up -d`, `netns link r1` opened r3's gate and ran its exec commands."""
+    project.write(ROLLED_BACK.format(name=project.name, route=REFUSED_ROUTE))
+    failed = project.cli("up", "-d", check=False)
+    assert failed.returncode == 7, failed.stderr
+    assert f"route add {REFUSED_ROUTE}` failed" in failed.stderr
+    assert failed.stderr.rstrip().endswith("the lab is as it was before"), failed.stderr
+    assert project.status()[f"{project.name}-r3"] == "linked"  # its entry stays
+    project.cli("netns", "link", "r1")  # wires r1 <-> r3; r3 <-> r4 is left as it is: not there
+    r3 = f"{project.name}-r3"
+    names = run("ip", "-n", r3, "-o", "link", "show").stdout
+    assert " eth1@" in names
+    assert " eth2@" not in names
+    # r3 is not wired: its gate stays shut (no flag for its start) and its exec commands did not run.
+    assert list((STATE_DIR / "wired" / project.name).iterdir()) == []
+    assert run("docker", "exec", project.container("r3"), "test", "-e", "/tmp/exec-ran", check=False).returncode == 1
+    assert not list((STATE_DIR / "exec" / project.name).glob("*.json"))
+    # The file fixed (a gateway on eth2's subnet): r3 is wired, then its commands run and its gate opens.
+    project.write(ROLLED_BACK.format(name=project.name, route="198.18.7.0/24 via 198.18.5.5"))
+    done = project.cli("netns", "link")
+    assert "exec r3: touch /tmp/exec-ran: ok" in done.stdout
+    assert logs_after(project, "r3", 1)[:1] == ["start"]
+    assert run("docker", "exec", project.container("r3"), "test", "-e", "/tmp/exec-ran", check=False).returncode == 0
 
 
 def test_a_wait_that_is_never_released_starts_the_command_after_its_limit(project: Project) -> None:

@@ -32,6 +32,8 @@ class TwoHosts:
         self.host2 = host2
         self.port = random.randint(4790, 4999)  # this run's own UDP port: no other tunnel on the machine uses it
         self.folder2 = project.folder  # host 2 reads the same folder unless a test gives it its own
+        self.host2_mtu: int | None = None  # x-composens.hosts.h2.mtu, when a test declares it
+        self.more_hosts = ""  # further hosts (no machine behind them: only their underlay addresses matter)
 
     @property
     def name(self) -> str:
@@ -47,10 +49,11 @@ class TwoHosts:
         (self.folder2 / "docker-compose.yml").write_text(self._fill(text).replace("IMAGE", IMAGE))
 
     def _fill(self, text: str) -> str:
+        mtu = f", mtu: {self.host2_mtu}" if self.host2_mtu else ""
         head = (
             "x-composens:\n"
             f"  netns_prefix: {self.name}-\n"
-            f"  hosts: {{h1: {{underlay: {HOST1_UNDERLAY}}}, h2: {{underlay: {HOST2_UNDERLAY}}}}}\n"
+            f"  hosts: {{h1: {{underlay: {HOST1_UNDERLAY}}}, h2: {{underlay: {HOST2_UNDERLAY}{mtu}}}{self.more_hosts}}}\n"
             f"  vxlan: {{port: {self.port}}}\n"
         )
         return head + text
@@ -245,11 +248,48 @@ def test_an_mtu_too_large_for_the_underlay_is_refused_before_anything_runs(lab: 
     )
     done = lab.on1("up", "-d", check=False)
     assert done.returncode == 3, done.stderr
-    assert "links[0].mtu: 9000 does not fit the underlay" in done.stderr
-    assert "has MTU 1500" in done.stderr
-    assert "so at most 1450" in done.stderr
+    assert (
+        "links[0].mtu: 9000 does not fit the underlay of host h1 (MTU 1500, x-composens.hosts.h1.mtu; VXLAN over "
+        "IPv4 takes 50 bytes), so at most 1450"
+    ) in done.stderr
     label = f"label=com.docker.compose.project={lab.name}"
     assert run("docker", "ps", "-aq", "--filter", label).stdout.strip() == ""
+
+
+def test_a_smaller_underlay_on_one_host_gives_both_ends_the_same_mtu(lab: TwoHosts) -> None:
+    """Issue 26, item 2: with host 2's underlay at 1400, host 1 gave its end 1450 and host 2 its end 1350."""
+    lab.host2.run("ip", "link", "set", "dev", lab.host2.far_if, "mtu", "1400")
+    try:
+        lab.write(LINK)
+        # The file says 1500 (undeclared): host 2, whose underlay is smaller, refuses before anything runs.
+        refused = lab.on2("up", "-d", check=False)
+        assert refused.returncode == 3, refused.stderr
+        assert (
+            f"x-composens.hosts.h2.mtu: host h2's underlay is smaller than the file says: {lab.host2.far_if} on this "
+            "machine has MTU 1400, the file 1500 (1500 when not declared); declare mtu: 1400 for h2"
+        ) in refused.stderr
+        label = f"label=com.docker.compose.project={lab.name}"
+        assert lab.host2.run("docker", "ps", "-aq", "--filter", label).stdout.strip() == ""
+        # Declared: each host works the same MTU out of the file, host 1 too, whose own underlay is 1500.
+        lab.host2_mtu = 1400
+        lab.write(LINK)
+        lab.on1("up", "-d")
+        lab.on2("up", "-d")
+        assert lab.link1("r1", "eth1")["mtu"] == 1350
+        far = json.loads(lab.in2("r2", "ip", "-j", "link", "show", "eth1").stdout)[0]
+        assert far["mtu"] == 1350
+        # A packet as large as the link carries crosses both ways (1350: 1322 bytes of ICMP data and 28 of headers).
+        for runner, service, address in ((lab.in1, "r1", "198.19.1.2"), (lab.in2, "r2", "198.19.1.1")):
+            wait_until(
+                f"{service} reaches {address} with a full-size packet",
+                lambda r=runner, s=service, a=address: (
+                    r(s, "busybox", "ping", "-c", "1", "-W", "1", "-s", "1322", a, check=False).returncode == 0
+                ),
+            )
+        assert lab.on1("plan", "--exit-code").returncode == 0
+        assert lab.on2("plan", "--exit-code").returncode == 0
+    finally:
+        lab.host2.run("ip", "link", "set", "dev", lab.host2.far_if, "mtu", "1500", check=False)
 
 
 def test_a_restart_on_host_2_heals_and_host_1_is_untouched(lab: TwoHosts) -> None:
@@ -343,3 +383,56 @@ def test_a_host_left_with_no_service_takes_down_its_part_of_a_lan(lab: TwoHosts)
     assert lab.host2.run("ip", "-o", "link", "show", "type", "vxlan").stdout == ""
     lab.on1("up", "-d")
     wait_until("m1 reaches m3 on one host", lambda: pings(lab.in1, "m1", "198.19.2.3"))
+
+
+HOST3_UNDERLAY = "198.18.200.3"  # a third host's address: nothing answers there, host 1 only replicates to it
+THREE = """\
+  lans:
+    core: {endpoints: [m1:lan0, m2:lan0, m3:lan0]}
+services:
+  m1:
+    image: IMAGE
+    command: sleep 3600
+    networks: [lab]
+    x-composens: {host: h1, addresses: {lan0: [198.19.2.1/24]}}
+  m2: {image: IMAGE, command: sleep 3600, network_mode: none, x-composens: {host: h2}}
+  m3: {image: IMAGE, command: sleep 3600, network_mode: none, x-composens: {host: h3}}
+networks:
+  lab:
+    ipam: {config: [{subnet: 198.19.78.0/24}]}
+"""
+
+
+def replication(lab: TwoHosts) -> list[str]:
+    """Where host 1's VXLAN port of LAN core sends broadcast, unknown unicast and multicast: its all-zero entries."""
+    text = run("bridge", "-n", lab.name, "-j", "fdb", "show", "dev", "vx.core").stdout
+    return sorted(e["dst"] for e in json.loads(text) if e.get("mac") == "00:00:00:00:00:00" and "dst" in e)
+
+
+def test_a_run_undone_puts_a_lan_ports_replication_to_a_third_host_back(lab: TwoHosts) -> None:
+    """Issue 26, item 8: the rollback made the port again without its `bridge fdb append` entries."""
+    lab.more_hosts = f", h3: {{underlay: {HOST3_UNDERLAY}}}"
+    lab.write(THREE)
+    lab.on1("up", "-d")
+    assert replication(lab) == [HOST2_UNDERLAY, HOST3_UNDERLAY]
+    port = json.loads(run("ip", "-n", lab.name, "-j", "link", "show", "vx.core").stdout)[0]
+    # m3 moves to h2 (so the port is made again, replicating to h2 only), and a route the kernel refuses on lan0
+    # (its gateway is on m1's docker network) fails the run after that: it is undone.
+    edited = THREE.replace("x-composens: {host: h3}", "x-composens: {host: h2}").replace(
+        "addresses: {lan0: [198.19.2.1/24]}}",
+        "addresses: {lan0: [198.19.2.1/24]}, routes: [198.18.7.0/24 via 198.19.78.200 dev lan0]}",
+    )
+    lab.write(edited)
+    failed = lab.on1("netns", "link", check=False)
+    assert failed.returncode == 7, failed.stderr
+    assert "route add 198.18.7.0/24 via 198.19.78.200 dev lan0` failed" in failed.stderr
+    assert failed.stderr.rstrip().endswith("the lab is as it was before"), failed.stderr
+    again = json.loads(run("ip", "-n", lab.name, "-j", "link", "show", "vx.core").stdout)[0]
+    assert again["ifindex"] != port["ifindex"]  # made again by the rollback ...
+    assert (again["address"], again["master"]) == (port["address"], "core")  # ... as it was
+    assert replication(lab) == [HOST2_UNDERLAY, HOST3_UNDERLAY]  # with its entry towards h3
+    # The file put back: the lab matches it, head-end replication to h3 included.
+    lab.write(THREE)
+    assert lab.on1("plan", "--exit-code").returncode == 0
+    lab.on1("netns", "link")
+    assert replication(lab) == [HOST2_UNDERLAY, HOST3_UNDERLAY]

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import random
+import socket
+import struct
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from composens.model.errors import WiringError
-from composens.plan.live import LiveAddress, Vxlan
+from composens.plan.live import LiveAddress, LiveNamespace, Vxlan
 from composens.system.kernel import netlink, reading
 from tests.integration.conftest import run
 
@@ -175,3 +179,121 @@ def test_a_namespace_that_is_gone_is_a_wiring_error(namespaces: tuple[str, str])
     target = reading.Target(a, f"/var/run/netns/{a}-gone", "x", linked=False)
     with pytest.raises(WiringError, match="cannot read the interfaces of"):
         reading.read_target(target)
+
+
+class Faulty:
+    """A real netlink socket whose answers pass through `fault` (a datagram in, a datagram out)."""
+
+    def __init__(self, sock: socket.socket, fault: Callable[[bytearray], bytes]) -> None:
+        self.sock = sock
+        self.fault = fault
+
+    def __enter__(self) -> Faulty:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+    def recvmsg(self, size: int) -> tuple[bytes, list[Any], int, Any]:
+        data, ancillary, flags, address = self.sock.recvmsg(size)
+        return self.fault(bytearray(data)), ancillary, flags, address
+
+
+def messages(data: bytearray) -> Iterator[tuple[int, int]]:
+    """The offset and type of each netlink message in a datagram."""
+    offset = 0
+    while offset + netlink.NLMSG.size <= len(data):
+        length, kind = struct.unpack_from("=IH", data, offset)
+        yield offset, kind
+        offset += (length + 3) & ~3
+
+
+def done_with_emsgsize(data: bytearray) -> bytes:
+    for offset, kind in messages(data):
+        if kind == netlink.NLMSG_DONE:
+            struct.pack_into("=i", data, offset + netlink.NLMSG.size, -errno.EMSGSIZE)
+    return bytes(data)
+
+
+def always_interrupted(data: bytearray) -> bytes:
+    for offset, _ in messages(data):
+        flags = struct.unpack_from("=H", data, offset + 6)[0]
+        struct.pack_into("=H", data, offset + 6, flags | netlink.NLM_F_DUMP_INTR)
+    return bytes(data)
+
+
+def overlong_message(data: bytearray) -> bytes:
+    for offset, kind in messages(data):
+        if kind == netlink.RTM_NEWLINK:
+            struct.pack_into("=I", data, offset, len(data) - offset + 400)
+            break
+    return bytes(data)
+
+
+def truncated_mtu(data: bytearray) -> bytes:
+    """Each link's IFLA_MTU said to be 2 bytes long (its padded size unchanged, so the rest still parses)."""
+    for offset, kind in messages(data):
+        if kind != netlink.RTM_NEWLINK:
+            continue
+        end = offset + struct.unpack_from("=I", data, offset)[0]
+        at = offset + netlink.NLMSG.size + netlink.IFINFOMSG.size
+        while at + 4 <= end:
+            length, attribute = struct.unpack_from("=HH", data, at)
+            if attribute == netlink.IFLA_MTU:
+                struct.pack_into("=H", data, at, 6)
+            at += (length + 3) & ~3
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("fault", "why"),
+    [
+        (done_with_emsgsize, "Message too long"),
+        (always_interrupted, f"interrupted {netlink.TRIES} times"),
+        (overlong_message, "where .* came"),
+        (truncated_mtu, "malformed"),
+    ],
+)
+def test_a_dump_netlink_cannot_use_is_read_by_ip_with_the_same_answer(
+    namespaces: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    fault: Callable[[bytearray], bytes],
+    why: str,
+) -> None:
+    a, _ = namespaces
+    path = f"/var/run/netns/{a}"
+    by_netlink = reading.read_target(reading.Target(a, path, path), qdiscs=True)
+    made = netlink._new_socket
+    monkeypatch.setattr(netlink, "_new_socket", lambda: Faulty(made(), fault))
+    with pytest.raises(netlink.NetlinkError, match=why):
+        netlink.read_path(path)
+    by_ip = reading._read_target_by_ip
+    fell_back = []
+
+    def spied(target: reading.Target, *, qdiscs: bool) -> LiveNamespace:
+        fell_back.append(target)
+        return by_ip(target, qdiscs=qdiscs)
+
+    monkeypatch.setattr(reading, "_read_target_by_ip", spied)
+    for target in (reading.Target(a, path, path), reading.Target(a, path, path, linked=False)):
+        assert reading.read_target(target, qdiscs=True) == by_netlink
+    assert len(fell_back) == 2
+
+
+def test_ip_failing_an_interrupted_dump_is_a_clear_reading_failure(
+    namespaces: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the kernel keeps interrupting dumps, ip (6.1) prints what it got and warns: that is no reading either."""
+    a, _ = namespaces
+    real = reading._ip
+
+    def warning(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+        done = real(*args, **kw)
+        return subprocess.CompletedProcess(done.args, 0, done.stdout, "Dump was interrupted and may be inconsistent.\n")
+
+    monkeypatch.setattr(reading, "_ip", warning)
+    with pytest.raises(WiringError, match=f"cannot read the interfaces of {a}: Dump was interrupted"):
+        reading.read_namespace(a)

@@ -46,9 +46,11 @@ class SecondHost:
     pid: int
     host_if: str  # the underlay veth's end in this machine's namespace
     folder: Path  # its /var/lib/docker, its log
+    far_if: str = ""  # the underlay veth's end in host 2's namespace
     underlay: str = HOST2_UNDERLAY
     peer_underlay: str = HOST1_UNDERLAY
     started_in: float = 0.0  # seconds from nothing to an engine with its images
+    engine: subprocess.Popen[bytes] | None = None  # its dockerd (pid is its pid), stopped by that pid only
 
     def enter(self, *args: str) -> list[str]:
         """The command line that runs `args` on host 2."""
@@ -68,6 +70,40 @@ class SecondHost:
             )
         return done
 
+    def restart_engine(self) -> float:
+        """Stop host 2's dockerd (by its pid: its containers stop with it) and start a new one in the same namespaces,
+        as `systemctl restart docker` would; return how long the engine was away. Some other process must hold host
+        2's namespaces meanwhile (a `watch` entered there): they end with their last process."""
+        assert self.engine is not None
+        holder = subprocess.Popen(self.enter("sleep", "600"))  # and this one, in case the caller's ends first
+        try:
+            _wait_for("the holder in its namespaces", lambda: _in_namespaces_of(holder.pid, self.pid), 10)
+            stopped = time.monotonic()
+            self.engine.send_signal(signal.SIGTERM)
+            self.engine.wait(timeout=60)
+            log = self.folder / "dockerd.log"
+            with log.open("ab") as out:  # nsenter execs dockerd: the pid is the engine's
+                self.engine = subprocess.Popen(
+                    ["nsenter", "-t", str(holder.pid), "-m", "-n", "dockerd"],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            self.pid = self.engine.pid
+            _wait_for(
+                "dockerd answering again",
+                lambda: (
+                    self.engine is not None
+                    and self.engine.poll() is None
+                    and self.run("docker", "info", check=False, timeout=10).returncode == 0
+                ),
+                START_TIMEOUT,
+            )
+            return time.monotonic() - stopped
+        finally:
+            holder.kill()
+            holder.wait()
+
     def composens(self, project: str, folder: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run composens on host 2 exactly as on host 1 (this checkout's code, the same interpreter)."""
         return self.run(sys.executable, "-m", "composens", "-p", project, *args, check=check, cwd=folder)
@@ -78,6 +114,12 @@ def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     if check and done.returncode != 0:
         raise AssertionError(f"{' '.join(args)} exited {done.returncode}: {done.stderr.strip()}")
     return done
+
+
+def _in_namespaces_of(pid: int, other: int) -> bool:
+    return all(
+        os.readlink(f"/proc/{pid}/ns/{kind}") == os.readlink(f"/proc/{other}/ns/{kind}") for kind in ("mnt", "net")
+    )
 
 
 def _wait_for(what: str, condition: object, timeout: float) -> None:
@@ -114,7 +156,7 @@ def second_host(images: Sequence[str] = ("busybox:1.36",)) -> Iterator[SecondHos
         start_new_session=True,
     )
     started = time.monotonic()
-    host = SecondHost(process.pid, host_if, folder)
+    host = SecondHost(process.pid, host_if, folder, far_if, engine=process)
     try:
         # The shell execs dockerd, so the pid stays the engine's once it is running.
         _wait_for(
@@ -145,7 +187,7 @@ def second_host(images: Sequence[str] = ("busybox:1.36",)) -> Iterator[SecondHos
             sys.stderr.write(f"host 2's dockerd log:\n{log.read_text()[-4000:]}\n")
         raise
     finally:
-        _stop(process, host_if, folder)
+        _stop(host.engine or process, host_if, folder)
 
 
 def _stop(process: subprocess.Popen[bytes], host_if: str, folder: Path) -> None:

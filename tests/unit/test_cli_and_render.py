@@ -21,6 +21,7 @@ from composens.model.entries import Action, EntryChange, Status
 from composens.model.errors import ConfigError, EngineError
 from composens.model.report import Drift, InterfaceRow, LabStatus, NetnsRow
 from composens.show import render
+from composens.system import world
 from composens.system.docker.options import ComposeOptions
 
 SEED = Path(__file__).resolve().parents[1] / "topology" / "seed" / "docker-compose.yml"
@@ -63,6 +64,8 @@ def invoke(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], fake: FakeCompose, *args: str
 ) -> tuple[int, str, str]:
     monkeypatch.setattr(App, "compose", lambda self: fake)
+    # No machine id: derived MACs from the project alone, the same on every machine that runs these tests.
+    monkeypatch.setattr(world, "MACHINE_ID_FILES", ())
     with pytest.raises(SystemExit) as ended:
         cli.main(list(args))
     out, err = capsys.readouterr()
@@ -402,17 +405,22 @@ def test_import_writes_the_compose_file_and_names_what_it_drops_on_stderr(
     written = tmp_path / "lab.yml"
     code, out, _ = invoke(monkeypatch, capsys, FakeCompose({}), "import", "lab/bridge.clab.yml", "-o", str(written))
     assert (code, out) == (0, "")
-    assert yaml.safe_load(written.read_text())["x-composens"]["lans"]["ovs1"] == {"endpoints": ["a:eth2", "c:eth2"]}
+    assert yaml.safe_load(written.read_text())["x-composens"]["lans"]["ovs1"] == {
+        "endpoints": ["a:eth2", "c:eth2"],
+        "mtu": 9500,
+    }
 
 
-def test_import_refuses_kinds_it_cannot_run_in_one_line(
+def test_import_refuses_kinds_it_cannot_run_a_line_each(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = CLAB / "invalid" / "unsupported-kinds.clab.yml"
     monkeypatch.chdir(path.parent)
     code, out, err = invoke(monkeypatch, capsys, FakeCompose({}), "import", path.name)
     assert (code, out) == (3, "")
-    assert err == f"composens: error: {path.read_text().splitlines()[0].removeprefix('# error: ')}\n"
+    expected = [line.removeprefix("# error: ") for line in path.read_text().splitlines() if line.startswith("# err")]
+    assert len(expected) == 4
+    assert err.splitlines() == [f"composens: error: {line}" for line in expected]
 
 
 def test_import_of_a_missing_or_broken_file_is_one_line(

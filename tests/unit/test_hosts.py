@@ -72,7 +72,16 @@ def test_hosts_placement_and_port_are_read() -> None:
         (lambda c: c["x-composens"]["hosts"]["h2"].update(underlay="not-an-address"),
          "lab.yml: x-composens.hosts.h2.underlay: 'not-an-address' is not an IPv4 or IPv6 address"),
         (lambda c: c["x-composens"]["hosts"]["h2"].update(address="x"),
-         "lab.yml: x-composens.hosts.h2.address: unknown key (expected one of: underlay)"),
+         "lab.yml: x-composens.hosts.h2.address: unknown key (expected one of: underlay, mtu)"),
+        (lambda c: c["x-composens"]["hosts"]["h2"].update(mtu=117),
+         "lab.yml: x-composens.hosts.h2.mtu: 117 is not an underlay MTU (118 to 65535 over IPv4"),
+        (lambda c: c["x-composens"]["hosts"]["h2"].update(mtu="1500"),
+         "lab.yml: x-composens.hosts.h2.mtu: '1500' is not an underlay MTU"),
+        (lambda c: (c["x-composens"]["hosts"]["h2"].update(mtu=1400), c["x-composens"]["links"][0].update(mtu=1400)),
+         "lab.yml: x-composens.links[0].mtu: 1400 does not fit the underlay of host h2 (MTU 1400, "
+         "x-composens.hosts.h2.mtu; VXLAN over IPv4 takes 50 bytes), so at most 1350"),
+        (lambda c: c["x-composens"]["lans"]["core"].update(mtu=1451),
+         "lab.yml: x-composens.lans.core.mtu: 1451 does not fit the underlay of host h1 (MTU 1500"),
         (lambda c: c["x-composens"]["hosts"]["h2"].update(underlay="2001:db8::2"),
          "lab.yml: x-composens.hosts: the underlay addresses mix IPv4 and IPv6"),
         (lambda c: c["x-composens"].update(vxlan={"port": 0}),
@@ -152,7 +161,7 @@ def test_which_host_by_assigned_address_or_choice() -> None:
         hosts.which_host(found, [], "h7", "lab.yml")  # fmt: skip
 
 
-def view(config: dict[str, Any], name: str, mtu: int = 1500) -> topology.Topology:
+def view(config: dict[str, Any], name: str, mtu: int | None = 1500) -> topology.Topology:
     topo = parse(config)
     return hosts.view(topo, topo.hosts, topo.hosts.hosts[name], mtu, "eth0")
 
@@ -204,23 +213,66 @@ def test_a_lan_on_one_host_and_links_elsewhere_stay_out_of_the_view() -> None:
     assert [t.end for t in theirs.tunnels] == [Endpoint("r2", "eth1")]
 
 
+def mtus(mine: topology.Topology) -> dict[str, int]:
+    """Each VXLAN end's MTU, and each LAN port's (on the hub's side too), by name."""
+    found = {str(t.end): t.mtu for t in mine.tunnels}
+    for lan in mine.lans:
+        assert lan.mtu is not None
+        found.update({f"{m}": lan.mtu for m in lan.members})
+    return found
+
+
+def test_both_ends_of_a_cross_host_link_agree_whatever_each_hosts_underlay() -> None:
+    """Issue 26, item 2: with h1's underlay at 1400 and h2's at 1500, h1 gave r1:eth1 1350 and h2 gave r2:eth1 1450."""
+    config = lab()
+    # Undeclared, the file says 1500: a host whose underlay is smaller is refused, not given an MTU of its own.
+    with pytest.raises(ConfigError) as caught:
+        view(config, "h1", 1400)
+    assert caught.value.exit_code == ExitCode.CONFIG
+    assert str(caught.value) == (
+        "lab.yml: x-composens.hosts.h1.mtu: host h1's underlay is smaller than the file says: eth0 on this machine "
+        "has MTU 1400, the file 1500 (1500 when not declared); declare mtu: 1400 for h1, and every host gives the "
+        "links and LANs that cross it at most 1350"
+    )
+    assert mtus(view(config, "h2", 1500)) == {"r2:eth1": 1450, "@hub:vx.core": 1450, "r2:lan0": 1450}
+    # Declared: both hosts derive the same MTUs from the file, the smallest underlay's share, on every end.
+    config["x-composens"]["hosts"]["h1"]["mtu"] = 1400
+    h1, h2 = view(config, "h1", 1400), view(config, "h2", 1500)
+    assert mtus(h1) == {"r1:eth1": 1350, "@hub:vx.core": 1350, "r1:lan0": 1350, "r3:lan0": 1350}
+    assert mtus(h2) == {"r2:eth1": 1350, "@hub:vx.core": 1350, "r2:lan0": 1350}
+    assert h1.links[0].mtu is None  # r1 <-> r3, both on h1: a veth, the underlay does not matter
+    # A larger underlay than the file says is fine (the file's is what every host counts with), and so is a
+    # host that does not have its underlay address here (--host): the file is taken at its word.
+    assert mtus(view(config, "h1", 9000)) == mtus(h1)
+    assert mtus(view(config, "h1", None)) == mtus(h1)
+
+
+def test_a_host_with_no_tunnel_does_not_care_about_its_underlay() -> None:
+    config = lab()
+    config["x-composens"]["links"] = [{"endpoints": ["r1:eth1", "r3:eth2"]}]
+    config["x-composens"]["lans"] = {}
+    del config["services"]["r2"]["x-composens"]["addresses"]
+    assert view(config, "h1", 1280).tunnels == ()
+
+
 def test_mtu_over_ipv6_and_declared_mtus() -> None:
     config = lab()
     config["x-composens"]["hosts"] = {"h1": {"underlay": "2001:db8:200::1"}, "h2": {"underlay": "2001:db8:200::2"}}
-    # Undeclared: what a 1500 underlay carries, whatever this host's (another host's may be 1500: both ends agree).
+    # Undeclared: what a 1500 underlay carries over IPv6, whatever this host's (when at least the file's).
     assert view(config, "h1", 9000).tunnels[0].mtu == 1430
-    assert view(config, "h1", 1400).tunnels[0].mtu == 1330
-    config["x-composens"]["links"][0]["mtu"] = 8930  # declared: as large as this underlay carries
+    config["x-composens"]["hosts"]["h1"]["mtu"] = 9000
+    config["x-composens"]["hosts"]["h2"]["mtu"] = 9000
+    assert view(config, "h1", 9000).tunnels[0].mtu == 8930  # jumbo underlays declared on both hosts
+    config["x-composens"]["links"][0]["mtu"] = 8930  # declared: as large as every underlay carries
     assert view(config, "h1", 9000).tunnels[0].mtu == 8930
     config = lab()
     config["x-composens"]["links"][0]["mtu"] = 1400
     assert view(config, "h1").tunnels[0].mtu == 1400
+    assert view(config, "h2").tunnels[0].mtu == 1400
     config["x-composens"]["links"][0]["mtu"] = 9000
-    with pytest.raises(ConfigError) as caught:
-        view(config, "h1")
-    assert str(caught.value) == (
-        "lab.yml: x-composens.links[0].mtu: 9000 does not fit the underlay: eth0 on host h1 has MTU 1500, "
-        "and VXLAN over IPv4 takes 50 bytes, so at most 1450"
+    assert error_of(config) == (
+        "lab.yml: x-composens.links[0].mtu: 9000 does not fit the underlay of host h1 (MTU 1500, "
+        "x-composens.hosts.h1.mtu; VXLAN over IPv4 takes 50 bytes), so at most 1450"
     )
 
 

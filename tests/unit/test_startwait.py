@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -116,3 +118,51 @@ def test_an_exec_run_cut_short_says_what_did_not_run(tmp_path: Path, monkeypatch
         ("true", None, "not run: composens was interrupted"),
         ("echo x", None, "not run: composens was interrupted"),
     ]
+
+
+def test_wrap_puts_a_delay_alone_in_front_with_no_gate_to_open() -> None:
+    config = {"name": "p", "services": {"r1": {"image": "i", "labels": {"a": "b"}}}}
+    wrapped = startwait.wrap(config, {}, {"r1": ["/init"]}, "/run/composens/wired/p", {"r1": 7})
+    r1 = wrapped["services"]["r1"]
+    assert r1["entrypoint"][:2] == ["/bin/sh", "-c"]
+    assert "sleep 7 & pause=$$!" in r1["entrypoint"][2]
+    assert startwait.WIRED_MOUNT not in r1["entrypoint"][2]
+    assert r1["command"] == ["/init"]
+    assert "volumes" not in r1
+    assert r1["labels"] == {"a": "b"}  # no gate label: nothing for composens to open
+
+
+def test_a_delay_comes_before_the_wait_for_the_wiring() -> None:
+    script = startwait.wait_script(30, 5)
+    assert script.index("sleep 5 &") < script.index(startwait.WIRED_MOUNT)
+    assert startwait.wait_script(30) == startwait.wait_script(30, 0)
+    assert "sleep 5" not in startwait.wait_script(30)
+
+
+def test_the_delay_sleeps_then_runs_the_command_and_a_stop_ends_it_at_once() -> None:
+    script = startwait.wait_script(None, 1)
+    started = time.monotonic()
+    done = subprocess.run(["sh", "-c", script, "wait", "echo", "a b"], capture_output=True, text=True, timeout=10)
+    assert (done.stdout, done.stderr) == ("a b\n", "")
+    assert time.monotonic() - started >= 0.9
+    # The pipe stays open while any process holds it: it closes only once the shell and its sleep are both gone.
+    waiting = subprocess.Popen(["sh", "-c", startwait.wait_script(None, 3600), "wait", "echo", "never"], text=True,
+                               stdout=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    try:
+        children = Path(f"/proc/{waiting.pid}/task/{waiting.pid}/children")
+        deadline = time.monotonic() + 10
+        while not children.read_text().split() and time.monotonic() < deadline:
+            time.sleep(0.01)  # the sleep has started once the shell has set its traps
+        waiting.terminate()
+        assert waiting.communicate(timeout=10)[0] == ""
+        assert waiting.returncode == 143
+    finally:  # nothing left behind, whatever failed
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(waiting.pid, signal.SIGKILL)
+
+
+def test_start_delay_is_read_from_x_composens() -> None:
+    config = {"name": "p", "services": {"a": {"x-composens": {"start_delay": 5}}, "b": {}}}
+    topo = declared.parse(config, source="f")
+    assert (topo.services["a"].start_delay, topo.services["b"].start_delay) == (5, 0)
+    assert startgate.delayed(topo) == {"a": 5}

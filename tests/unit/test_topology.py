@@ -144,3 +144,21 @@ def test_essentials_drop_what_parse_does_not_read() -> None:
     assert "environment" not in kept["services"]["node1"]
     assert kept["services"]["node1"]["deploy"] == {"replicas": 1}
     assert "image" not in kept["services"]["node1"]
+
+
+def test_the_services_compose_starts_along_with_the_named_ones() -> None:
+    """Issue 26, item 3: `up -d r1` starts r1's dependencies too; composens must link and wire them."""
+    services: dict[str, Any] = {
+        "r1": {"network_mode": "none", "depends_on": {"r3": {"condition": "service_started", "required": True}}},
+        "r3": {"network_mode": "none", "depends_on": ["r4"]},  # a list, as a hand-written file has it
+        "r4": {"network_mode": "none"},
+        "w": {"network_mode": "none", "depends_on": {"r4": {"condition": "service_started", "restart": True}}},
+        "x": {"network_mode": "none", "depends_on": {"gone": {"condition": "service_started"}}},
+    }
+    topo = declared.parse({"name": "p", "services": services}, source="f")
+    assert topo.started_with({"r1"}, dependencies=True, dependents=False) == {"r1", "r3", "r4"}
+    # w is restarted with r4 (restart: true): up and start of r1 reach it through r4; restart r4 does too.
+    assert topo.started_with({"r1"}, dependencies=True, dependents=True) == {"r1", "r3", "r4", "w"}
+    assert topo.started_with({"r4"}, dependencies=False, dependents=True) == {"r4", "w"}
+    assert topo.started_with({"r1"}, dependencies=False, dependents=False) == {"r1"}  # --no-deps
+    assert topo.started_with({"x"}, dependencies=True, dependents=True) == {"x"}  # not a service of this file

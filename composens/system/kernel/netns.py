@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from composens.model.entries import ENTRY_MARK, Action, EntryChange, EntryOnDisk, Wanted, entry_mark
 from composens.model.errors import ComposensError, EngineError, PermissionProblem, WiringError
 from composens.model.names import HUB_NODE as HUB
+from composens.model.progress import ENTRIES, SILENT, Progress
 from composens.system.faults import crash_point
 from composens.system.world import WORLD, reader
 
@@ -195,11 +196,13 @@ def link(
     project: str,
     wanted: Iterable[Wanted],
     services: set[str],
+    progress: Progress = SILENT,
 ) -> list[EntryChange]:
     """Make the project's entries for `services` exactly `wanted`; touch nothing composens did not make.
 
     Every entry about to be made or moved is recorded, and the record saved, before the first one
     is touched: one write ahead for the whole run, so a crash leaves no entry the record misses.
+    `progress` is told of the entries to make or move, and of each as it is.
     """
     wanted = list(wanted)
     names = {w.name for w in wanted}
@@ -219,9 +222,14 @@ def link(
         state.entries[w.name] = replace(record, previous=change.detail or None)
     if moves:
         state.save()
+        progress.expect(ENTRIES, len(moves))
     moving = {w.name for w, _ in moves}
     for w, change in decided:
-        changes.append(_carry_out(directory, state, w, change) if w.name in moving else change)
+        if w.name in moving:
+            changes.append(_carry_out(directory, state, w, change))
+            progress.advance(ENTRIES)
+        else:
+            changes.append(change)
         if change.action is Action.KEEP and directory.mark(w.name) is None:  # made before entries were marked
             _set_mark(directory.path(w.name), entry_mark(project, w.container.service, w.container.id))
     return changes

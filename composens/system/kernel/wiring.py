@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 
 from composens.model.conditions import LiveQdisc, parse_qdiscs
 from composens.model.errors import ConfigError, ConflictError, WiringError
+from composens.model.progress import SILENT, WIRING, Progress
 from composens.model.record import Claim, NodeRecord, ProjectRecord
 from composens.model.topology import Topology
 from composens.plan import changes as ch
@@ -37,6 +38,7 @@ from composens.plan.live import LiveNamespace
 from composens.system.faults import crash_point
 from composens.system.kernel.entering import inside, run_in_netns
 from composens.system.kernel.reading import (
+    DUMP_INTERRUPTED,
     HOST_TARGET,
     READ_LINES,
     Target,
@@ -81,7 +83,7 @@ def run_batch(netns: str | None, lines: list[str], tool: str = "ip", *, read_bac
         # ip exits on some errors (a netns that vanished, say) without naming the line: the rest did not run.
         failures[-1] = " ".join(message)
     result = BatchResult(failures, done.returncode == 0)
-    if read_back:
+    if read_back and DUMP_INTERRUPTED not in done.stderr:  # else the next refresh reads the namespace again
         try:
             documents = list(live.json_documents(done.stdout))
         except ValueError:
@@ -97,6 +99,10 @@ def run_batch(netns: str | None, lines: list[str], tool: str = "ip", *, read_bac
 class WiringReport:
     done: list[str] = field(default_factory=list)  # the commands of what changed
     unwired: list[str] = field(default_factory=list)
+    # The namespaces and their records as the run left them (read back after its changes): what the services
+    # the run was not asked about are judged wired by, before their gates open and their exec commands run.
+    state: dict[str, LiveNamespace] = field(default_factory=dict)
+    records: dict[str, NodeRecord] = field(default_factory=dict)
 
 
 class _Failed(Exception):
@@ -108,8 +114,16 @@ class _Failed(Exception):
 class _Run:
     """One convergence: the namespaces, their records, what ran, and how to take it back."""
 
-    def __init__(self, topo: Topology, targets: Mapping[str, Target], project: ProjectRecord, save: Callable[[], None]):
+    def __init__(
+        self,
+        topo: Topology,
+        targets: Mapping[str, Target],
+        project: ProjectRecord,
+        save: Callable[[], None],
+        progress: Progress = SILENT,
+    ):
         self.topo = topo
+        self.progress = progress
         self.targets = targets
         self.project = project
         self.save = save
@@ -154,7 +168,11 @@ class _Run:
                 case ch.CreateBridge(node, name):
                     self.records[node].interfaces[name] = Claim(None)
                 case ch.CreateVxlan(end):
-                    self.records[end.node].interfaces[end.ifname] = Claim(None)
+                    self.records[end.node].interfaces[end.ifname] = Claim(None, fdb=())
+                case ch.AppendFdb(node, ifname, remote):
+                    port = self.records[node].interfaces.get(ifname)
+                    if port is not None and remote not in (port.fdb or ()):
+                        port.fdb = (*(port.fdb or ()), remote)
                 case ch.AddAddress(node, ifname, address):
                     self.records[node].addresses.setdefault(ifname, set()).add(address)
                 case ch.AddRoute(node, route):
@@ -177,6 +195,10 @@ class _Run:
                 self.records[node].interfaces.pop(name, None)
             case ch.CreateVxlan(end) if not ran:
                 self.records[end.node].interfaces.pop(end.ifname, None)
+            case ch.AppendFdb(node, ifname, remote) if not ran:
+                port = self.records[node].interfaces.get(ifname)
+                if port is not None and port.fdb is not None:
+                    port.fdb = tuple(r for r in port.fdb if r != remote)
             case ch.DeleteLink(node, ifname, peer) if ran:
                 self.records[node].forget(ifname)
                 if peer is not None and peer.node in self.records:
@@ -300,6 +322,7 @@ class _Run:
             failed = self._batch(node, list(segment), tool)
             if failed is not None:
                 return failed
+        self.progress.advance(WIRING, len(changes))
         return None
 
     def _batch(self, node: str, changes: Sequence[Change], tool: str) -> _Failed | None:
@@ -474,13 +497,18 @@ class _Run:
                 elif isinstance(step, ch.CreateBridge):
                     remade.setdefault(step.node, {})[step.name] = Claim(None)
                 elif isinstance(step, ch.CreateVxlan):
-                    remade.setdefault(step.end.node, {})[step.end.ifname] = Claim(None)
+                    remade.setdefault(step.end.node, {})[step.end.ifname] = Claim(None, fdb=())
             self.claim(c for c in undo if isinstance(c, ch.MAKES_INTERFACE))  # before they exist
             for step in undo:
                 try:
                     self._wave([step])
                 except (_Failed, WiringError) as e:
                     failures.append(str(e))
+                    continue
+                if isinstance(step, ch.AppendFdb) and step.ifname in remade.get(step.node, {}):
+                    # The port made again replicates to that host again: its record says so.
+                    port = remade[step.node][step.ifname]
+                    port.fdb = (*(port.fdb or ()), step.remote)
         self.ran = []
         # The record goes back to what it said before the run (so nothing a rollback put back is taken for
         # composens' that was not), with what was made again claimed afresh: it has new ifindexes.
@@ -514,17 +542,19 @@ def converge_lab(
     targets: Mapping[str, Target],
     project: ProjectRecord,
     save: Callable[[], None],
+    progress: Progress = SILENT,
 ) -> WiringReport:
     """Bring the namespaces in `targets` to what the file declares; on failure undo this run and raise.
 
     `targets` holds every namespace the run may read and change (their entries verified by the
-    caller). `save` writes the record: called before each change it claims.
+    caller). `save` writes the record: called before each change it claims. `progress` is told of the changes
+    to make and of each namespace's as they are made.
     """
     import time
 
     for pause in (*VNI_RETRIES, None):
         try:
-            return _converge_once(topo, scope, targets, project, save)
+            return _converge_once(topo, scope, targets, project, save, progress)
         except WiringError as e:
             if VNI_STILL_TAKEN not in e.message:
                 raise
@@ -545,8 +575,9 @@ def _converge_once(
     targets: Mapping[str, Target],
     project: ProjectRecord,
     save: Callable[[], None],
+    progress: Progress,
 ) -> WiringReport:
-    run = _Run(topo, targets, project, save)
+    run = _Run(topo, targets, project, save, progress)
     try:
         run.qdiscs = scope.qdiscs
         run.state = read_all(targets, qdiscs=scope.qdiscs)
@@ -559,6 +590,7 @@ def _converge_once(
         if plan.conflicts:
             raise ConflictError(plan.conflicts[0])
         _apply(run, plan, scope)
+        run.report.state, run.report.records = run.state, run.records
     finally:
         run.close()
     return run.report
@@ -568,6 +600,8 @@ def _apply(run: _Run, plan: converge.Diff, scope: converge.Scope) -> None:
     creations = plan.creations
     made = [c for c in creations if isinstance(c, ch.MAKES_INTERFACE)]
     rest = [c for c in creations if not isinstance(c, ch.MAKES_INTERFACE)]
+    if plan.removals or creations:
+        run.progress.expect(WIRING, len(plan.removals) + len(creations))
     try:
         run.execute([plan.removals])
         run.claim(creations)  # after the removals, which forget what they delete: a new end may reuse a name
@@ -580,6 +614,8 @@ def _apply(run: _Run, plan: converge.Diff, scope: converge.Scope) -> None:
         if routes.conflicts:
             raise ConflictError(routes.conflicts[0])
         run.claim(routes.routes)
+        if routes.routes:
+            run.progress.expect(WIRING, len(routes.routes))
         run.execute([routes.routes])
         run.refresh({change.node for change in routes.routes})
         run.settle_claims()

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from composens.model import startwait
+from composens.model.progress import EXEC, SILENT, Progress
 from composens.model.report import ExecResult
 from composens.model.topology import Command, Topology
 from composens.system.kernel.processes import started_at
@@ -46,6 +47,7 @@ def run_pending(
     *,
     listed_at: float,
     use_api: bool = True,
+    progress: Progress = SILENT,
 ) -> list[ExecResult]:
     """Run the commands of each wired start (service, container id, namespace inode, pid) that has not had them;
     forget the results of starts that were gone when the containers were listed (at `listed_at`). Return what
@@ -62,10 +64,12 @@ def run_pending(
         place.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not _claim(place / f"{key}.json"):
             continue
+        progress.expect(EXEC, len(commands))
         results: list[ExecResult] = []
         try:
             for command in commands:
                 results.append(_run(service, container, command, docker, use_api))
+                progress.advance(EXEC)
         finally:  # even when interrupted: what ran is known, and the start is not claimed by a dead run for good
             done = [[r.command, r.exit_code, r.output] for r in results]
             missing = [[shown(c), None, "not run: composens was interrupted"] for c in commands[len(results) :]]

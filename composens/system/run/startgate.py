@@ -30,42 +30,51 @@ def waiting(topo: Topology) -> dict[str, int]:
     return {name: node.start_after_wiring for name, node in topo.services.items() if node.start_after_wiring}
 
 
+def delayed(topo: Topology) -> dict[str, int]:
+    """The services whose command starts some seconds after their container, with that delay."""
+    return {name: node.start_delay for name, node in topo.services.items() if node.start_delay}
+
+
 def wired_dir(state_dir: Path, project: str) -> Path:
     return state_dir / "wired" / project
 
 
 def gated_compose(compose: Compose, topo: Topology, state_dir: Path) -> Compose:
-    """The compose that runs `up`: reading the resolved config, with the waiting services' commands behind the
-    gate. Refuses (exit 3) a waiting service whose image has no shell to wait in, or whose image cannot be had."""
+    """The compose that runs `up`: reading the resolved config, with the waiting (and delayed) services' commands
+    behind the gate. Refuses (exit 3) such a service whose image has no shell to wait in, or whose image cannot be
+    had."""
     import yaml
 
     limits = waiting(topo)
+    delays = delayed(topo)
+    gated = [*limits, *(name for name in delays if name not in limits)]
     config = compose.config()
     services = config.get("services") or {}
-    for name in limits:  # a service that is only built has the image compose names after project and service
+    for name in gated:  # a service that is only built has the image compose names after project and service
         services[name].setdefault("image", f"{config.get('name')}-{name}")
-    images = _image_configs(compose, {name: services[name] for name in limits})
+    images = _image_configs(compose, {name: services[name] for name in gated})
     commands = {}
-    for name in limits:
+    for name in gated:
         image_name = services[name]["image"]
         image = images[image_name]
+        key = "start_after_wiring" if name in limits else "start_delay"
         if _has_shell(image) is False:
             raise ConfigError(
-                f"{topo.source}: services.{name}.x-composens.start_after_wiring: its image {image_name} has no "
-                f"{startwait.SHELL} (and sleep) to wait in; use an image with a shell, or drop start_after_wiring"
+                f"{topo.source}: services.{name}.x-composens.{key}: its image {image_name} has no "
+                f"{startwait.SHELL} (and sleep) to wait in; use an image with a shell, or drop {key}"
             )
         commands[name] = startwait.command_of(services[name], image.get("Config") or {})
         if not commands[name]:
             raise ConfigError(
                 f"{topo.source}: services.{name}: neither the service nor its image {image_name} says what to run "
-                "(entrypoint, command); start_after_wiring needs a command to start"
+                f"(entrypoint, command); {key} needs a command to start"
             )
     flags = wired_dir(state_dir, topo.project)
     flags.mkdir(mode=0o755, parents=True, exist_ok=True)
     os.chmod(flags, 0o755)  # readable in the containers, whatever the umask
     path = state_dir / "up" / f"{topo.project}.yml"
     path.parent.mkdir(mode=0o700, exist_ok=True)
-    path.write_text(yaml.safe_dump(startwait.wrap(config, limits, commands, str(flags)), sort_keys=False))
+    path.write_text(yaml.safe_dump(startwait.wrap(config, limits, commands, str(flags), delays), sort_keys=False))
     options = replace(compose.options, files=(str(path),), project_directory=_project_directory(compose))
     return Compose(options, compose.docker, use_api=compose.use_api)
 
@@ -96,7 +105,8 @@ def _image_configs(compose: Compose, services: Mapping[str, Mapping[str, Any]]) 
         for verb, chosen in (("build", build), ("pull", pull)):
             if chosen and compose.run([verb, *chosen]) != 0:
                 raise ConfigError(
-                    f"docker compose {verb} {' '.join(chosen)} failed; start_after_wiring needs the image"
+                    f"docker compose {verb} {' '.join(chosen)} failed; the start gate (start_after_wiring, "
+                    "start_delay) needs the image"
                 )
         found = compose.image_inspect(names)
     for name, spec in services.items():

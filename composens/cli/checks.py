@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -13,7 +12,6 @@ from composens.model.errors import ExitCode
 
 if TYPE_CHECKING:
     from composens.model.checks import CheckUpdate
-    from composens.model.packets import CapturedPacket, Interface, InterfaceStatistics
 
 
 @app.command("test")
@@ -33,32 +31,27 @@ def check_lab(
     With x-composens.capture, the lab is captured while they run, and the packets around each check that fails are
     written to DIR/CHECK.pcapng (named in the table, the JSON and the JUnit XML); nothing when all pass.
     """
+    import contextlib
     import dataclasses
     import time
+
+    from composens.cli.recording import flight_recording
 
     state = state_of(ctx)
     lab = state.lab()
     topo = lab.load()
     out = state.output()
     started = time.monotonic()
-    recorder = lab.flight_recorder(topo, captures.absolute(), write_window) if topo.checks else None
-    written: dict[str, Path] = {}
-    if recorder is not None:
-        recorder.start()
-    try:
-        with out.check_progress(live=format is TableFormat.table) as progress:
+    recording = flight_recording(lab, topo, captures, out) if topo.checks else contextlib.nullcontext()
+    with recording as recorder, out.check_progress(live=format is TableFormat.table) as progress:
 
-            def on_update(update: CheckUpdate) -> None:
-                progress(update)
-                if recorder is not None and update.state in ("fail", "error"):
-                    recorder.note_failure(update.name)
+        def on_update(update: CheckUpdate) -> None:
+            progress(update)
+            if recorder is not None and update.state in ("fail", "error"):
+                recorder.note_failure(update.name)
 
-            results = lab.run_checks(topo, names or [], fail_fast=fail_fast, on_update=on_update)
-    finally:
-        if recorder is not None:
-            written = recorder.stop()
-            for note in recorder.notes:
-                out.warning(f"flight recorder: {note}")
+        results = lab.run_checks(topo, names or [], fail_fast=fail_fast, on_update=on_update)
+    written = recorder.written if recorder is not None else {}
     results = tuple(dataclasses.replace(r, capture=str(written[r.name])) if r.name in written else r for r in results)
     seconds = time.monotonic() - started
     if junit:
@@ -68,19 +61,3 @@ def check_lab(
     out.check_results(results, fmt=str(format))
     if any(r.result != "pass" for r in results):
         raise typer.Exit(ExitCode.FAILURE)
-
-
-def write_window(
-    path: Path,
-    interfaces: Sequence[Interface],
-    packets: Sequence[CapturedPacket],
-    statistics: Sequence[InterfaceStatistics],
-) -> None:
-    """Write a flight recorder's window as pcapng: whole, or not at all (written aside, then renamed into place)."""
-    from composens.interop.pcapng import write_pcapng
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    with partial.open("wb") as stream:
-        write_pcapng(stream, interfaces, packets, statistics)
-    partial.replace(path)

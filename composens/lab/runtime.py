@@ -20,7 +20,7 @@ from composens.system.kernel import netns
 
 if TYPE_CHECKING:
     from composens.lab.capture import CaptureSession, FlightRecorder, WindowWriter
-    from composens.model.capture import CaptureTarget
+    from composens.model.capture import CaptureTarget, RecorderSettings
     from composens.model.checks import CheckResult, CheckUpdate
     from composens.model.conditions import Conditions
     from composens.system.kernel.capture import CapturePoint, Gone, Locate
@@ -186,16 +186,19 @@ class RunTimeChanges(LabCore):
             raise
         return CaptureSession(targets, capture, snaplen, expression)
 
-    def flight_recorder(self, topo: Topology, directory: Path, write: WindowWriter) -> FlightRecorder | None:
-        """The flight recorder the file declares (x-composens.capture), capturing what is there now; None without.
+    def flight_recorder(
+        self, topo: Topology, directory: Path, write: WindowWriter, *, settings: RecorderSettings | None = None
+    ) -> FlightRecorder | None:
+        """The flight recorder the file declares (x-composens.capture), or `settings`; None when neither says one.
 
-        Unlike a capture, a target that is not there now is no error: it is captured once it is.
+        Its sockets are open on return (start() begins reading them). Unlike a capture, a target that is not there
+        now is no error: it is captured once it is.
         """
         from composens.lab.capture import CaptureSession, FlightRecorder
         from composens.model.capture import recorder_targets
         from composens.system.kernel import capture as capturing
 
-        settings = topo.capture
+        settings = settings or topo.capture
         if settings is None:
             return None
         targets = recorder_targets(topo, settings)

@@ -108,3 +108,73 @@ def test_the_ring_stays_within_its_bound_and_says_so() -> None:
     assert len(made.ring) <= 10
     assert made.ring.evicted_for_room > 0
     assert any("memory bound" in note for note in made.notes)
+
+
+def test_a_recorder_stopped_without_being_started_closes_its_capture() -> None:
+    written: Written = []
+    made, session = recorder(0.3, 0.05, written)
+    assert made.stop() == {}
+    assert session.closed
+    assert written == []
+
+
+class MadeUpLab:
+    """Stands in for the lab: hands out a recorder on a made-up session, when the settings declare one."""
+
+    def __init__(self, written: Written) -> None:
+        self.written = written
+        self.session = MadeUpSession()
+        self.asked: list[tuple[Path, RecorderSettings | None]] = []
+
+    def flight_recorder(
+        self, topo: object, directory: Path, write: object, *, settings: RecorderSettings | None = None
+    ) -> FlightRecorder | None:
+        self.asked.append((directory, settings))
+        if settings is None:
+            return None
+
+        def keep(path: Path, interfaces: Sequence[Interface], packets: Sequence[CapturedPacket], _: object) -> None:
+            self.written.append((path, [p.timestamp_ns for p in packets]))
+            write(path, interfaces, packets, _)  # type: ignore[operator]
+
+        return FlightRecorder(self.session, settings, directory, keep, after_s=0.05)  # type: ignore[arg-type]
+
+
+class MadeUpOutput:
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+
+    def warning(self, text: str) -> None:
+        self.warnings.append(text)
+
+
+def test_flight_recording_writes_a_noted_failure_as_pcapng_and_stops_on_leaving(tmp_path: Path) -> None:
+    from composens.cli.recording import flight_recording
+    from composens.interop.pcapng import read_pcapng
+
+    written: Written = []
+    lab, out = MadeUpLab(written), MadeUpOutput()
+    with flight_recording(lab, None, tmp_path / "caps", out, settings=RecorderSettings(None, 0.3)) as made:  # type: ignore[arg-type]
+        assert made is not None
+        time.sleep(0.1)
+        path = made.note_failure("r1 reaches r3")
+    assert lab.session.closed
+    assert made.written == {"r1 reaches r3": path}
+    assert path == (tmp_path / "caps" / "r1_reaches_r3.pcapng").absolute()
+    contents = read_pcapng(path.read_bytes())
+    assert [i.name for i in contents.interfaces] == ["r1:eth1"]
+    assert [p.timestamp_ns for p in contents.packets] == written[0][1] != []
+    assert not list((tmp_path / "caps").glob(".*.partial"))
+    assert out.warnings == []
+
+
+def test_flight_recording_without_a_recorder_yields_none_and_writes_nothing(tmp_path: Path) -> None:
+    from composens.cli.recording import flight_recording
+
+    written: Written = []
+    lab, out = MadeUpLab(written), MadeUpOutput()
+    with flight_recording(lab, None, tmp_path, out) as made:  # type: ignore[arg-type]
+        assert made is None
+    assert lab.asked == [(tmp_path.absolute(), None)]
+    assert written == []
+    assert list(tmp_path.iterdir()) == []

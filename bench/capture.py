@@ -1,7 +1,7 @@
 """`composens capture --all` on 8 interfaces under iperf3 load, against 8 plain tcpdumps on the same interfaces.
 
     sudo .venv/bin/python bench/capture.py [--seconds 10] [--rounds 2] [--loads udp-5kpps,udp-20kpps] [--dumpcap]
-    sudo .venv/bin/python bench/capture.py --recorder [--seconds 20]
+    sudo .venv/bin/python bench/capture.py --recorder [--seconds 20] [--memory 16MiB]
 
 A composens lab of 8 busybox services in 4 pairs (`pN-a:eth1 <-> pN-b:eth1` on 198.18.N.0/24). Each round:
 8 reference tcpdumps (`ip netns exec pN-x tcpdump -i eth1 -n -w /dev/null`) start, then the design under test
@@ -12,9 +12,10 @@ goal <= 1.2x). Designs: `composens capture --all -w /dev/null` (the command itse
 with --dumpcap the alternative of a tcpdump per interface writing pcap into a FIFO and dumpcap merging them
 (C all the way; its packets are counted from its file afterwards).
 
---recorder runs the flight recorder (lab.flight_recorder, `keep: 5s, memory: 16MiB`) under the 20 kpps load
+--recorder runs the flight recorder (lab.flight_recorder, `keep: 5s, memory: 16MiB`, or --memory) under the 20 kpps load
 for --seconds, and reports the bytes its ring counts at the end and at most, against the bound, and the
-process's resident memory before and at its peak (VmHWM).
+process's resident memory before and at its peak (VmHWM), and its anonymous part (RssAnon: the Python heap, without
+the kernel rings' mapped pages) before and at the end, when the ring is full.
 
 Loads (iperf3 client options per pair): UDP with 64-byte payloads (106-byte frames) at 5,000 and 20,000 packets
 a second per pair (each packet is seen on 2 of the 8 interfaces), TCP at 100 Mbit/s per pair, and idle (no load:
@@ -51,15 +52,16 @@ LOADS = {
     "idle": [],  # no load: what the capture costs by itself (start-up, the loop's 50 ms tick)
 }
 CAPTURED = re.compile(r"(\d+) packets? captured")
+KERNEL_DROPPED = re.compile(r"(\d+) packets? dropped by kernel")
 COMPOSENS_COUNT = re.compile(r"composens: (\S+): (\d+) packets captured, (\d+) received by the kernel, (\d+) dropped")
 
 
-def lab_text(name: str) -> str:
+def lab_text(name: str, memory: str = "16MiB") -> str:
     lines = [
         f"name: {name}",
         "x-composens:",
         f"  netns_prefix: {name}-",
-        "  capture: {targets: all, keep: 5s, memory: 16MiB}",
+        f"  capture: {{targets: all, keep: 5s, memory: {memory}}}",
     ]
     lines.append("  links:")
     lines += [f"    - endpoints: [p{p}-a:eth1, p{p}-b:eth1]" for p in range(PAIRS)]
@@ -167,7 +169,7 @@ def round_dumpcap(folder: Path, name: str, kind: str, seconds: float) -> dict[st
     merger = subprocess.Popen(argv, stderr=subprocess.DEVNULL, text=True)
     feeders = [
         subprocess.Popen(["ip", "netns", "exec", ns, "tcpdump", "-i", "eth1", "-n", "-U", "-w", str(work / f"f{i}"),
-                          "--time-stamp-precision", "nano"], stderr=subprocess.DEVNULL, text=True)
+                          "--time-stamp-precision", "nano"], stderr=subprocess.PIPE, text=True)
         for i, (_, ns) in enumerate(interfaces(name))
     ]  # fmt: skip
     time.sleep(2)
@@ -175,6 +177,14 @@ def round_dumpcap(folder: Path, name: str, kind: str, seconds: float) -> dict[st
     time.sleep(1)
     for feeder in feeders:
         feeder.send_signal(signal.SIGINT)
+    feeder_dropped, feeder_captured = [], 0
+    for feeder in feeders:
+        assert feeder.stderr is not None
+        said = feeder.stderr.read()
+        found = KERNEL_DROPPED.search(said)
+        feeder_dropped.append(int(found[1]) if found else 0)
+        found = CAPTURED.search(said)
+        feeder_captured += int(found[1]) if found else 0
     design_cpu = sum(cpu_of(feeder) for feeder in feeders)
     design_cpu += cpu_of(merger)  # it ends when every FIFO is closed
     reference_counts, reference_cpu = stop_references(references)
@@ -185,11 +195,17 @@ def round_dumpcap(folder: Path, name: str, kind: str, seconds: float) -> dict[st
         counts[packet.interface_id] += 1
         late += packet.timestamp_ns < newest
         newest = max(newest, packet.timestamp_ns)
-    out.unlink()
+    if os.environ.get("CAPTURE_BENCH_KEEP"):  # a folder to keep dumpcap's file in, to look at it with capinfos
+        out.rename(Path(os.environ["CAPTURE_BENCH_KEEP"]) / f"dumpcap-{kind}-{time.time_ns()}.pcapng")
+    else:
+        out.unlink()
     for fifo in work.iterdir():
         fifo.unlink()
     work.rmdir()
-    return _row("tcpdump FIFOs -> dumpcap", kind, counts, reference_counts, None, design_cpu, reference_cpu, late)
+    name = "tcpdump FIFOs -> dumpcap"
+    row = _row(name, kind, counts, reference_counts, feeder_dropped, design_cpu, reference_cpu, late)
+    row["feeders_captured"] = feeder_captured  # what the tcpdumps wrote into the FIFOs, by their own count
+    return row
 
 
 def _row(design: str, kind: str, counts: list[int], references: list[int], dropped: list[int] | None,
@@ -221,15 +237,17 @@ topo = lab.load()
 def rss(key):
     return int(next(l for l in open("/proc/self/status") if l.startswith(key)).split()[1]) * 1024
 recorder = lab.flight_recorder(topo, Path("/nonexistent"), lambda *a: None)
-before = rss("VmRSS:")
+before, anon_before = rss("VmRSS:"), rss("RssAnon:")
 recorder.start()
 print("started", flush=True)
 time.sleep(float(sys.argv[2]))
 ring_bytes, ring_packets = recorder.ring.bytes_held, len(recorder.ring)
+anon_at_end = rss("RssAnon:")  # the Python heap: the kernel's rings are mapped pages, not anonymous memory
 recorder.stop()
 print(json.dumps({"bound": recorder.settings.memory, "ring_bytes_at_end": ring_bytes,
                   "ring_packets_at_end": ring_packets, "peak_bytes": recorder.peak_bytes,
-                  "evicted_for_room": recorder.ring.evicted_for_room, "rss_before": before, "rss_peak": rss("VmHWM:")}))
+                  "evicted_for_room": recorder.ring.evicted_for_room, "rss_before": before, "rss_peak": rss("VmHWM:"),
+                  "rss_anon_before": anon_before, "rss_anon_at_end": anon_at_end}))
 """
 
 
@@ -252,11 +270,12 @@ def main() -> None:
     parser.add_argument("--loads", default="idle,udp-5kpps,udp-20kpps,tcp-100mbit")
     parser.add_argument("--dumpcap", action="store_true", help="also measure tcpdump FIFOs merged by dumpcap")
     parser.add_argument("--recorder", action="store_true", help="measure the flight recorder's memory instead")
+    parser.add_argument("--memory", default="16MiB", help="the recorder's bound (x-composens.capture.memory)")
     args = parser.parse_args()
     name = f"cbench{uuid.uuid4().hex[:6]}"
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        (folder / "docker-compose.yml").write_text(lab_text(name))
+        (folder / "docker-compose.yml").write_text(lab_text(name, args.memory))
         try:
             up = composens(folder, name, "up", "-d", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             if up.wait() != 0:

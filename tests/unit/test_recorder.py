@@ -178,3 +178,17 @@ def test_flight_recording_without_a_recorder_yields_none_and_writes_nothing(tmp_
     assert lab.asked == [(tmp_path.absolute(), None)]
     assert written == []
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failure_noted_late_gets_its_own_window_not_the_seconds_around_the_note() -> None:
+    written: Written = []
+    made, _ = recorder(1.0, 0.1, written)
+    made.start()
+    time.sleep(0.3)
+    at = time.time_ns()
+    time.sleep(0.4)  # judged later than it happened, as a scenario's expectation is
+    made.note_failure("late verdict", at)
+    made.stop()
+    ((_, stamps),) = written
+    assert stamps[0] < at < stamps[-1]
+    assert stamps[-1] <= at + 100 * MS  # its own end, though packets up to the note (and beyond) were captured

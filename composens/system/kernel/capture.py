@@ -8,11 +8,13 @@ or 50 ms after its first packet), binds to the interface, turns promiscuous mode
 and ends. The socket stays in that namespace wherever it is read from; this process never moves. One selector
 loop reads every ring.
 
-Why not a tcpdump per interface, merged (bench/README.md, "capture"): measured on 8 interfaces, tcpdump pipes
-merged in Python cost as much CPU a packet as these rings, dropped more at 20 kpps per link, lose the packets of
-libpcap's last block (up to 1 s) when stopped, cannot say a packet's direction, and every tcpdump keeps its
-namespace alive; dumpcap merging tcpdump FIFOs (C all the way) cost as much again and writes packets out of
-time order. Neither meets the 1.2x-of-plain-tcpdump CPU goal; nothing that looks at each packet in Python does.
+Why not a tcpdump per interface, merged (bench/README.md, "the whole lab in one capture"; the design research's
+figures in /work/helpers/pcapng/DESIGN.md): on 8 interfaces, tcpdump pipes merged in Python cost as much CPU a
+packet as these rings, dropped more at 20 kpps per link, lose the packets of libpcap's last block (up to 1 s) when
+stopped, cannot say a packet's direction, and every tcpdump keeps its namespace alive; dumpcap merging tcpdump FIFOs
+(C all the way, a well-kept tool) cost 0.8 to 1.4x these rings' CPU, wrote 66-85% of the packets out of time
+order and kept 0.59-0.73 of them. Neither meets the 1.2x-of-plain-tcpdump CPU goal (these rings: 17-24x at
+small-packet UDP load, with every packet captured); nothing that looks at each packet in Python does.
 
 Lifecycle. A socket keeps its namespace, and so the veths in it, alive after the container stops: the peer would
 still see its end up, and a restart could not make the link again. So each target's container is watched through

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build a local FRR image from Debian's packages (nothing is pulled from a registry):
 #   debootstrap --variant=minbase --include=frr,iproute2 bookworm, then docker import.
-# Used by the opt-in FRR tests (COMPOSENS_FRR=1). Idempotent; three to four minutes here.
+# Used by the FRR tests (tests/integration/test_frr.py; .ci/run builds it first). Idempotent: an image already
+# there is kept; three to four minutes here the first time.
 #   bash scripts/frr-image.sh [IMAGE]        (default composens-frr:bookworm)
 set -euo pipefail
 image=${1:-${COMPOSENS_FRR_IMAGE:-composens-frr:bookworm}}

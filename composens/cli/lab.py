@@ -56,6 +56,8 @@ def up(
         report_link(out, lab.link(topo, set()), brief=not verbose)  # what this host still had of the lab goes
         return
     args = _placed_here(topo, args)
+    for service in lab.unpause(topo, services):
+        out.line(f"{service}: unpaused (compose up cannot start a paused container)")
     if not is_detached(args):
         followed = functools.partial(out.followed, brief=not verbose)
         raise typer.Exit(lab.run_attached(topo, compose, args, services, followed, out.warning))

@@ -16,6 +16,7 @@ import typer
 # Each module registers its commands as it is imported: this is the order `--help` lists them in.
 from composens.cli import lab  # noqa: F401 - up, down, ps, watch, plan
 from composens.cli import checks  # noqa: F401 - test
+from composens.cli import scenario  # noqa: F401 - scenario run, scenario list
 from composens.cli import runtime  # noqa: F401 - capture; link and netem
 from composens.cli import extcap  # noqa: F401 - extcap (Wireshark's)
 from composens.cli import graph  # noqa: F401 - graph

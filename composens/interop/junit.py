@@ -1,19 +1,23 @@
-"""Check results as JUnit XML, the report format GitLab, Jenkins and GitHub Actions display.
+"""Check results and scenario verdicts as JUnit XML, the report format GitLab, Jenkins and GitHub Actions display.
 
-One <testsuites> with one <testsuite>; a <testcase> per check, classname `SUITE.SERVICE` (Jenkins
+Checks: one <testsuites> with one <testsuite>; a <testcase> per check, classname `SUITE.SERVICE` (Jenkins
 groups by it), with <failure>, <error> or <skipped> when it did not pass, and the attempts and
 round trips in <system-out>, with the flight recorder's capture of a failure as an `[[ATTACHMENT|path]]`
-line there (the form GitLab's test reports and Jenkins' JUnit Attachments plugin link to the file).
-Built with ElementTree, so every value is escaped.
+line there (the form GitLab's test reports and Jenkins' JUnit Attachments plugin link to the file). Scenarios: a
+<testsuite> per scenario, a <testcase> per expectation (classname `SUITE.SCENARIO`) with <failure> when it did not
+pass, its figure and window in <system-out>; a step that failed is a case with <error>, an expectation never reached
+(the scenario stopped first) is <skipped>. Built with ElementTree, so every value is escaped.
 """
 
 from __future__ import annotations
 
 import re
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 
 from composens.model.checks import CheckResult
+from composens.model.scenarios import ScenarioReport
 
 # Characters XML 1.0 cannot carry even escaped (ANSI colour codes in a command's output, say).
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -65,6 +69,80 @@ def _details(result: CheckResult) -> str:
     if result.capture:
         lines.append(f"[[ATTACHMENT|{result.capture}]]")
     return _clean("\n".join(lines))
+
+
+def scenarios_junit(reports: Sequence[ScenarioReport], suite_name: str) -> str:
+    """Write scenario runs as a JUnit XML document: a suite per scenario, a case per expectation."""
+    root = ET.Element("testsuites", {"name": _clean(suite_name)})
+    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for report in reports:
+        suite = ET.SubElement(root, "testsuite", {"name": _clean(f"{suite_name}.{report.name}")})
+        counts = dict.fromkeys(totals, 0)
+        classname = _clean(f"{suite_name}.{report.name}")
+        for verdict in report.verdicts:
+            case = ET.SubElement(
+                suite,
+                "testcase",
+                {
+                    "classname": classname,
+                    "name": _clean(verdict.name),
+                    "time": _time(verdict.window[1] - verdict.window[0]),
+                },
+            )
+            if not verdict.passed:
+                failure = ET.SubElement(
+                    case, "failure", {"message": _clean(verdict.reason or verdict.text), "type": verdict.kind}
+                )
+                failure.text = _clean(verdict.reason or verdict.text)
+                counts["failures"] += 1
+            out = ET.SubElement(case, "system-out")
+            start, end = verdict.window
+            out.text = _clean(
+                f"{verdict.text}\nstep {verdict.step + 1}; window {start:.3f} to {end:.3f} s after the start "
+                f"(wall clock {report.wall(start):.6f} to {report.wall(end):.6f})"
+            )
+            counts["tests"] += 1
+        for step in report.steps:
+            if step.error is None:
+                continue
+            case = ET.SubElement(
+                suite,
+                "testcase",
+                {
+                    "classname": classname,
+                    "name": _clean(f"step {step.index + 1}: {step.text}"),
+                    "time": _time(step.ended - step.started),
+                },
+            )
+            error = ET.SubElement(case, "error", {"message": _clean(step.error), "type": step.kind})
+            error.text = _clean(step.error)
+            counts["tests"] += 1
+            counts["errors"] += 1
+        judged = {v.step for v in report.verdicts}
+        for index, text in enumerate(report.planned):
+            if text.startswith("expect ") and index not in judged:
+                case = ET.SubElement(
+                    suite, "testcase", {"classname": classname, "name": _clean(text), "time": _time(0)}
+                )
+                why = report.stopped or "not reached"
+                ET.SubElement(case, "skipped", {"message": _clean(f"not judged: {why}")})
+                counts["tests"] += 1
+                counts["skipped"] += 1
+        for problem in report.restore_errors:
+            case = ET.SubElement(suite, "testcase", {"classname": classname, "name": "restore", "time": _time(0)})
+            ET.SubElement(case, "error", {"message": _clean(problem), "type": "restore"}).text = _clean(problem)
+            counts["tests"] += 1
+            counts["errors"] += 1
+        for key, value in counts.items():
+            suite.set(key, str(value))
+            totals[key] += value
+        suite.set("time", _time(report.seconds))
+        suite.set("timestamp", time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(report.started_at)))
+    for key, value in totals.items():
+        root.set(key, str(value))
+    root.set("time", _time(sum(r.seconds for r in reports)))
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
 def _time(seconds: float) -> str:

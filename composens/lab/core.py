@@ -122,6 +122,16 @@ class LabCore:
         placed = topo.hosts.placement
         return sorted({c.service for c in containers if placed.get(c.service, topo.this_host) != topo.this_host})
 
+    def unpause(self, topo: Topology, services: set[str]) -> list[str]:
+        """Unpause the chosen services' paused containers (`docker pause`, a scenario cut short), which compose up
+        refuses to start; return their services."""
+        paused = sorted(
+            {c.service for c in self.compose.containers(topo.project) if c.paused and c.service in services}
+        )
+        if paused:
+            self.compose.quietly(["unpause", *paused])
+        return paused
+
     def remove_moved(self, topo: Topology, services: list[str]) -> tuple[list[EntryChange], int]:
         """Unlink and remove the containers of services placed on another host now (`compose rm -s -f`)."""
         entries = self.unlink(topo, set(services))
@@ -467,7 +477,7 @@ class LabCore:
             targets = self._targets(topo, state, running)
             scope = self._scope(topo, state, targets, services)
             result = wiring.converge_lab(topo, scope, targets, state.project(topo.project), state.save, progress)
-            report.wired, report.unwired = result.done, result.unwired
+            report.wired, report.unwired, report.changed_at = result.done, result.unwired, result.changed_at
             in_line = functools.partial(converge.in_line, topo, result.state, result.records, scope)
         if services >= set(topo.services):
             for name in old_hubs:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from composens.lab.core import LabCore, not_running
 from composens.model import entries
+from composens.model.containers import Container
 from composens.model.entries import Status, Wanted
 from composens.model.errors import ComposensError
 from composens.model.record import State
@@ -59,6 +60,7 @@ class StatusReading(LabCore):
         if topo.pairs() or topo.tunnels or state.projects.get(topo.project):
             rows, unwired = self._with_wiring(topo, state, running, services, rows)
         rows = self._with_exec_failures(topo, running, rows)
+        rows = _with_pauses(containers, rows)
         return LabStatus(tuple(rows), tuple(unwired), stopped)
 
     def _with_exec_failures(self, topo: Topology, running: list[Wanted], rows: list[NetnsRow]) -> list[NetnsRow]:
@@ -141,6 +143,19 @@ class StatusReading(LabCore):
         unwired = [reason for pair, reason in found.unwired_pairs if {pair.a.node, pair.b.node} & services]
         unwired += [reason for node, reason in found.unwired_tunnels if node in services or node == HUB]
         return result, unwired
+
+
+def _with_pauses(containers: list[Container], rows: list[NetnsRow]) -> list[NetnsRow]:
+    """Say which containers are paused (`docker pause`, a scenario cut short): `up -d` unpauses them."""
+    from composens.model.report import Drift
+
+    paused = {c.name: c.service for c in containers if c.paused}
+    return [
+        replace(row, drift=(*row.drift, Drift(row.service, "paused", "container: `composens up -d` unpauses it")))
+        if row.container in paused
+        else row
+        for row in rows
+    ]
 
 
 def _exit_text(result: ExecResult) -> str:

@@ -22,6 +22,7 @@ class Container:
     sandbox: str  # NetworkSettings.SandboxKey: docker's own mount of the container's netns
     network_mode: str
     labels: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    paused: bool = False  # `docker pause`: running (its namespace and links stay), its processes frozen
 
     @property
     def netns_owner(self) -> str | None:
@@ -44,4 +45,5 @@ class Container:
             sandbox=(data.get("NetworkSettings") or {}).get("SandboxKey") or "",
             network_mode=(data.get("HostConfig") or {}).get("NetworkMode") or "",
             labels=labels,
+            paused=bool(state.get("Paused")),
         )

@@ -1,4 +1,5 @@
-"""What a compose project declares for composens: its topology, hosts, MACs, checks and flight recorder."""
+"""What a compose project declares for composens: its topology, the hosts it spans, its MACs, its checks, probes,
+scenarios and flight recorder."""
 
 from __future__ import annotations
 
@@ -21,6 +22,11 @@ def parse(config: Mapping[str, Any], *, source: str, machine: str | None = None)
         from composens.model import checks  # only projects that declare checks pay for reading them
 
         topo = replace(topo, checks=checks.parse_checks(top["checks"], topo))
+    if "probes" in top or "scenarios" in top:
+        from composens.model import scenarios  # only projects that declare scenarios pay for reading them
+
+        topo = replace(topo, scenarios=scenarios.parse(top, topo))
+
     if "capture" in top:
         from composens.model import capture
 

@@ -115,6 +115,7 @@ class LinkReport:
     wired: list[str] = field(default_factory=list)  # the commands of what wiring changed
     unwired: list[str] = field(default_factory=list)  # links not wired, and why
     execs: list[ExecResult] = field(default_factory=list)  # x-composens.exec commands that ran now
+    changed_at: float | None = None  # monotonic: when the first change to an interface had been made
     links: int = 0  # declared links (cross-host ones too) touching the chosen services, wired at the run's end
     lans: int = 0  # declared LANs touching them whose every member here is wired at the run's end
     seconds: float = 0.0  # what linking and wiring took (compose's own run not included)

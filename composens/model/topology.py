@@ -24,7 +24,20 @@ from composens.model.names import IFNAMSIZ, NETNS_NAME_MAX, valid_ifname, valid_
 HOST = "host"
 HUB = names.HUB_NODE  # the LANs' own namespace
 EXTENSION = "x-composens"
-TOP_LEVEL_KEYS = ("netns_prefix", "links", "lans", "hub", "host", "checks", "hosts", "vxlan", "mac_salt", "capture")
+TOP_LEVEL_KEYS = (
+    "netns_prefix",
+    "links",
+    "lans",
+    "hub",
+    "host",
+    "checks",
+    "hosts",
+    "vxlan",
+    "mac_salt",
+    "probes",
+    "scenarios",
+    "capture",
+)
 SERVICE_KEYS = ("netns", "addresses", "routes", "macs", "start_after_wiring", "start_delay", "exec", "host")
 LINK_KEYS = ("endpoints", "mtu", "netem", "vni")
 LAN_KEYS = ("endpoints", "mtu", "netem", "vni")
@@ -149,6 +162,7 @@ class Topology:
     hosts: Any = None  # composens.model.hosts.Hosts, when the file places services on several machines
     this_host: str | None = None  # in the view from one host (hosts.view): its name
     tunnels: tuple[Any, ...] = ()  # that host's VXLAN ends (composens.model.hosts.Tunnel)
+    scenarios: Any = None  # composens.model.scenarios.Declared: probes and scenarios, when the file declares them
     capture: Any = None  # composens.model.capture.RecorderSettings: the flight recorder, when declared
 
     def node(self, name: str) -> Node:

@@ -27,9 +27,19 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from composens.model.checks import CheckResult, CheckUpdate
+    from composens.model.scenarios import Declared, ScenarioReport, StepRecord, Verdict
     from composens.model.unit import UnitChange
 
-RESULT_STYLES = {"pass": "green", "fail": "bold red", "error": "bold red", "skipped": "yellow", "waiting": "yellow"}
+RESULT_STYLES = {
+    "pass": "green",
+    "fail": "bold red",
+    "error": "bold red",
+    "skipped": "yellow",
+    "waiting": "yellow",
+    "stopped": "yellow",
+}
+
+OUTAGES_SHOWN = 4  # a probe's outages in a scenario's table; JSON has every one
 
 # How long a run works before a progress display appears: a quicker run shows only its summary, and pays nothing for
 # a display (importing rich for it takes 45 ms; bench/progress.py).
@@ -237,6 +247,58 @@ class Output:
 
     def netns_json(self, rows: Sequence[NetnsRow]) -> None:
         self.line(netns_json(rows))
+
+    def scenario_step(self, scenario: str, step: StepRecord) -> None:
+        """A step as it ends (stderr): when it began, what it is, when it took effect, what it did. An expectation
+        says itself in its verdicts."""
+        if step.kind == "expect" and step.error is None:
+            return
+        effect = f" (in effect at {step.effective:.2f} s)" if step.effective is not None else ""
+        said = f": {step.error}" if step.error else (f": {step.detail}" if step.detail else "")
+        prefix = "failed: " if step.error else ""
+        self.message(f"{scenario} {step.started:8.2f} s  {prefix}{step.index + 1}. {step.text}{effect}{said}")
+
+    def scenario_verdict(self, scenario: str, verdict: Verdict) -> None:
+        """A verdict as it is given (stderr)."""
+        self.message(
+            f"{scenario} {verdict.window[1]:8.2f} s  {verdict.result}: {verdict.name}: {verdict.reason or verdict.text}"
+        )
+
+    def scenario_reports(self, reports: Sequence[ScenarioReport], *, fmt: str) -> None:
+        if fmt == "json":
+            self.line(json.dumps([scenario_json(r) for r in reports], indent=2))
+            return
+        console = self.console()
+        for report in reports:
+            for part in scenario_tables(report):
+                if isinstance(part, str):
+                    self.line(part)
+                else:
+                    console.print(part)
+        verdicts = [v for r in reports for v in r.verdicts]
+        passed = sum(v.passed for v in verdicts)
+        self.line(f"{passed}/{len(verdicts)} expectations passed in {len(reports)} scenario(s)")
+
+    def scenario_list(self, declared: Declared, *, fmt: str) -> None:
+        if fmt == "json":
+            listing = [
+                {
+                    "name": s.name,
+                    "description": s.description,
+                    "probes": [str(declared.probes[p]) for p in s.probes],
+                    "steps": [step.text for step in s.steps],
+                }
+                for s in declared.scenarios.values()
+            ]
+            self.line(json.dumps(listing, indent=2))
+            return
+        for scenario in declared.scenarios.values():
+            about = f": {scenario.description}" if scenario.description else ""
+            self.line(f"{scenario.name}{about}")
+            for name in scenario.probes:
+                self.line(f"  probe {name}: {declared.probes[name]}")
+            for i, step in enumerate(scenario.steps, 1):
+                self.line(f"  {i}. {step.text}")
 
     def show(self, rows: Sequence[NetnsRow]) -> None:
         """The seed's link-show: `name: path -> target` and the status, for every entry (the host has none)."""
@@ -577,3 +639,152 @@ def checks_json(results: Sequence[CheckResult]) -> str:
         ],
         indent=2,
     )
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
+
+
+def scenario_tables(report: ScenarioReport) -> list[object]:
+    """A scenario's report as text: a heading, its steps, its verdicts, its probes and outages, its restore."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from composens.model.scenarios import probe_summary, seconds_text
+
+    about = f" - {report.description}" if report.description else ""
+    heading = Text(f"scenario {report.name}: {report.outcome} ({seconds_text(report.seconds)}){about}")
+    heading.stylize(RESULT_STYLES.get(report.outcome, ""), 0, len(f"scenario {report.name}: {report.outcome}"))
+    parts: list[object] = [heading]
+    steps = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("STEP", "BEGAN", "IN EFFECT", "ENDED", "WHAT", "DETAIL"):
+        steps.add_column(column, no_wrap=column != "DETAIL")
+    for step in report.steps:
+        detail = Text(step.error, style="bold red") if step.error else Text(step.detail or "")
+        steps.add_row(
+            str(step.index + 1),
+            _seconds(step.started),
+            _seconds(step.effective),
+            _seconds(step.ended),
+            step.text,
+            detail,
+        )
+    parts.append(steps)
+    if report.verdicts:
+        verdicts = Table(box=None, pad_edge=False, header_style="bold")
+        for column in ("STEP", "EXPECTATION", "FIGURE", "RESULT", "WINDOW"):
+            verdicts.add_column(column, no_wrap=column != "FIGURE")
+        for v in report.verdicts:
+            window = f"{v.window[0]:.2f}-{v.window[1]:.2f} s"
+            shown = v.text if v.passed else (v.reason or v.text)
+            verdicts.add_row(str(v.step + 1), v.name, shown, Text(v.result, style=RESULT_STYLES[v.result]), window)
+        parts.append(verdicts)
+    if report.probes:
+        probes = Table(box=None, pad_edge=False, header_style="bold")
+        for column in ("PROBE", "SENT", "LOST", "RTT AVG/P99/MAX", "OUTAGES (START-END: LENGTH, LOST)"):
+            probes.add_column(column, no_wrap=column != "OUTAGES (START-END: LENGTH, LOST)")
+        for record in report.probes:
+            summary = probe_summary(record, report.seconds)
+            rtt = summary["rtt"]
+            rtts = f"{rtt['avg'] * 1000:.2f}/{rtt['p99'] * 1000:.2f}/{rtt['max'] * 1000:.2f} ms" if rtt else "-"
+            spans = [
+                f"{o['start']:.2f}-{o['end'] if o['end'] is not None else report.seconds:.2f} s: "
+                f"{seconds_text(o['duration'])}{'' if o['over'] else ' (not over)'}, {o['lost']}"
+                for o in summary["outages"][:OUTAGES_SHOWN]
+            ]
+            if len(summary["outages"]) > OUTAGES_SHOWN:
+                spans.append(f"and {len(summary['outages']) - OUTAGES_SHOWN} more (--format json has them all)")
+            loss = f"{summary['lost']} ({summary['loss_percent']:.2g} %)" if summary["sent"] else "0"
+            probes.add_row(record.probe.name, str(summary["sent"]), loss, rtts, "; ".join(spans) or "none")
+        parts.append(probes)
+    if report.stopped:
+        parts.append(f"stopped: {report.stopped}")
+    if report.kept:
+        parts.append("kept as the last step left it (--keep)")
+    elif report.restored:
+        parts.append("restored: " + "; ".join(report.restored))
+    for error in report.restore_errors:
+        parts.append(f"not restored: {error}")
+    parts.append("")
+    return parts
+
+
+def scenario_json(report: ScenarioReport) -> dict[str, object]:
+    """A scenario's report for scripts: every step, verdict and probe, each probe's every request."""
+    from composens.model.scenarios import probe_summary
+
+    def r3(value: float | None) -> float | None:
+        return None if value is None else round(value, 6)
+
+    return {
+        "name": report.name,
+        "description": report.description,
+        "result": report.outcome,
+        "started_at": round(report.started_at, 6),
+        "seconds": r3(report.seconds),
+        "stopped": report.stopped,
+        "steps": [
+            {
+                "index": s.index + 1,
+                "kind": s.kind,
+                "step": s.text,
+                "started": r3(s.started),
+                "effective": r3(s.effective),
+                "ended": r3(s.ended),
+                "marks": [{"at": r3(at), "what": what} for at, what in s.marks],
+                "detail": s.detail,
+                "error": s.error,
+            }
+            for s in report.steps
+        ],
+        "expectations": [
+            {
+                "step": v.step + 1,
+                "name": v.name,
+                "subject": v.subject,
+                "kind": v.kind,
+                "figure": r3(v.figure),
+                "unit": v.unit,
+                "text": v.text,
+                "result": v.result,
+                "reason": v.reason,
+                "window": {"start": r3(v.window[0]), "end": r3(v.window[1])},
+                "wall_window": {"start": r3(report.wall(v.window[0])), "end": r3(report.wall(v.window[1]))},
+            }
+            for v in report.verdicts
+        ],
+        "probes": [
+            {
+                "name": p.probe.name,
+                "kind": p.probe.kind,
+                "from": p.probe.service,
+                "to": p.probe.to,
+                "port": p.probe.port,
+                "interval": p.probe.interval,
+                "timeout": p.probe.timeout,
+                "scheduled": r3(p.scheduled),  # request k was due at scheduled + k * interval
+                **_rounded(probe_summary(p, report.seconds)),
+                "requests": [
+                    {"seq": k, "sent": r3(r.sent), "rtt": r3(r.rtt), **({"error": r.error} if r.error else {})}
+                    for k, r in enumerate(p.requests)
+                ],
+            }
+            for p in report.probes
+        ],
+        "restored": list(report.restored),
+        "restore_errors": list(report.restore_errors),
+        "kept": report.kept,
+    }
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value

@@ -71,6 +71,22 @@ class Compose:
         except FileNotFoundError as e:
             raise _docker_missing(e) from e
 
+    def quietly(self, args: Sequence[str]) -> None:
+        """Run a compose command with its output captured; a failure is a ComposeFailed with compose's last line.
+
+        It runs in a session of its own: a Ctrl-C on the terminal stops composens, which decides what happens
+        next, rather than cutting the command short.
+        """
+        WORLD.changed(f"docker compose {' '.join(args[:1])}")
+        try:
+            done = subprocess.run(
+                self.command(*args), capture_output=True, text=True, check=False, start_new_session=True
+            )
+        except FileNotFoundError as e:
+            raise _docker_missing(e) from e
+        if done.returncode != 0:
+            raise _translate(done.stderr or done.stdout, ComposeFailed)
+
     def start(self, args: Sequence[str]) -> subprocess.Popen[bytes]:
         """Start a compose command on the user's terminal without waiting for it."""
         try:

@@ -23,6 +23,7 @@ import copy
 import itertools
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -99,6 +100,7 @@ def run_batch(netns: str | None, lines: list[str], tool: str = "ip", *, read_bac
 class WiringReport:
     done: list[str] = field(default_factory=list)  # the commands of what changed
     unwired: list[str] = field(default_factory=list)
+    changed_at: float | None = None  # monotonic: when the first batch that changed something had run
     # The namespaces and their records as the run left them (read back after its changes): what the services
     # the run was not asked about are judged wired by, before their gates open and their exec commands run.
     state: dict[str, LiveNamespace] = field(default_factory=dict)
@@ -331,7 +333,10 @@ class _Run:
         result = run_batch(
             self.netns_of(node), [ch.batch_line(c, self.netns_of) for c in changes], tool, read_back=True
         )
+        ran = time.monotonic()
         with self._lock:
+            if self.report.changed_at is None:
+                self.report.changed_at = ran
             if result.after is not None:
                 self._read_at[node, "ip"] = self._tick
                 self.after[node] = result.after
@@ -550,8 +555,6 @@ def converge_lab(
     caller). `save` writes the record: called before each change it claims. `progress` is told of the changes
     to make and of each namespace's as they are made.
     """
-    import time
-
     for pause in (*VNI_RETRIES, None):
         try:
             return _converge_once(topo, scope, targets, project, save, progress)

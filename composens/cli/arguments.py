@@ -5,7 +5,7 @@ from __future__ import annotations
 # Commands composens handles itself (or wraps); everything else is compose's.
 OWN_COMMANDS = {
     "up", "down", "netns", "watch", "plan", "graph", "test", "link", "netem", "capture",
-    "start", "restart", "stop", "kill", "rm", "import", "scenario",
+    "start", "restart", "stop", "kill", "rm", "import", "scenario", "extcap",
 }  # fmt: skip
 # Compose commands composens takes over only with an option of its own: `ps --netns`, `export --format`.
 OWN_WITH_OPTION = {"ps": "--netns", "export": "--format"}

@@ -18,6 +18,7 @@ from composens.cli import lab  # noqa: F401 - up, down, ps, watch, plan
 from composens.cli import checks  # noqa: F401 - test
 from composens.cli import scenario  # noqa: F401 - scenario run, scenario list
 from composens.cli import runtime  # noqa: F401 - capture; link and netem
+from composens.cli import extcap  # noqa: F401 - extcap (Wireshark's)
 from composens.cli import graph  # noqa: F401 - graph
 from composens.cli import interop  # noqa: F401 - import, export
 from composens.cli import netns  # noqa: F401 - netns

@@ -2,10 +2,11 @@
 
 Checks: one <testsuites> with one <testsuite>; a <testcase> per check, classname `SUITE.SERVICE` (Jenkins
 groups by it), with <failure>, <error> or <skipped> when it did not pass, and the attempts and
-round trips in <system-out>. Scenarios: a <testsuite> per scenario, a <testcase> per expectation (classname
-`SUITE.SCENARIO`) with <failure> when it did not pass, its figure and window in <system-out>; a step that failed
-is a case with <error>, an expectation never reached (the scenario stopped first) is <skipped>. Built with
-ElementTree, so every value is escaped.
+round trips in <system-out>, with the flight recorder's capture of a failure as an `[[ATTACHMENT|path]]`
+line there (the form GitLab's test reports and Jenkins' JUnit Attachments plugin link to the file). Scenarios: a
+<testsuite> per scenario, a <testcase> per expectation (classname `SUITE.SCENARIO`) with <failure> when it did not
+pass, its figure and window in <system-out>; a step that failed is a case with <error>, an expectation never reached
+(the scenario stopped first) is <skipped>. Built with ElementTree, so every value is escaped.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ def _details(result: CheckResult) -> str:
     lines = [f"{result.kind} on {result.service}: {result.result} after {result.attempts} attempt(s)"]
     if result.rtts_ms:
         lines.append("round trips (ms): " + " ".join(f"{rtt:.3f}" for rtt in result.rtts_ms))
+    if result.capture:
+        lines.append(f"[[ATTACHMENT|{result.capture}]]")
     return _clean("\n".join(lines))
 
 

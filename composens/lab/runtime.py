@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from composens.lab.core import LabCore
 from composens.model.containers import Container
 from composens.model.errors import ComposensError, ConfigError
+from composens.model.packets import DEFAULT_SNAPLEN
 from composens.model.record import State
 from composens.model.report import (
     ConditionsRow,
@@ -17,8 +19,11 @@ from composens.model.topology import HOST, HUB, Endpoint, Topology
 from composens.system.kernel import netns
 
 if TYPE_CHECKING:
+    from composens.lab.capture import CaptureSession, FlightRecorder, WindowWriter
+    from composens.model.capture import CaptureTarget, RecorderSettings
     from composens.model.checks import CheckResult, CheckUpdate
     from composens.model.conditions import Conditions
+    from composens.system.kernel.capture import CapturePoint, Gone, Locate
 
 
 class RunTimeChanges(LabCore):
@@ -134,23 +139,130 @@ class RunTimeChanges(LabCore):
                 rows.append(ConditionsRow(*labels[end], live_text, str(wanted) if wanted else None, source))
         return rows
 
-    def capture(self, topo: Topology, what: str) -> tuple[str, str]:
-        """Say where to capture: (netns entry, interface) of a service's end, or of a LAN's bridge in the hub."""
-        lan = next((lan for lan in topo.lans if lan.name == what), None)
-        state = self.store.read()
-        if lan is not None:
-            hub = topo.hub.netns if topo.hub is not None else None
-            if hub is None or not netns.hub_is_ours(self.directory, state, topo.project, hub):
-                raise ComposensError(f"the hub of LAN {what} is not up: `composens up -d` first")
-            return hub, lan.name
-        end = self.endpoint(topo, what)
-        _, _, _, running = self._running(topo)
-        targets = self._targets(topo, state, running)
-        if end.node not in targets:
-            raise ComposensError(f"service {end.node} is not running or not linked: `composens up -d` first")
-        netns_name = targets[end.node].netns
-        assert netns_name is not None
-        return netns_name, end.ifname
+    # ------------------------------------------------------------------ capture
+
+    def open_capture(
+        self,
+        topo: Topology,
+        names: Sequence[str] | None,
+        *,
+        expression: str = "",
+        snaplen: int = DEFAULT_SNAPLEN,
+        ring_blocks: int | None = None,
+    ) -> CaptureSession:
+        """Start capturing on the named targets (None: every interface of the lab on this host).
+
+        Everything is checked before the first socket opens: an unknown target, one not there now (its service not
+        running, its interface missing) or a filter tcpdump rejects is a ConfigError (exit 3); on any failure the
+        sockets opened so far are closed. A target that goes away later is captured again once it is back.
+        """
+        from composens.lab.capture import CaptureSession
+        from composens.model.capture import all_targets, resolve
+        from composens.system.kernel import capture as capturing
+
+        targets = all_targets(topo) if names is None else resolve(topo, names)
+        if not targets:
+            raise ConfigError(f"{topo.source}: nothing to capture: the lab has no link or LAN on this host")
+        found = self._capture_points(topo, targets)
+        for target, point in zip(targets, found, strict=True):
+            if not isinstance(point, capturing.CapturePoint):
+                raise ConfigError(f"capture target {target.name}: {point}")
+        points = [p for p in found if isinstance(p, capturing.CapturePoint)]
+        try:
+            program = capturing.compile_filter(points[0], expression, snaplen)
+        except capturing.InterfaceMissing as e:
+            raise ConfigError(f"capture target {targets[0].name}: {e}; `composens up -d` first") from None
+        capture = capturing.PacketCapture(
+            program, ring_blocks or capturing.DEFAULT_RING_BLOCKS, locate=self._capture_locator(topo, targets)
+        )
+        try:
+            for target, point in zip(targets, points, strict=True):
+                try:
+                    capture.add(point)
+                except capturing.InterfaceMissing as e:
+                    raise ConfigError(f"capture target {target.name}: {e}; `composens up -d` first") from None
+        except BaseException:
+            capture.close()
+            raise
+        return CaptureSession(targets, capture, snaplen, expression)
+
+    def flight_recorder(
+        self, topo: Topology, directory: Path, write: WindowWriter, *, settings: RecorderSettings | None = None
+    ) -> FlightRecorder | None:
+        """The flight recorder the file declares (x-composens.capture), or `settings`; None when neither says one.
+
+        Its sockets are open on return (start() begins reading them). Unlike a capture, a target that is not there
+        now is no error: it is captured once it is.
+        """
+        from composens.lab.capture import CaptureSession, FlightRecorder
+        from composens.model.capture import recorder_targets
+        from composens.system.kernel import capture as capturing
+
+        settings = settings or topo.capture
+        if settings is None:
+            return None
+        targets = recorder_targets(topo, settings)
+        if not targets:
+            return None
+        found = self._capture_points(topo, targets)
+        capture = capturing.PacketCapture(
+            capturing.take_all(DEFAULT_SNAPLEN), locate=self._capture_locator(topo, targets)
+        )
+        try:
+            for point in found:
+                try:
+                    capture.add(point if isinstance(point, capturing.CapturePoint) else None)
+                except capturing.InterfaceMissing:
+                    capture.add(None)  # looked for again while the recorder runs
+        except BaseException:
+            capture.close()
+            raise
+        return FlightRecorder(CaptureSession(targets, capture, DEFAULT_SNAPLEN), settings, directory, write)
+
+    def _capture_locator(self, topo: Topology, targets: Sequence[CaptureTarget]) -> Locate:
+        """Where a target is now, asked while a capture runs: a point, GONE for good, or None (not now)."""
+        from composens.system.kernel.capture import GONE, CapturePoint
+
+        def locate(interface_id: int) -> CapturePoint | Gone | None:
+            (found,) = self._capture_points(topo, [targets[interface_id]], gone=True)
+            return found if isinstance(found, CapturePoint) else (GONE if found is GONE else None)
+
+        return locate
+
+    def _capture_points(
+        self, topo: Topology, targets: Sequence[CaptureTarget], *, gone: bool = False
+    ) -> list[CapturePoint | Gone | str]:
+        """Where each target is now: a point to open, or why it is not there (GONE, with gone=True, for good)."""
+        from composens.system.kernel.capture import GONE, CapturePoint
+
+        found: list[CapturePoint | Gone | str] = []
+        services = {t.node for t in targets if t.node not in (HOST, HUB)}
+        containers, by_id = self._containers(topo) if services else ([], {})
+        hub_ours: bool | None = None
+        for target in targets:
+            if target.node == HOST:
+                found.append(CapturePoint("/proc/self/ns/net", target.ifname))
+            elif target.node == HUB:
+                hub = topo.hub.netns if topo.hub is not None else None
+                if hub_ours is None:
+                    hub_ours = hub is not None and netns.hub_is_ours(
+                        self.directory, self.store.read(), topo.project, hub
+                    )
+                if hub is not None and hub_ours:
+                    found.append(CapturePoint(str(self.directory.path(hub)), target.ifname))
+                else:
+                    found.append(GONE if gone else f"the hub of LAN {target.name} is not up")
+            else:
+                mine = [c for c in containers if c.service == target.node]
+                running = [c for c in mine if c.running]
+                path = netns.resolve_target(running[0], by_id)[0] if running else None
+                if path is not None:
+                    found.append(CapturePoint(path, target.ifname, running[0].pid))
+                elif gone and not mine:
+                    found.append(GONE)  # removed (down, rm): it will not come back to this capture
+                else:
+                    found.append(f"service {target.node} is not running")
+        return found
 
 
 def _condition_labels(topo: Topology, services: set[str]) -> dict[Endpoint, tuple[str, str]]:

@@ -329,6 +329,7 @@ class CheckResult:
     seconds: float  # from the start of the first attempt to the end of the last
     reason: str | None  # why it did not pass; None when it passed
     rtts_ms: tuple[float, ...] = ()  # the last attempt's round trips, for a ping
+    capture: str | None = None  # the flight recorder's pcapng of the packets around its failure
 
 
 @dataclass(frozen=True)

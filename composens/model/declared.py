@@ -1,5 +1,5 @@
-"""What a compose project declares for composens: its topology, the hosts it spans, its MACs, its checks, probes and
-scenarios."""
+"""What a compose project declares for composens: its topology, the hosts it spans, its MACs, its checks, probes,
+scenarios and flight recorder."""
 
 from __future__ import annotations
 
@@ -26,6 +26,11 @@ def parse(config: Mapping[str, Any], *, source: str, machine: str | None = None)
         from composens.model import scenarios  # only projects that declare scenarios pay for reading them
 
         topo = replace(topo, scenarios=scenarios.parse(top, topo))
+
+    if "capture" in top:
+        from composens.model import capture
+
+        topo = replace(topo, capture=capture.parse_recorder(top["capture"], topo))
     return topo
 
 

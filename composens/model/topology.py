@@ -36,6 +36,7 @@ TOP_LEVEL_KEYS = (
     "mac_salt",
     "probes",
     "scenarios",
+    "capture",
 )
 SERVICE_KEYS = ("netns", "addresses", "routes", "macs", "start_after_wiring", "start_delay", "exec", "host")
 LINK_KEYS = ("endpoints", "mtu", "netem", "vni")
@@ -162,6 +163,7 @@ class Topology:
     this_host: str | None = None  # in the view from one host (hosts.view): its name
     tunnels: tuple[Any, ...] = ()  # that host's VXLAN ends (composens.model.hosts.Tunnel)
     scenarios: Any = None  # composens.model.scenarios.Declared: probes and scenarios, when the file declares them
+    capture: Any = None  # composens.model.capture.RecorderSettings: the flight recorder, when declared
 
     def node(self, name: str) -> Node:
         if name == HOST:

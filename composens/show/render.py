@@ -120,6 +120,9 @@ class Output:
         self.table(checks_table(results))
         passed = sum(r.result == "pass" for r in results)
         self.line(f"{passed}/{len(results)} checks passed")
+        for r in results:
+            if r.capture:
+                self.line(f"packets around {r.name!r}: {r.capture}")
 
     def message(self, text: str) -> None:
         print(text, file=self.err, flush=True)
@@ -630,6 +633,7 @@ def checks_json(results: Sequence[CheckResult]) -> str:
                 "seconds": round(r.seconds, 3),
                 "reason": r.reason,
                 "rtts_ms": [round(t, 3) for t in r.rtts_ms],
+                "capture": r.capture,
             }
             for r in results
         ],

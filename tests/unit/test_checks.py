@@ -520,3 +520,15 @@ def test_junit_suite_time_defaults_to_the_sum() -> None:
         CheckResult("b", "n", "ping", "pass", 1, 0.5, None),
     ]
     assert ET.fromstring(junit.junit_xml(results, "s")).get("time") == "0.750"
+
+
+def test_junit_names_a_failures_capture_as_an_attachment_line() -> None:
+    results = [
+        CheckResult("reach", "node1", "ping", "fail", 1, 1.4, "0/3 replies", capture="/ci/caps/reach.pcapng"),
+        CheckResult("fine", "node1", "ping", "pass", 1, 0.4, None),
+    ]
+    cases = ET.fromstring(junit.junit_xml(results, "lab")).findall("testsuite/testcase")
+    assert [c.findtext("system-out") for c in cases] == [
+        "ping on node1: fail after 1 attempt(s)\n[[ATTACHMENT|/ci/caps/reach.pcapng]]",
+        "ping on node1: pass after 1 attempt(s)",
+    ]

@@ -340,7 +340,7 @@ def test_every_invalid_declaration_is_one_line_naming_file_and_key(
 def test_unknown_top_level_key_lists_probes_and_scenarios() -> None:
     data = config()
     data["x-composens"]["scenario"] = {}
-    assert error_of(data).endswith("probes, scenarios)")
+    assert error_of(data).endswith("probes, scenarios, capture)")
 
 
 def test_a_scenario_on_another_host_is_refused_saying_where() -> None:

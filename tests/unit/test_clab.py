@@ -275,7 +275,8 @@ def round_trip_equal(compose: list[str], original: Path, tmp_path: Path, *, comp
         output_dir=str(original.parent),
         container_names=not compose_lab,
     )
-    written = original.parent / f".round-trip-{tmp_path.name}.yml"  # beside the original: same relative paths
+    # Beside the original (the same relative paths), under a name no other run of the suite uses at the same time.
+    written = original.parent / f".round-trip-{os.getpid()}-{tmp_path.name}.yml"
     try:
         written.write_text(files.dump(again, header="round trip"))
         after = compose_config(compose, written)

@@ -1,4 +1,4 @@
-"""The flight recorder as a command uses it: `composens test` today, `composens scenario run` (issue 28) alike.
+"""The flight recorder as commands use it: `composens test` (cli/checks.py), `composens scenario run` (cli/scenario.py).
 
     from composens.cli.recording import flight_recording
 

@@ -5,8 +5,9 @@ groups by it), with <failure>, <error> or <skipped> when it did not pass, and th
 round trips in <system-out>, with the flight recorder's capture of a failure as an `[[ATTACHMENT|path]]`
 line there (the form GitLab's test reports and Jenkins' JUnit Attachments plugin link to the file). Scenarios: a
 <testsuite> per scenario, a <testcase> per expectation (classname `SUITE.SCENARIO`) with <failure> when it did not
-pass, its figure and window in <system-out>; a step that failed is a case with <error>, an expectation never reached
-(the scenario stopped first) is <skipped>. Built with ElementTree, so every value is escaped.
+pass, its figure and window in <system-out> (and the recorder's capture of a failure, as for a check); a step that
+failed is a case with <error>, an expectation never reached (the scenario stopped first) is <skipped>. Built with
+ElementTree, so every value is escaped.
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ def scenarios_junit(reports: Sequence[ScenarioReport], suite_name: str) -> str:
             out.text = _clean(
                 f"{verdict.text}\nstep {verdict.step + 1}; window {start:.3f} to {end:.3f} s after the start "
                 f"(wall clock {report.wall(start):.6f} to {report.wall(end):.6f})"
+                + (f"\n[[ATTACHMENT|{verdict.capture}]]" if verdict.capture else "")
             )
             counts["tests"] += 1
         for step in report.steps:

@@ -6,7 +6,7 @@ CaptureTarget that says which namespace (a service, the host, the hub), which in
 capture file describes it (`r1:eth1 -> r2:eth1`).
 
     x-composens:
-      capture:                 # the flight recorder of `composens test` (scenarios: to come)
+      capture:                 # the flight recorder of `composens test` and `scenario run`
         targets: [r1:eth1, lan1]    # or: all
         keep: 10s              # the last seconds kept in memory (a number is seconds; ms, s, m)
         memory: 64MiB          # at most this much memory for them (bytes, or KiB, MiB, GiB)

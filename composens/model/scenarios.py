@@ -7,11 +7,14 @@ sent, its round trip or None when it was lost), the windows the runner (composen
 expectation, and the functions below (outages, judge_probe) that turn them into figures and verdicts.
 
 Times in records and reports are seconds since the scenario started (a monotonic clock); ScenarioReport.started_at
-is the wall-clock time of that start, so a window can be found in a packet capture.
+is the wall-clock time of that start (each Verdict carries it too, as the runner gives it), so a window can be found
+in a packet capture: a flight recorder notes a failed expectation at failure_at_ns, under capture_name, and
+ScenarioReport.with_captures puts the files written in the report.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import math
 import random
@@ -923,10 +926,31 @@ class Verdict:
     passed: bool
     reason: str | None  # why it did not pass
     window: tuple[float, float]  # s since the start: what was judged (a recorder keeps the packets around it)
+    started_at: float | None = None  # wall-clock time (epoch s) of the scenario's start, stamped by the runner
+    capture: str | None = None  # the flight recorder's pcapng of the packets around its failure
 
     @property
     def result(self) -> Result:
         return "pass" if self.passed else "fail"
+
+    @property
+    def wall_window(self) -> tuple[float, float] | None:
+        """The window it judged on the wall clock (epoch seconds), once the runner stamped the start."""
+        if self.started_at is None:
+            return None
+        return self.started_at + self.window[0], self.started_at + self.window[1]
+
+
+def capture_name(scenario: str, verdict: Verdict) -> str:
+    """The name a failed expectation's packets are written under: its scenario, step and expectation."""
+    return f"{scenario} step {verdict.step + 1} {verdict.name}"
+
+
+def failure_at_ns(verdict: Verdict) -> int | None:
+    """When a recorder should note a failed expectation (time.time_ns()'s clock): its window's end, so the
+    `keep` seconds before it cover the window judged (as much of it as fits); None before the runner stamped it."""
+    wall = verdict.wall_window
+    return None if wall is None else round(wall[1] * 1_000_000_000)
 
 
 Outcome = Literal["pass", "fail", "error", "stopped"]
@@ -968,6 +992,14 @@ class ScenarioReport:
     def failed_windows(self) -> tuple[tuple[Verdict, float, float], ...]:
         """Each failed expectation with the wall-clock window (epoch seconds) it judged: where to cut a capture."""
         return tuple((v, self.wall(v.window[0]), self.wall(v.window[1])) for v in self.verdicts if not v.passed)
+
+    def with_captures(self, written: Mapping[str, str]) -> ScenarioReport:
+        """The report with each failed expectation's capture file, from {capture_name: path} of those written."""
+        verdicts = tuple(
+            dataclasses.replace(v, capture=written[key]) if (key := capture_name(self.name, v)) in written else v
+            for v in self.verdicts
+        )
+        return dataclasses.replace(self, verdicts=verdicts)
 
 
 # --------------------------------------------------------------------------- verdicts

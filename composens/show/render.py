@@ -682,6 +682,7 @@ def scenario_tables(report: ScenarioReport) -> list[object]:
             shown = v.text if v.passed else (v.reason or v.text)
             verdicts.add_row(str(v.step + 1), v.name, shown, Text(v.result, style=RESULT_STYLES[v.result]), window)
         parts.append(verdicts)
+        parts += [f"packets around {v.name!r} (step {v.step + 1}): {v.capture}" for v in report.verdicts if v.capture]
     if report.probes:
         probes = Table(box=None, pad_edge=False, header_style="bold")
         for column in ("PROBE", "SENT", "LOST", "RTT AVG/P99/MAX", "OUTAGES (START-END: LENGTH, LOST)"):
@@ -753,6 +754,7 @@ def scenario_json(report: ScenarioReport) -> dict[str, object]:
                 "reason": v.reason,
                 "window": {"start": r3(v.window[0]), "end": r3(v.window[1])},
                 "wall_window": {"start": r3(report.wall(v.window[0])), "end": r3(report.wall(v.window[1]))},
+                "capture": v.capture,
             }
             for v in report.verdicts
         ],

@@ -62,12 +62,15 @@ LAB = {
 }
 
 
-def with_scenarios(project: Project, scenarios: dict[str, Any]) -> None:
-    """Write the lab's file with these scenarios (they change no wiring: the running lab stays as it is)."""
+def with_scenarios(project: Project, scenarios: dict[str, Any], capture: dict[str, Any] | None = None) -> None:
+    """Write the lab's file with these scenarios, and the flight recorder's settings (neither changes the wiring: the
+    running lab stays as it is)."""
     lab = json.loads(json.dumps(LAB).replace("IMAGE", IMAGE))
     lab["x-composens"]["netns_prefix"] = f"{project.name}-"
     lab["x-composens"]["hub"] = f"{project.name}-hub"
     lab["x-composens"]["scenarios"] = scenarios
+    if capture is not None:
+        lab["x-composens"]["capture"] = capture
     project.write(yaml.safe_dump(lab, sort_keys=False))
 
 
@@ -308,6 +311,65 @@ def test_everything_is_restored_after_a_failed_expectation(lab: Project) -> None
     assert verdict["reason"].startswith("not recovered after 500 ms")
     assert set(report["restored"]) >= {"started c", "link up a:eth1", "conditions of b:lan0 back to the file"}
     assert_as_its_file_says(lab)
+
+
+def test_the_recorder_writes_a_failed_expectations_packets_and_nothing_when_all_pass(
+    lab: Project, tmp_path: Path
+) -> None:
+    # c's LAN port goes down: a keeps its carrier and its neighbour entry for c (seconds), so the probe's echo
+    # requests go on leaving a:lan0, where the recorder watches, and none is answered.
+    with_scenarios(
+        lab,
+        {
+            "lan-calm": {
+                "probes": ["a-c"],
+                "steps": [{"sleep": "300ms"}, {"expect": {"probe": "a-c", "outage": {"max": "1s"}}}],
+            },
+            "lan-cut": {
+                "probes": ["a-c"],
+                "steps": [
+                    {"link": {"down": "c:lan0"}},
+                    {"sleep": "1s"},
+                    {"expect": {"probe": "a-c", "outage": {"max": "200ms"}}},
+                    {"link": {"up": "c:lan0"}},
+                ],
+            },
+        },
+        capture={"targets": ["a:lan0"], "keep": "5s"},
+    )
+    captures = tmp_path / "captures"
+    junit = tmp_path / "junit.xml"
+    report = scenario(lab, "lan-calm", "--captures", str(captures))
+    assert report["expectations"][0]["capture"] is None
+    assert not captures.exists()  # nothing written when every expectation passes
+
+    report = scenario(lab, "lan-cut", "--captures", str(captures), "--junit", str(junit), code=1)
+    (verdict,) = report["expectations"]
+    assert verdict["result"] == "fail", verdict
+    path = captures / "lan-cut_step_3_a-c_outage_200_ms.pcapng"
+    assert verdict["capture"] == str(path)
+    assert os.listdir(captures) == [path.name]
+    assert f"[[ATTACHMENT|{path}]]" in junit.read_text()
+    # Every request the probe lost is in the file, an echo request on a:lan0 with no reply; every other one has
+    # its reply there too (the scenario is shorter than `keep`, so the window holds all of it).
+    rows = tshark_rows(path, "frame.interface_name", "icmp.type", "ip.dst", "icmp.ident", "icmp.seq")
+    assert {name for name, *_ in rows} == {"a:lan0"}
+    requests = {(ident, int(seq)) for _, kind, dst, ident, seq in rows if kind == "8" and dst == "198.18.72.3"}
+    replies = {(ident, int(seq)) for _, kind, _, ident, seq in rows if kind == "0"}
+    (ident,) = {ident for ident, _ in requests}
+    lost = {r["seq"] for r in probe_of(report, "a-c")["requests"] if r["rtt"] is None}
+    assert len(lost) >= 1 / INTERVAL / 2, lost  # the link was down for a second
+    assert {seq for _, seq in requests - replies} == lost
+    assert {seq for _, seq in requests} == {r["seq"] for r in probe_of(report, "a-c")["requests"]}
+    assert {seq for i, seq in replies if i == ident} == {seq for _, seq in requests} - lost
+    assert_as_its_file_says(lab)
+
+
+def tshark_rows(path: Path, *fields: str) -> list[list[str]]:
+    argv = ["tshark", "-r", str(path), "-T", "fields", "-E", "separator=|"]
+    for field in fields:
+        argv += ["-e", field]
+    return [line.split("|") for line in run(*argv).stdout.splitlines()]
 
 
 def read_until(child: subprocess.Popen[str], text: str, timeout: float) -> str:

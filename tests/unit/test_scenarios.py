@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -36,7 +37,7 @@ from composens.model.scenarios import (
     Verdict,
 )
 from composens.model.topology import Endpoint
-from composens.show.render import scenario_json
+from composens.show.render import scenario_json, scenario_tables
 from composens.show.timeline import timeline_svg
 from composens.system.run.scenario import Done, Runner, StepFailed
 
@@ -565,7 +566,13 @@ class FakeProbes:
 
 
 def run(
-    steps: list[Any], *, fail: str | None = None, fail_fast: bool = False, stop_after: float | None = None
+    steps: list[Any],
+    *,
+    fail: str | None = None,
+    fail_fast: bool = False,
+    stop_after: float | None = None,
+    on_verdict: Callable[[Verdict], None] = lambda verdict: None,
+    on_step: Callable[[StepRecord], None] = lambda step: None,
 ) -> tuple[ScenarioReport, FakeActions]:
     data = config(steps=steps)
     found = parse(data)
@@ -591,6 +598,8 @@ def run(
         clock=clock,
         sleep=sleep,
         wall=lambda: 1_700_000_000.0,
+        on_verdict=on_verdict,
+        on_step=on_step,
     )
     return runner.run(), actions
 
@@ -634,6 +643,42 @@ def test_the_runner_stamps_steps_and_judges_windows() -> None:
     assert report.outcome == "pass"
     assert report.started_at == 1_700_000_000.0
     assert [v.step for v in report.verdicts] == sorted(v.step for v in report.verdicts)
+
+
+def test_each_verdict_is_given_as_it_comes_with_the_scenarios_start_on_the_wall_clock() -> None:
+    given: list[Verdict] = []
+    events: list[str] = []
+
+    def on_verdict(verdict: Verdict) -> None:
+        given.append(verdict)
+        events.append(verdict.name)
+
+    report, _ = run(
+        [
+            {"link": {"down": "a:eth1"}},
+            {"expect": {"probe": "a-c", "recovers_within": "500ms", "rtt": {"max": "1s"}}},
+            {"link": {"up": "a:eth1"}},
+        ],
+        on_verdict=on_verdict,
+        on_step=lambda step: events.append(step.text),
+    )
+    failed = next(v for v in report.verdicts if v.name == "a-c recovers within 500 ms")
+    assert not failed.passed
+    # Given before the next step ran (so a recorder notes it while its packets are still in the ring), stamped
+    # with the start as the report has it.
+    assert events == [
+        "link down a:eth1",
+        "a-c recovers within 500 ms",
+        "a-c rtt <= 1 s",
+        "expect a-c recovers within 500 ms, rtt <= 1 s",
+        "link up a:eth1",
+    ]
+    assert given == list(report.verdicts)
+    assert failed.started_at == report.started_at == 1_700_000_000.0
+    assert failed.wall_window == (report.wall(failed.window[0]), report.wall(failed.window[1]))
+    # The recorder notes it at its window's end: `keep` before that covers the window judged.
+    assert scenarios.failure_at_ns(failed) == round(report.wall(failed.window[1]) * 1e9)
+    assert scenarios.failure_at_ns(replace(failed, started_at=None)) is None
 
 
 def test_a_failed_step_stops_the_scenario_and_is_an_error() -> None:
@@ -737,6 +782,27 @@ def test_a_report_gives_each_failed_expectation_its_wall_clock_window() -> None:
     assert verdict.name == "p outage <= 100 ms"
     assert (start, end) == (pytest.approx(1_700_000_000.89), pytest.approx(1_700_000_001.7))
     assert replace(report, verdicts=(replace(verdict, passed=True),)).failed_windows() == ()
+
+
+def test_a_failed_expectations_capture_is_named_after_it_and_shown_in_the_table_json_and_junit() -> None:
+    report = sample_report()
+    (verdict,) = report.verdicts
+    name = scenarios.capture_name(report.name, verdict)
+    assert name == "cut step 2 p outage <= 100 ms"
+    assert report.with_captures({}) == report  # nothing written: nothing shown
+    path = "/caps/cut_step_2_p_outage_100_ms.pcapng"
+    captured = report.with_captures({name: path, "other step 1 p outage <= 100 ms": "/caps/other.pcapng"})
+    assert [v.capture for v in captured.verdicts] == [path]
+    assert json.loads(json.dumps(scenario_json(report)))["expectations"][0]["capture"] is None
+    assert json.loads(json.dumps(scenario_json(captured)))["expectations"][0]["capture"] == path
+    shown = [part for part in scenario_tables(captured) if isinstance(part, str)]
+    assert f"packets around 'p outage <= 100 ms' (step 2): {path}" in shown
+    assert not any("packets around" in part for part in scenario_tables(report) if isinstance(part, str))
+    root = ET.fromstring(scenarios_junit([captured], "composens lab"))
+    out = root.find("testsuite/testcase/system-out")
+    assert out is not None
+    assert (out.text or "").splitlines()[-1] == f"[[ATTACHMENT|{path}]]"
+    assert "ATTACHMENT" not in scenarios_junit([report], "composens lab")
 
 
 def test_junit_has_a_case_per_expectation_and_skips_those_never_judged() -> None:

@@ -18,11 +18,13 @@ Expectations, by their windows (model/scenarios.py says what each figure is):
 
 `stop()` is asked between steps and while waiting; when it says why (a signal), no further step begins and the
 report says so; what the steps changed is undone by the caller (Actions.restore in the lab), not here. Each
-verdict carries its window, so a flight recorder can keep the packets around a failed one (`on_verdict`).
+verdict carries its window and the scenario's start on the wall clock (`Verdict.wall_window`), so a flight
+recorder can keep the packets around a failed one as soon as it is given (`on_verdict`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -193,6 +195,7 @@ class Runner:
         self.sleep = sleep
         self.wall = wall
         self.epoch = 0.0
+        self.started_at: float | None = None
         self.state = _State()
 
     def now(self) -> float:
@@ -201,7 +204,7 @@ class Runner:
     def run(self) -> ScenarioReport:
         """Start the probes, run every step, judge every expectation; the lab is left as the steps left it."""
         self.epoch = self.clock()
-        started_at = self.wall()
+        self.started_at = started_at = self.wall()  # paired with epoch: each verdict carries it (on the wall clock)
         monitor = self.make_probes(self.epoch)
         monitor.start(self.epoch)
         state = self.state
@@ -412,7 +415,8 @@ class Runner:
         )
 
     def _verdicts(self, verdicts: list[Verdict]) -> None:
-        for verdict in verdicts:
+        for judged in verdicts:
+            verdict = dataclasses.replace(judged, started_at=self.started_at)  # its window on the wall clock too
             self.state.verdicts.append(verdict)
             self.on_verdict(verdict)
             if not verdict.passed and self.fail_fast and self.state.stopped is None:

@@ -7,6 +7,7 @@ tests are skipped saying why, except in CI (CI set), where that is a failure.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -169,6 +171,30 @@ def test_an_imported_containerlab_frr_lab_routes_end_to_end_and_reruns_exec_afte
     wait_for(lambda: first_ping(project, "PC1", "198.19.3.2"), 60, "PC1 reaching PC3 again")
 
 
+def two_hosts_seen(lab: Any, host2: Any) -> str:
+    """What each host shows of the spanning LAN: the daemons' neighbours, the hubs' VXLAN ports and FDBs, the
+    underlay (for a failure that is not reproduced alone)."""
+    project, hub = lab.project, lab.project.name
+    on2 = functools.partial(host2.run, check=False)
+    shown = [
+        vtysh(project, "r2", "show ip ospf neighbor"),
+        on2("docker", "exec", project.container("r3"), "vtysh", "-c", "show ip ospf neighbor").stdout,
+        run("ip", "-n", hub, "-d", "-s", "link", "show", "dev", "vx.core", check=False).stdout,
+        run("bridge", "-n", hub, "fdb", "show", "br", "core", check=False).stdout,
+        on2("ip", "-n", hub, "-d", "-s", "link", "show", "dev", "vx.core").stdout,
+        on2("bridge", "-n", hub, "fdb", "show", "br", "core").stdout,
+        run("ip", "-s", "link", "show", "dev", host2.host_if, check=False).stdout,
+        run("ip", "neigh", "show", "dev", host2.host_if, check=False).stdout,
+        run("ip", "route", "get", host2.underlay, check=False).stdout,
+        run("ss", "-uan", check=False).stdout,
+        run("ip", "-d", "link", "show", "type", "vxlan", check=False).stdout,
+        run("timeout", "3", "tcpdump", "-ni", host2.host_if, "-c", "10", "udp", check=False).stdout,
+        lab.on1("ps", "--netns", check=False).stdout,
+        lab.on2("ps", "--netns", check=False).stdout,
+    ]
+    return "\n".join(shown)
+
+
 def test_ospf_across_two_hosts_on_a_lan_that_spans_them(project: Project, frr_image: str, tmp_path: Path) -> None:
     from tests.integration.test_multihost import TwoHosts
     from tests.integration.twohost import second_host
@@ -188,15 +214,7 @@ def test_ospf_across_two_hosts_on_a_lan_that_spans_them(project: Project, frr_im
                 lambda: vtysh(project, "r2", "show ip ospf neighbor").count("Full") == 2,
                 90,
                 "two Full on host 1's r2",
-                lambda: "\n".join(
-                    [
-                        vtysh(project, "r2", "show ip ospf neighbor"),
-                        vtysh(project, "r2", "show interface eth1"),
-                        run("ip", "-n", f"{project.name}-r2", "-d", "link", "show", check=False).stdout,
-                        lab.on1("ps", "--netns", check=False).stdout,
-                        lab.on2("ps", "--netns", check=False).stdout,
-                    ]
-                ),
+                lambda: two_hosts_seen(lab, host2),
             )
             wait_for(lambda: first_ping(project, "h1", "198.18.23.2"), 60, "h1 (host 1) reaching h3 (host 2)")
             route = run("ip", "netns", "exec", f"{project.name}-r1", "ip", "route", "show", "198.18.23.0/24").stdout

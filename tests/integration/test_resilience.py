@@ -195,7 +195,7 @@ def test_soak_up_down_cycles_leave_nothing(project: Project) -> None:
     for n in range(1, services + 1):
         lines += [f"  s{n}:", "    image: IMAGE", "    network_mode: none"]
     project.write("\n".join(lines) + "\n")
-    cycles = int(os.environ.get("COMPOSENS_SOAK_CYCLES", "30"))
+    cycles = int(os.environ.get("COMPOSENS_SOAK_CYCLES", "15"))
     times = []
     for _ in range(cycles):
         start = time.monotonic()

@@ -9,7 +9,7 @@ and ends. The socket stays in that namespace wherever it is read from; this proc
 loop reads every ring.
 
 Why not a tcpdump per interface, merged (bench/README.md, "the whole lab in one capture"; the design research's
-figures in /work/helpers/pcapng/DESIGN.md): on 8 interfaces, tcpdump pipes merged in Python cost as much CPU a
+figures in bench/capture-design.md): on 8 interfaces, tcpdump pipes merged in Python cost as much CPU a
 packet as these rings, dropped more at 20 kpps per link, lose the packets of libpcap's last block (up to 1 s) when
 stopped, cannot say a packet's direction, and every tcpdump keeps its namespace alive; dumpcap merging tcpdump FIFOs
 (C all the way, a well-kept tool) cost 0.8 to 1.4x these rings' CPU, wrote 66-85% of the packets out of time

@@ -131,15 +131,7 @@ def test_a_repair_that_fails_because_the_engine_left_says_nothing_of_its_own(
         raise EngineError("the docker daemon is not reachable: start it")
 
     monkeypatch.setattr(lab, "link", link)
-    errors: list[str] = []
-    stop = StopFlag()
-    events = subprocess.Popen(["sleep", "30"], stdout=subprocess.PIPE, text=True)
-    threading.Timer(0.5, stop.set).start()
-    try:
-        lab.follow(events, parse(PAIR, source="f"), {"a"}, lambda r: None, errors.append, stop, first_pass=True)
-    finally:
-        events.kill()
-        events.wait()
+    errors = follow_for_half_a_second(lab)
     assert calls
     assert errors == []
 
@@ -212,6 +204,12 @@ def test_an_engine_that_keeps_refusing_while_it_answers_is_said(
     engine.answers_after = 1  # it answers: the failure is its own, not a stop
     lab = Lab(engine, Paths(tmp_path / "netns", tmp_path / "state"))  # type: ignore[arg-type]
     monkeypatch.setattr(lab, "link", lambda *a, **kw: (_ for _ in ()).throw(EngineError("refused: no space left")))
+    errors = follow_for_half_a_second(lab)
+    assert errors[:1] == ["refused: no space left"]
+
+
+def follow_for_half_a_second(lab: Lab) -> list[str]:
+    """Run the lab's follow loop on an event stream that says nothing, stopped after 0.5 s; return what it said."""
     errors: list[str] = []
     stop = StopFlag()
     events = subprocess.Popen(["sleep", "30"], stdout=subprocess.PIPE, text=True)
@@ -221,4 +219,4 @@ def test_an_engine_that_keeps_refusing_while_it_answers_is_said(
     finally:
         events.kill()
         events.wait()
-    assert errors[:1] == ["refused: no space left"]
+    return errors

@@ -320,7 +320,6 @@ class LabCore:
         from composens.plan.converge import Scope
 
         record = state.projects.get(topo.project)
-        down = {Endpoint(*item.split(":", 1)) for item in record.down} if record else set()
         conditions = (
             {Endpoint(*end.split(":", 1)): parse_conditions(spelled) for end, spelled in record.conditions.items()}
             if record
@@ -328,8 +327,9 @@ class LabCore:
         )
         declared = any(pair.conditions for pair in topo.pairs()) or any(t.conditions for t in topo.tunnels)
         recorded = record is not None and any(node.qdiscs for node in record.nodes.values())
-        chosen = None if services >= set(topo.services) else frozenset(services)
-        return Scope(frozenset(targets), chosen, frozenset(down), conditions, declared or bool(conditions) or recorded)
+        down = frozenset(_down_ends(state, topo.project))
+        qdiscs = declared or bool(conditions) or recorded
+        return Scope(frozenset(targets), _chosen(topo, services), down, conditions, qdiscs)
 
     @staticmethod
     def _records(state: State, project: str, targets: dict[str, Target]) -> dict[str, NodeRecord]:
@@ -686,10 +686,20 @@ def _awaiting(
     and their names."""
     from composens.plan.ready import awaited
 
-    record = state.projects.get(topo.project)
-    down = {Endpoint(*item.split(":", 1)) for item in record.down} if record else set()
-    chosen = None if services >= set(topo.services) else services
-    return {node: (targets[node].path, names) for node, names in awaited(topo, set(targets), down, chosen).items()}
+    down = _down_ends(state, topo.project)
+    found = awaited(topo, set(targets), down, _chosen(topo, services))
+    return {node: (targets[node].path, names) for node, names in found.items()}
+
+
+def _down_ends(state: State, project: str) -> set[Endpoint]:
+    """The ends set down at run time (`composens link down`), as the record keeps them."""
+    record = state.projects.get(project)
+    return {Endpoint(*item.split(":", 1)) for item in record.down} if record else set()
+
+
+def _chosen(topo: Topology, services: set[str]) -> frozenset[str] | None:
+    """The services a run was asked about; None where that is all of them (and so the host and the hub too)."""
+    return None if services >= set(topo.services) else frozenset(services)
 
 
 def not_running(topo: Topology, services: set[str], containers: list[Container]) -> tuple[str, ...]:

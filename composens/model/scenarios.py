@@ -989,10 +989,6 @@ class ScenarioReport:
         """The wall-clock time of a time in this report."""
         return self.started_at + seconds
 
-    def failed_windows(self) -> tuple[tuple[Verdict, float, float], ...]:
-        """Each failed expectation with the wall-clock window (epoch seconds) it judged: where to cut a capture."""
-        return tuple((v, self.wall(v.window[0]), self.wall(v.window[1])) for v in self.verdicts if not v.passed)
-
     def with_captures(self, written: Mapping[str, str]) -> ScenarioReport:
         """The report with each failed expectation's capture file, from {capture_name: path} of those written."""
         verdicts = tuple(
@@ -1134,9 +1130,3 @@ def probe_summary(record: ProbeRecord, until: float | None = None) -> dict[str, 
             for o in outages(requests)
         ],
     }
-
-
-def send_jitter(record: ProbeRecord) -> list[float]:
-    """How late each request left against its fixed schedule, in seconds (never negative)."""
-    interval = record.probe.interval
-    return [max(0.0, r.sent - (record.scheduled + k * interval)) for k, r in enumerate(record.requests)]

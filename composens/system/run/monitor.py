@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from composens.model.scenarios import SEQUENCES, Probe, ProbeRecord, Request
+from composens.system.kernel.entering import CLONE_NEWNET
 from composens.system.run.probe import echo_reply_sequence, echo_request, only_echo_replies
 
 SO_ATTACH_FILTER = 26
@@ -150,17 +151,13 @@ class Monitor:
         for tcp in self._tcps:
             tcp.start()
 
-    def now(self) -> float:
-        """Seconds since the epoch."""
-        return time.monotonic() - self.epoch
-
-    def snapshot(self, until: float | None = None) -> dict[str, ProbeRecord]:
-        """Every probe's requests sent before `until` (s since the epoch) whose outcome is known now."""
+    def snapshot(self) -> dict[str, ProbeRecord]:
+        """Every probe's requests sent so far whose outcome is known now."""
         now = time.monotonic()
         with self._lock:
             found = {}
             for probe, first_due, requests in self._all():
-                found[probe.name] = self._record(probe, first_due, requests, now, until)
+                found[probe.name] = self._record(probe, first_due, requests, now)
         return found
 
     def stop(self) -> dict[str, ProbeRecord]:
@@ -177,22 +174,18 @@ class Monitor:
         if self._failure is not None:
             raise self._failure
         with self._lock:
-            return {probe.name: self._record(probe, due, requests, None, None) for probe, due, requests in self._all()}
+            return {probe.name: self._record(probe, due, requests, None) for probe, due, requests in self._all()}
 
     def _all(self) -> list[tuple[Probe, float, _Requests]]:
         by_name = {p.probe.name: (p.probe, p.first_due, p.requests) for p in self._pings}
         by_name |= {t.probe.name: (t.probe, t.first_due, t.requests) for t in self._tcps}
         return [by_name[probe.name] for probe, _ in self.wanted]
 
-    def _record(
-        self, probe: Probe, first_due: float, requests: _Requests, now: float | None, until: float | None
-    ) -> ProbeRecord:
+    def _record(self, probe: Probe, first_due: float, requests: _Requests, now: float | None) -> ProbeRecord:
         """Requests as a record: up to the first whose outcome is not known yet (now: all are known)."""
         found = []
         for k, sent in enumerate(requests.sent):
             relative = sent - self.epoch
-            if until is not None and relative >= until:
-                break
             rtt = requests.rtts[k]
             if rtt is None and now is not None and k not in requests.errors and now - sent < probe.timeout:
                 break  # still waiting for its answer
@@ -329,7 +322,7 @@ class _TcpProbe:
         try:
             fd = os.open(self.netns_path, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET: this thread only
+                if libc.setns(fd, CLONE_NEWNET) != 0:  # this thread only
                     raise OSError(ctypes.get_errno(), f"setns {self.netns_path} failed")
             finally:
                 os.close(fd)

@@ -184,8 +184,10 @@ class _Echoes:
         if source.split("%")[0] != str(self.target):
             return
         sequence = echo_reply_sequence(data, self.version, self.ident, self.token)
-        sent = self.sent.get(sequence) if sequence is not None else None
-        if sequence is not None and sent is not None and sequence not in self.rtts and arrived - sent <= self.timeout:
+        if sequence is None:
+            return
+        sent = self.sent.get(sequence)
+        if sent is not None and sequence not in self.rtts and arrived - sent <= self.timeout:
             self.rtts[sequence] = (arrived - sent) * 1000
 
 

@@ -12,9 +12,7 @@ lab names it; Wireshark stops it with SIGTERM. Capturing needs root, as composen
 
 from __future__ import annotations
 
-import argparse
 import os
-import shlex
 import sys
 from pathlib import Path
 
@@ -31,6 +29,8 @@ PREFIX = "composens."
 @app.command("extcap", context_settings=EXTRA_ARGS, add_help_option=False)
 def extcap(ctx: typer.Context) -> None:
     """Wireshark's extcap interface to the lab (`composens extcap --install` puts it in Wireshark's list)."""
+    import argparse  # here, not at start-up: only Wireshark calls this command
+
     parser = argparse.ArgumentParser(prog="composens extcap", add_help=True)
     parser.add_argument("--install", action="store_true", help="make the lab's interfaces show in Wireshark")
     parser.add_argument("--extcap-interfaces", action="store_true")
@@ -79,6 +79,8 @@ def extcap(ctx: typer.Context) -> None:
 
 def _install(project: str, files: tuple[str, ...]) -> str:
     """Write the executable Wireshark runs for this project; return where it went."""
+    import shlex
+
     home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
     folder = home / "wireshark" / "extcap"
     folder.mkdir(parents=True, exist_ok=True)

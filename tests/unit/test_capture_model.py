@@ -160,3 +160,10 @@ def test_durations_read_as_a_person_writes_them() -> None:
     for bad in ("", "-1s", "1h", "s", None, float("nan")):
         with pytest.raises(ValueError, match="is not a duration"):
             parse_duration(bad)
+
+
+def test_the_capture_commands_snap_length_is_the_packet_models() -> None:
+    from composens.cli import runtime
+    from composens.model import packets
+
+    assert runtime.DEFAULT_SNAPLEN == packets.DEFAULT_SNAPLEN

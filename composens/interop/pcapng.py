@@ -20,9 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import IO
 
-from composens.model.packets import CapturedPacket, Direction, Interface, InterfaceStatistics
-
-NANOSECONDS = 1_000_000_000
+from composens.model.packets import NANOSECONDS, CapturedPacket, Direction, Interface, InterfaceStatistics
 
 # Block types and option codes (pcapng draft, section 4 and the option tables).
 SHB_TYPE = 0x0A0D0D0A
@@ -84,11 +82,6 @@ class PcapngWriter:
         # Section length -1: unknown, since a stream to a pipe cannot be sought back to fill it in.
         header = struct.pack("<IHHq", BYTE_ORDER_MAGIC, 1, 0, -1)
         self._stream.write(_block(SHB_TYPE, header + _options(userappl)))
-
-    @property
-    def interfaces(self) -> tuple[Interface, ...]:
-        """Return the interfaces described so far, in id order."""
-        return tuple(self._interfaces)
 
     def add_interface(self, interface: Interface) -> int:
         """Describe an interface (an IDB) and return the id its packets are written with."""

@@ -126,11 +126,12 @@ class _Window:
         for packet in packets:
             if packet.timestamp_ns > self.end_ns:
                 break
-            if self.bytes_held + held_bytes(packet) > limit:
+            size = held_bytes(packet)
+            if self.bytes_held + size > limit:
                 self.truncated = True
                 break
             self.packets.append(packet)
-            self.bytes_held += held_bytes(packet)
+            self.bytes_held += size
 
 
 class FlightRecorder:

@@ -457,4 +457,4 @@ def _freeze(source: _Source) -> None:
     """Let no more packets into a source's ring (a filter that takes none), so that what it has can be drained."""
     if source.sock is not None:
         with contextlib.suppress(OSError):
-            _attach_filter(source.sock, struct.pack("@HBBI", BPF_RET_K, 0, 0, 0))
+            _attach_filter(source.sock, take_all(0))

@@ -659,7 +659,8 @@ def _gated(topo: Topology, w: Wanted) -> bool:
     """Tell whether a start waits for its wiring: by the file, or by the label of a container made with the wait."""
     from composens.system.run import startgate
 
-    return w.container.service in startgate.waiting(topo) or startgate.GATED_LABEL in w.container.labels
+    node = topo.services.get(w.container.service)
+    return bool(node and node.start_after_wiring) or startgate.GATED_LABEL in w.container.labels
 
 
 def _wired_counts(topo: Topology, services: set[str], targets: Mapping[str, Target]) -> tuple[int, int]:

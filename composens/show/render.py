@@ -368,14 +368,14 @@ def repair_line(report: LinkReport) -> str | None:
     if entries:
         words.append(", ".join(entries))
     if report.wired:
-        words.append(f"{len(report.wired)} wiring change{'s' if len(report.wired) != 1 else ''}")
+        words.append(_counted(len(report.wired), "wiring change"))
     if report.execs:
         failed = sum(1 for r in report.execs if not r.ok)
-        words.append(f"{len(report.execs)} exec command{'s' if len(report.execs) != 1 else ''}")
+        words.append(_counted(len(report.execs), "exec command"))
         if failed:
             words[-1] += f" ({failed} failed)"
     if report.not_ready:
-        words.append(f"{len(report.not_ready)} interface{'s' if len(report.not_ready) != 1 else ''} not ready")
+        words.append(_counted(len(report.not_ready), "interface") + " not ready")
     if not words:
         return None
     return f"{time.strftime('%H:%M:%S')} repaired: " + "; ".join(words)

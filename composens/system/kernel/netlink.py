@@ -189,9 +189,7 @@ def read_socket(sock: socket.socket) -> NetlinkRead:
 
 def read_carrier(sock: socket.socket) -> Carrier:
     """Dump the links and the routes of every table through `sock`: what plan/ready.py judges readiness from."""
-    links = dump(sock, RTM_GETLINK, IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _u32_attr(
-        IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS
-    ))  # fmt: skip
+    links = _dump_links(sock)
     routes = dump(sock, RTM_GETROUTE, RTMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0, 0, 0, 0, 0))  # table 0: every table
     return parse_carrier(links, routes)
 
@@ -236,15 +234,19 @@ def dumps_digest(dumps: Dumps) -> str:
     return digest.hexdigest()
 
 
+def _dump_links(sock: socket.socket) -> list[bytes]:
+    """Every link of the socket's namespace, without the statistics neither reading uses."""
+    request = IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _u32_attr(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
+    return dump(sock, RTM_GETLINK, request)
+
+
 def _dumps(sock: socket.socket) -> Dumps:
     try:
         sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
         table = RT_TABLE_MAIN  # the kernel sends the main table's routes only (parse keeps only those anyway)
     except OSError:
         table = 0
-    links = dump(sock, RTM_GETLINK, IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _u32_attr(
-        IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS
-    ))  # fmt: skip
+    links = _dump_links(sock)
     addresses = dump(sock, RTM_GETADDR, IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0))
     routes = dump(sock, RTM_GETROUTE, RTMSG.pack(socket.AF_UNSPEC, 0, 0, 0, table, 0, 0, 0, 0))
     return links, addresses, routes

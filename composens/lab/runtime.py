@@ -21,9 +21,10 @@ from composens.system.kernel import netns
 if TYPE_CHECKING:
     from composens.lab.capture import CaptureSession, FlightRecorder, WindowWriter
     from composens.model.capture import CaptureTarget, RecorderSettings
-    from composens.model.checks import CheckResult, CheckUpdate
+    from composens.model.checks import Check, CheckResult, CheckUpdate
     from composens.model.conditions import Conditions
     from composens.system.kernel.capture import CapturePoint, Gone, Locate
+    from composens.system.run import probe
 
 
 class RunTimeChanges(LabCore):
@@ -33,8 +34,6 @@ class RunTimeChanges(LabCore):
         self, topo: Topology, names: Iterable[str], *, fail_fast: bool, on_update: Callable[[CheckUpdate], None]
     ) -> tuple[CheckResult, ...]:
         """Run the declared checks (those named, or all) against the running lab."""
-        import functools
-
         from composens.system.run import probe
 
         if not topo.checks:
@@ -44,14 +43,30 @@ class RunTimeChanges(LabCore):
         if unknown:
             raise ConfigError(f"{topo.source}: no such check: {', '.join(repr(n) for n in unknown)}")
         checks = [c for c in topo.checks if not chosen or c.name in chosen]
+        return probe.run_checks(
+            checks, self.check_targets(topo), fail_fast=fail_fast, on_update=on_update, probe=self.check_attempt()
+        )
+
+    def check_targets(self, topo: Topology) -> dict[str, probe.Target]:
+        """Where each service's checks run: its first container, in the namespace docker mounted for it (verified
+        to be its namespace now)."""
+        from composens.system.run import probe
+
         containers, by_id = self._containers(topo)
         targets: dict[str, probe.Target] = {}
         for c in sorted(containers, key=lambda c: (c.service, c.number)):
             if c.service in topo.services and c.service not in targets:
-                path, _, _ = netns.resolve_target(c, by_id)  # docker's mount, verified to be its namespace now
+                path, _, _ = netns.resolve_target(c, by_id)
                 targets[c.service] = probe.Target(c.service, c.id, path, c.running)
-        attempt = functools.partial(probe.attempt, docker=self.compose.docker, use_api=self.compose.use_api)
-        return probe.run_checks(checks, targets, fail_fast=fail_fast, on_update=on_update, probe=attempt)
+        return targets
+
+    def check_attempt(self) -> Callable[[Check, probe.Target], probe.Attempt]:
+        """One try of a check in its target, through this lab's engine."""
+        import functools
+
+        from composens.system.run import probe
+
+        return functools.partial(probe.attempt, docker=self.compose.docker, use_api=self.compose.use_api)
 
     # ------------------------------------------------------------------ run-time changes
 

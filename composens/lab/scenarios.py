@@ -298,14 +298,5 @@ class _LabActions:
         from composens.system.run import probe
 
         check = dataclasses.replace(next(c for c in self.topo.checks if c.name == name), wait=None)
-        containers, by_id = self.lab._containers(self.topo)
-        targets: dict[str, probe.Target] = {}
-        for c in sorted(containers, key=lambda c: (c.service, c.number)):
-            if c.service in self.topo.services and c.service not in targets:
-                path, _, _ = netns.resolve_target(c, by_id)
-                targets[c.service] = probe.Target(c.service, c.id, path, c.running)
-        attempt = lambda chk, target: probe.attempt(  # noqa: E731
-            chk, target, docker=self.lab.compose.docker, use_api=self.lab.compose.use_api
-        )
-        (result,) = probe.run_checks([check], targets, probe=attempt)
+        (result,) = probe.run_checks([check], self.lab.check_targets(self.topo), probe=self.lab.check_attempt())
         return result.result == "pass", result.reason

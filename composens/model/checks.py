@@ -12,7 +12,7 @@ import math
 import re
 import shlex
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Protocol
 
 from composens.model.errors import ConfigError
 from composens.model.topology import EXTENSION, Topology
@@ -174,7 +174,7 @@ def _parse_ping(value: Any, topo: Topology, where: _At) -> Ping:
         raise where.at("expect").error(f"{expect!r} is neither success nor failure")
     return Ping(
         service=service,
-        to=_address(spec["to"], where.at("to")),
+        to=global_address(spec["to"], where.at("to"), users="checks", verb="ping"),
         count=_count(spec["count"], where.at("count")) if "count" in spec else PING_COUNT,
         timeout=_seconds(spec["timeout"], where.at("timeout")) if "timeout" in spec else PING_TIMEOUT,
         expect=expect,
@@ -214,16 +214,23 @@ def _service(value: Any, topo: Topology, where: _At, *, own_netns: bool) -> str:
     return value
 
 
-def _address(value: Any, where: _At) -> str:
+class _Located(Protocol):
+    """Where a value sits in the file: makes the one-line error that names it."""
+
+    def error(self, message: str) -> ConfigError: ...
+
+
+def global_address(value: Any, where: _Located, *, users: str, verb: str) -> str:
+    """An address a check or a probe sends to from a namespace: IPv4 or IPv6, global (no scope, not link-local)."""
     text = str(value)
     if "%" in text:
-        raise where.error(f"{value!r} has a scope id, which checks do not support; ping a global address")
+        raise where.error(f"{value!r} has a scope id, which {users} do not support; {verb} a global address")
     try:
         address = ipaddress.ip_address(text)  # a YAML number becomes digits, never a packed integer
     except ValueError:
         raise where.error(f"{value!r} is not an IP address") from None
     if address.version == 6 and address.is_link_local:
-        raise where.error(f"{value!r} is link-local, which needs an interface; ping a global address")
+        raise where.error(f"{value!r} is link-local, which needs an interface; {verb} a global address")
     return str(address)
 
 

@@ -15,7 +15,6 @@ ScenarioReport.with_captures puts the files written in the report.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import math
 import random
 import re
@@ -23,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from composens.model.checks import global_address
 from composens.model.conditions import Conditions, ConditionsError
 from composens.model.conditions import parse as parse_conditions
 from composens.model.errors import ConfigError
@@ -460,7 +460,7 @@ def _parse_probe(name: str, kind: str, body: Any, topo: Topology, where: _Where)
         name,
         "ping" if kind == "ping" else "tcp",
         service,
-        _address(spec["to"], where.at("to")),
+        global_address(spec["to"], where.at("to"), users="probes", verb="use"),
         interval,
         timeout,
         port,
@@ -478,19 +478,6 @@ def _probe_service(value: Any, topo: Topology, where: _Where) -> str:
     if node.replicas != 1:
         raise where.error(f"service {value} is scaled to {node.replicas}; a probe needs exactly one container")
     return value
-
-
-def _address(value: Any, where: _Where) -> str:
-    text = str(value)
-    if "%" in text:
-        raise where.error(f"{value!r} has a scope id, which probes do not support; use a global address")
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        raise where.error(f"{value!r} is not an IP address") from None
-    if address.version == 6 and address.is_link_local:
-        raise where.error(f"{value!r} is link-local, which needs an interface; use a global address")
-    return str(address)
 
 
 def parse_scenarios(value: Any, topo: Topology, probes: Mapping[str, Probe]) -> dict[str, Scenario]:

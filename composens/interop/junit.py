@@ -44,16 +44,17 @@ def junit_xml(results: Sequence[CheckResult], suite_name: str, *, seconds: float
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 
+def _case(suite: ET.Element, classname: str, name: str, seconds: float) -> ET.Element:
+    return ET.SubElement(suite, "testcase", {"classname": classname, "name": _clean(name), "time": _time(seconds)})
+
+
+def _attachment(path: str) -> str:
+    """The line CI servers (Jenkins, GitLab) show a test's file by."""
+    return f"[[ATTACHMENT|{path}]]"
+
+
 def _testcase(suite: ET.Element, result: CheckResult, suite_name: str) -> None:
-    case = ET.SubElement(
-        suite,
-        "testcase",
-        {
-            "classname": _clean(f"{suite_name}.{result.service}"),
-            "name": _clean(result.name),
-            "time": _time(result.seconds),
-        },
-    )
+    case = _case(suite, _clean(f"{suite_name}.{result.service}"), result.name, result.seconds)
     if result.result in _ELEMENT:
         outcome = ET.SubElement(case, _ELEMENT[result.result], {"message": _clean(result.reason or result.result)})
         if result.result != "skipped":
@@ -68,7 +69,7 @@ def _details(result: CheckResult) -> str:
     if result.rtts_ms:
         lines.append("round trips (ms): " + " ".join(f"{rtt:.3f}" for rtt in result.rtts_ms))
     if result.capture:
-        lines.append(f"[[ATTACHMENT|{result.capture}]]")
+        lines.append(_attachment(result.capture))
     return _clean("\n".join(lines))
 
 
@@ -81,15 +82,7 @@ def scenarios_junit(reports: Sequence[ScenarioReport], suite_name: str) -> str:
         counts = dict.fromkeys(totals, 0)
         classname = _clean(f"{suite_name}.{report.name}")
         for verdict in report.verdicts:
-            case = ET.SubElement(
-                suite,
-                "testcase",
-                {
-                    "classname": classname,
-                    "name": _clean(verdict.name),
-                    "time": _time(verdict.window[1] - verdict.window[0]),
-                },
-            )
+            case = _case(suite, classname, verdict.name, verdict.window[1] - verdict.window[0])
             if not verdict.passed:
                 failure = ET.SubElement(
                     case, "failure", {"message": _clean(verdict.reason or verdict.text), "type": verdict.kind}
@@ -101,21 +94,13 @@ def scenarios_junit(reports: Sequence[ScenarioReport], suite_name: str) -> str:
             out.text = _clean(
                 f"{verdict.text}\nstep {verdict.step + 1}; window {start:.3f} to {end:.3f} s after the start "
                 f"(wall clock {report.wall(start):.6f} to {report.wall(end):.6f})"
-                + (f"\n[[ATTACHMENT|{verdict.capture}]]" if verdict.capture else "")
+                + (f"\n{_attachment(verdict.capture)}" if verdict.capture else "")
             )
             counts["tests"] += 1
         for step in report.steps:
             if step.error is None:
                 continue
-            case = ET.SubElement(
-                suite,
-                "testcase",
-                {
-                    "classname": classname,
-                    "name": _clean(f"step {step.index + 1}: {step.text}"),
-                    "time": _time(step.ended - step.started),
-                },
-            )
+            case = _case(suite, classname, f"step {step.index + 1}: {step.text}", step.ended - step.started)
             error = ET.SubElement(case, "error", {"message": _clean(step.error), "type": step.kind})
             error.text = _clean(step.error)
             counts["tests"] += 1
@@ -123,15 +108,13 @@ def scenarios_junit(reports: Sequence[ScenarioReport], suite_name: str) -> str:
         judged = {v.step for v in report.verdicts}
         for index, text in enumerate(report.planned):
             if text.startswith("expect ") and index not in judged:
-                case = ET.SubElement(
-                    suite, "testcase", {"classname": classname, "name": _clean(text), "time": _time(0)}
-                )
+                case = _case(suite, classname, text, 0)
                 why = report.stopped or "not reached"
                 ET.SubElement(case, "skipped", {"message": _clean(f"not judged: {why}")})
                 counts["tests"] += 1
                 counts["skipped"] += 1
         for problem in report.restore_errors:
-            case = ET.SubElement(suite, "testcase", {"classname": classname, "name": "restore", "time": _time(0)})
+            case = _case(suite, classname, "restore", 0)
             ET.SubElement(case, "error", {"message": _clean(problem), "type": "restore"}).text = _clean(problem)
             counts["tests"] += 1
             counts["errors"] += 1
